@@ -1,0 +1,98 @@
+//! Points and wallet holds: the same movement on two kinds of account.
+//!
+//! `balance + held + spent = credited` per account (a CHECK constraint). Reservation moves
+//! balance to held (wallet: `frozen`, points: `reserved`), release moves it back, capture
+//! moves it to `spent`. SQL is assembled only from the static names in [`Account`].
+
+use crate::error::StoreError;
+use crate::holds::{self, Begin};
+use crate::{Db, now_ms};
+use orderflow_workflows::model::{Refusal, Reservation, ReserveFunds, Resource};
+
+/// An account table whose funds orders can hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Account {
+    pub resource: Resource,
+    pub table: &'static str,
+    /// The column that holds reserved funds.
+    pub held: &'static str,
+    /// The refusal code when the balance is short.
+    pub short_code: &'static str,
+    pub noun: &'static str,
+}
+
+pub const WALLET: Account = Account {
+    resource: Resource::Wallet,
+    table: "wallets",
+    held: "frozen",
+    short_code: "insufficient_wallet_balance",
+    noun: "wallet balance",
+};
+
+pub const POINTS: Account = Account {
+    resource: Resource::Points,
+    table: "points_accounts",
+    held: "reserved",
+    short_code: "insufficient_points",
+    noun: "points",
+};
+
+pub async fn reserve(db: &Db, account: Account, input: &ReserveFunds) -> Result<Reservation, StoreError> {
+    let now = now_ms();
+    let order_id = input.order_id.as_str();
+    let mut tx = db.begin().await?;
+    match holds::begin_reserve(&mut tx, order_id, account.resource, &input.user_id, now).await? {
+        Begin::Existing(hold) if hold.state == "released" => {
+            return Ok(Reservation::Refused(Refusal::new("order_closed", "the order was already closed")));
+        }
+        Begin::Existing(hold) => return Ok(Reservation::Reserved { amount: hold.amount }),
+        Begin::Fresh => {}
+    }
+    let sql = format!(
+        "UPDATE {t} SET balance = balance - $2, {h} = {h} + $2, updated_at = $3 WHERE user_id = $1 AND balance >= $2",
+        t = account.table,
+        h = account.held
+    );
+    let taken = sqlx::query(&sql).bind(&input.user_id).bind(input.amount).bind(now).execute(&mut *tx).await?;
+    if taken.rows_affected() != 1 {
+        return Ok(Reservation::Refused(Refusal::new(
+            account.short_code,
+            format!("{} requested {} of {}, which is more than available", input.user_id, input.amount, account.noun),
+        )));
+    }
+    holds::finish_reserve(&mut tx, order_id, account.resource, input.amount, now).await?;
+    tx.commit().await?;
+    Ok(Reservation::Reserved { amount: input.amount })
+}
+
+pub async fn release(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
+    settle(db, account, order_id, true).await
+}
+
+pub async fn capture(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
+    settle(db, account, order_id, false).await
+}
+
+async fn settle(db: &Db, account: Account, order_id: &str, release: bool) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let hold = if release {
+        holds::begin_release(&mut tx, order_id, account.resource, now).await?
+    } else {
+        holds::begin_capture(&mut tx, order_id, account.resource, now).await?
+    };
+    if let Some(hold) = hold {
+        let target = if release { "balance" } else { "spent" };
+        let sql = format!(
+            "UPDATE {t} SET {target} = {target} + $2, {h} = {h} - $2, updated_at = $3 WHERE user_id = $1 AND {h} >= $2",
+            t = account.table,
+            h = account.held
+        );
+        let moved = sqlx::query(&sql).bind(&hold.subject).bind(hold.amount).bind(now).execute(&mut *tx).await?;
+        holds::expect_one(moved.rows_affected(), order_id, "funds_mismatch", || {
+            format!("{} of {}: less than {} held, or the account is gone", account.noun, hold.subject, hold.amount)
+        })?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The hold state machine: what an order holds of each resource, and the ledger behind it.
+//!
+//! One `holds` row per (order, resource) moves `reserved -> released` or `reserved -> captured`,
+//! never both and never back. Each transition also inserts a `ledger` row keyed by
+//! (order, resource, action) in the same transaction. Together they make every activity
+//! idempotent on its business key: a retry after a crash that followed the commit finds the
+//! transition done and does nothing. A transition the data forbids is a typed error, never `Ok`.
+//!
+//! Every function here starts with a write, so that SQLite takes the write lock first (see `db`).
+
+use crate::error::StoreError;
+use orderflow_workflows::model::Resource;
+use sqlx::{Any, Row, Transaction};
+
+pub type Tx<'a> = Transaction<'a, Any>;
+
+/// A hold as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Whose resource: the coupon id, the user id, or empty for stock (see `order_items`).
+    pub subject: String,
+    pub amount: i64,
+    pub state: String,
+}
+
+/// What starting a reservation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// This call inserted the hold: it must now take the resource, then call [`finish_reserve`].
+    Fresh,
+    /// A previous attempt got here first (it reserved, or the order already released it).
+    Existing(Hold),
+}
+
+async fn load(tx: &mut Tx<'_>, order_id: &str, resource: Resource) -> Result<Option<Hold>, StoreError> {
+    let row = sqlx::query("SELECT subject, amount, state FROM holds WHERE order_id = $1 AND resource = $2")
+        .bind(order_id)
+        .bind(resource.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|r| Hold { subject: r.get(0), amount: r.get(1), state: r.get(2) }))
+}
+
+async fn append_ledger(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    action: &str,
+    hold: &Hold,
+    now: i64,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO ledger (order_id, resource, action, subject, amount, at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (order_id, resource, action) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(resource.as_str())
+    .bind(action)
+    .bind(&hold.subject)
+    .bind(hold.amount)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::conflict(
+            order_id,
+            "ledger_mismatch",
+            format!("the ledger already has a {action} of {} although the hold was just moved", resource.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts a reservation by inserting the hold row in state `reserved` (amount 0 for now).
+pub async fn begin_reserve(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    subject: &str,
+    now: i64,
+) -> Result<Begin, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO holds (order_id, resource, subject, amount, state, created_at, updated_at)
+         VALUES ($1, $2, $3, 0, 'reserved', $4, $4)
+         ON CONFLICT (order_id, resource) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(resource.as_str())
+    .bind(subject)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Begin::Fresh);
+    }
+    let hold = load(tx, order_id, resource)
+        .await?
+        .ok_or_else(|| StoreError::conflict(order_id, "ledger_mismatch", "hold vanished during reservation"))?;
+    Ok(Begin::Existing(hold))
+}
+
+/// Completes a fresh reservation: records the amount held and the `reserve` ledger row.
+pub async fn finish_reserve(tx: &mut Tx<'_>, order_id: &str, resource: Resource, amount: i64, now: i64) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE holds SET amount = $3 WHERE order_id = $1 AND resource = $2 AND state = 'reserved'")
+        .bind(order_id)
+        .bind(resource.as_str())
+        .bind(amount)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::conflict(order_id, "ledger_mismatch", "hold vanished during reservation"));
+    }
+    let hold = load(tx, order_id, resource)
+        .await?
+        .ok_or_else(|| StoreError::conflict(order_id, "ledger_mismatch", "hold vanished during reservation"))?;
+    append_ledger(tx, order_id, resource, "reserve", &hold, now).await
+}
+
+/// Moves a hold to `released`. Returns the hold whose resource the caller must now give back,
+/// or `None` when there is nothing to give back: already released, or never reserved (then a
+/// `released` tombstone is written, so a reservation still in flight cannot take it later).
+/// A captured hold is an error: an order is never both paid and released.
+pub async fn begin_release(tx: &mut Tx<'_>, order_id: &str, resource: Resource, now: i64) -> Result<Option<Hold>, StoreError> {
+    let tombstone = sqlx::query(
+        "INSERT INTO holds (order_id, resource, subject, amount, state, created_at, updated_at)
+         VALUES ($1, $2, '', 0, 'released', $3, $3)
+         ON CONFLICT (order_id, resource) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(resource.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if tombstone.rows_affected() == 1 {
+        let nothing = Hold { subject: String::new(), amount: 0, state: "released".into() };
+        append_ledger(tx, order_id, resource, "release", &nothing, now).await?;
+        return Ok(None);
+    }
+    transition(tx, order_id, resource, "released", "release", now).await
+}
+
+/// Moves a hold to `captured`. Returns the hold the caller must now capture, or `None` if it
+/// already was. Capturing a released or never-reserved hold is an error.
+pub async fn begin_capture(tx: &mut Tx<'_>, order_id: &str, resource: Resource, now: i64) -> Result<Option<Hold>, StoreError> {
+    transition(tx, order_id, resource, "captured", "capture", now).await
+}
+
+async fn transition(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    to: &str,
+    action: &str,
+    now: i64,
+) -> Result<Option<Hold>, StoreError> {
+    let moved = sqlx::query("UPDATE holds SET state = $3, updated_at = $4 WHERE order_id = $1 AND resource = $2 AND state = 'reserved'")
+        .bind(order_id)
+        .bind(resource.as_str())
+        .bind(to)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    let hold = load(tx, order_id, resource).await?;
+    match (moved.rows_affected(), hold) {
+        (1, Some(hold)) => {
+            append_ledger(tx, order_id, resource, action, &hold, now).await?;
+            Ok(Some(hold))
+        }
+        (_, Some(hold)) if hold.state == to => Ok(None),
+        (_, Some(hold)) => Err(StoreError::conflict(
+            order_id,
+            if hold.state == "captured" { "already_captured" } else { "already_released" },
+            format!("cannot {action} {}: it is {}", resource.as_str(), hold.state),
+        )),
+        (_, None) => Err(StoreError::conflict(
+            order_id,
+            "nothing_reserved",
+            format!("cannot {action} {}: the order never reserved it", resource.as_str()),
+        )),
+    }
+}
+
+/// Checks that a conditional `UPDATE` on a resource row matched exactly one row.
+pub fn expect_one(rows: u64, order_id: &str, code: &'static str, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if rows == 1 { Ok(()) } else { Err(StoreError::conflict(order_id, code, what())) }
+}

@@ -1,0 +1,38 @@
+//! orderflow-activities: every side effect of an order, and the only crate that touches the
+//! database.
+//!
+//! - [`db`]: the pool (SQLite or PostgreSQL through sqlx's `Any` driver) and migrations.
+//! - [`error`]: `StoreError`, classified as transient (retried) or business (non-retryable).
+//! - [`holds`]: the per-order, per-resource hold state machine and its append-only ledger,
+//!   which make every reserve, release and capture idempotent.
+//! - [`stock`], [`coupons`], [`funds`] (points and wallet): the resources an order holds.
+//! - [`orders`]: the order row, its events and payments.
+//! - [`store`]: reads and admin writes used by the API.
+//! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data.
+//! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
+//!
+//! Nothing here decides an order's fate: the workflow decides, these functions do exactly one
+//! transaction each and never report `Ok` for work that did not happen.
+
+pub mod audit;
+pub mod coupons;
+pub mod db;
+pub mod error;
+pub mod funds;
+pub mod holds;
+pub mod orders;
+pub mod stock;
+pub mod store;
+pub mod worker;
+
+pub use db::Db;
+pub use error::StoreError;
+pub use worker::OrderActivitiesImpl;
+
+/// Unix milliseconds now. Only activities and the API read the clock; workflows never do.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,220 @@
+//! The order row, its operation log and its payments.
+//!
+//! Status changes are conditional updates (`WHERE status = 'pending_payment'`): if one matches
+//! no row, the function either finds proof that it already happened (a retry) or fails with a
+//! typed error. Each change writes its `order_events` row in the same transaction.
+
+use crate::error::StoreError;
+use crate::holds::{Tx, expect_one};
+use crate::Db;
+use orderflow_workflows::model::{MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder, RecordUnappliedPayment};
+use sqlx::Row;
+
+async fn append_event(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    from: Option<&str>,
+    to: &str,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO order_events (order_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (order_id, to_status) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(from)
+    .bind(to)
+    .bind(reason)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn status_of(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1").bind(order_id).fetch_optional(&mut **tx).await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Creates the order row once its reservations are decided. A retry finds the row and checks it
+/// is the same request.
+pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
+    let o = &input.order;
+    let a = &input.amounts;
+    let (code, message) = match &input.rejection {
+        Some(r) => (Some(r.code.as_str()), Some(r.message.as_str())),
+        None => (None, None),
+    };
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, user_id, status, currency, total_amount, coupon_amount, points_amount,
+             wallet_amount, payable_amount, coupon_id, expires_at, reject_code, reject_message, idempotency_key,
+             request_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(&o.order_id)
+    .bind(&o.user_id)
+    .bind(input.status.as_str())
+    .bind(&o.currency)
+    .bind(a.total)
+    .bind(a.coupon)
+    .bind(a.points)
+    .bind(a.wallet)
+    .bind(a.payable)
+    .bind(o.coupon_id.as_deref())
+    .bind(input.expires_at_ms)
+    .bind(code)
+    .bind(message)
+    .bind(&o.idempotency_key)
+    .bind(&o.request_hash)
+    .bind(input.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        let row = sqlx::query("SELECT request_hash FROM orders WHERE order_id = $1").bind(&o.order_id).fetch_one(&mut *tx).await?;
+        let hash: String = row.get(0);
+        if hash != o.request_hash {
+            return Err(StoreError::conflict(&o.order_id, "order_exists", "another request already created this order"));
+        }
+    }
+    append_event(&mut tx, &o.order_id, None, input.status.as_str(), code, input.at_ms).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `pending_payment -> paid`: clears `expires_at` and records the payment that paid.
+pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
+    let order_id = input.order_id.as_str();
+    let mut tx = db.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE orders SET status = 'paid', expires_at = NULL, paid_at = $2, updated_at = $2
+         WHERE order_id = $1 AND status = 'pending_payment'",
+    )
+    .bind(order_id)
+    .bind(input.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        let status = status_of(&mut tx, order_id).await?;
+        if status.as_deref() != Some("paid") {
+            return Err(StoreError::conflict(
+                order_id,
+                "invalid_transition",
+                format!("cannot mark paid: the order is {}", status.as_deref().unwrap_or("missing")),
+            ));
+        }
+        // A retry: the payment must already be the one recorded.
+        if let Some(p) = &input.payment {
+            ensure_payment(&mut tx, order_id, p, "captured").await?;
+        }
+        return Ok(());
+    }
+    let reason = if input.payment.is_some() { "payment" } else { "nothing_payable" };
+    append_event(&mut tx, order_id, Some("pending_payment"), "paid", Some(reason), input.at_ms).await?;
+    if let Some(p) = &input.payment {
+        let inserted = insert_payment(&mut tx, order_id, p, "captured", None, input.at_ms).await?;
+        expect_one(inserted, order_id, "payment_conflict", || format!("payment {} is already recorded", p.payment_id))?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `pending_payment -> cancelled`, before any release: from here on no payment can be applied.
+pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreError> {
+    let order_id = input.order_id.as_str();
+    let mut tx = db.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE orders SET status = 'cancelled', cancel_reason = $2, cancelled_at = $3, updated_at = $3
+         WHERE order_id = $1 AND status = 'pending_payment'",
+    )
+    .bind(order_id)
+    .bind(input.reason.as_str())
+    .bind(input.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        let status = status_of(&mut tx, order_id).await?;
+        return match status.as_deref() {
+            Some("cancelled") => Ok(()),
+            other => Err(StoreError::conflict(
+                order_id,
+                "invalid_transition",
+                format!("cannot cancel: the order is {}", other.unwrap_or("missing")),
+            )),
+        };
+    }
+    append_event(&mut tx, order_id, Some("pending_payment"), "cancelled", Some(input.reason.as_str()), input.at_ms).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records a payment that did not pay for its order, so that it is owed back, never dropped.
+pub async fn record_unapplied_payment(db: &Db, input: &RecordUnappliedPayment) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    let inserted = insert_payment(&mut tx, &input.order_id, &input.payment, "unapplied", Some(&input.reason), input.at_ms).await?;
+    if inserted == 0 {
+        ensure_payment(&mut tx, &input.order_id, &input.payment, "unapplied").await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_payment(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    p: &PaymentReceived,
+    status: &str,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, event_id, amount, currency, status, reason, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (payment_id) DO NOTHING",
+    )
+    .bind(&p.payment_id)
+    .bind(order_id)
+    .bind(&p.event_id)
+    .bind(p.amount)
+    .bind(&p.currency)
+    .bind(status)
+    .bind(reason)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Proves that a retried payment write already happened, with the same order and status.
+async fn ensure_payment(tx: &mut Tx<'_>, order_id: &str, p: &PaymentReceived, status: &str) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT order_id, status FROM payments WHERE payment_id = $1")
+        .bind(&p.payment_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match row {
+        Some(r) if r.get::<String, _>(0) == order_id && r.get::<String, _>(1) == status => Ok(()),
+        Some(_) => Err(StoreError::conflict(
+            order_id,
+            "payment_conflict",
+            format!("payment {} is recorded for another order or with another status", p.payment_id),
+        )),
+        None => Err(StoreError::conflict(order_id, "payment_missing", format!("payment {} was not recorded", p.payment_id))),
+    }
+}
+
+/// The stored status of an order, if it exists.
+pub async fn status(db: &Db, order_id: &str) -> Result<Option<OrderStatus>, StoreError> {
+    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1").bind(order_id).fetch_optional(db).await?;
+    Ok(row.and_then(|r| parse_status(&r.get::<String, _>(0))))
+}
+
+pub fn parse_status(s: &str) -> Option<OrderStatus> {
+    Some(match s {
+        "pending_payment" => OrderStatus::PendingPayment,
+        "paid" => OrderStatus::Paid,
+        "cancelled" => OrderStatus::Cancelled,
+        "rejected" => OrderStatus::Rejected,
+        _ => return None,
+    })
+}

@@ -1,0 +1,114 @@
+//! Stock holds. `available + reserved + sold` is constant per SKU: reservation moves quantity
+//! from available to reserved, release moves it back, capture moves it to sold. The lines and
+//! their unit prices are written to `order_items` with the reservation.
+
+use crate::error::StoreError;
+use crate::holds::{self, Begin};
+use crate::{Db, now_ms};
+use orderflow_workflows::model::{OrderLine, Refusal, Reservation, ReserveStock, Resource};
+use sqlx::Row;
+
+/// Reserves every line, all or nothing, and returns the total price.
+pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, StoreError> {
+    let now = now_ms();
+    let order_id = input.order_id.as_str();
+    let mut tx = db.begin().await?;
+    match holds::begin_reserve(&mut tx, order_id, Resource::Stock, "", now).await? {
+        Begin::Existing(hold) if hold.state == "released" => {
+            return Ok(Reservation::Refused(Refusal::new("order_closed", "the order was already closed")));
+        }
+        Begin::Existing(hold) => return Ok(Reservation::Reserved { amount: hold.amount }),
+        Begin::Fresh => {}
+    }
+    // Lock SKU rows in one global order so that concurrent orders cannot deadlock.
+    let mut lines: Vec<&OrderLine> = input.items.iter().collect();
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let mut total: i64 = 0;
+    for line in lines {
+        let taken = sqlx::query(
+            "UPDATE skus SET available = available - $2, reserved = reserved + $2, updated_at = $3
+             WHERE sku = $1 AND available >= $2",
+        )
+        .bind(&line.sku)
+        .bind(line.quantity)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT price, available FROM skus WHERE sku = $1")
+            .bind(&line.sku)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Reservation::Refused(Refusal::new("unknown_sku", format!("SKU {} does not exist", line.sku))));
+        };
+        if taken.rows_affected() != 1 {
+            let available: i64 = row.get(1);
+            return Ok(Reservation::Refused(Refusal::new(
+                "insufficient_stock",
+                format!("SKU {}: {} requested, {available} available", line.sku, line.quantity),
+            )));
+        }
+        let price: i64 = row.get(0);
+        let Some(next) = price.checked_mul(line.quantity).and_then(|line_total| total.checked_add(line_total)) else {
+            return Ok(Reservation::Refused(Refusal::new("amount_too_large", "the order total overflows")));
+        };
+        total = next;
+        let item = sqlx::query("INSERT INTO order_items (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)")
+            .bind(order_id)
+            .bind(&line.sku)
+            .bind(line.quantity)
+            .bind(price)
+            .execute(&mut *tx)
+            .await?;
+        holds::expect_one(item.rows_affected(), order_id, "ledger_mismatch", || format!("order item {} not written", line.sku))?;
+    }
+    holds::finish_reserve(&mut tx, order_id, Resource::Stock, total, now).await?;
+    tx.commit().await?;
+    Ok(Reservation::Reserved { amount: total })
+}
+
+/// How a settled hold moves each line's quantity.
+const RELEASE: &str = "UPDATE skus SET available = available + $2, reserved = reserved - $2, updated_at = $3 WHERE sku = $1 AND reserved >= $2";
+const CAPTURE: &str = "UPDATE skus SET sold = sold + $2, reserved = reserved - $2, updated_at = $3 WHERE sku = $1 AND reserved >= $2";
+
+pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
+    settle(db, order_id, true).await
+}
+
+pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
+    settle(db, order_id, false).await
+}
+
+async fn settle(db: &Db, order_id: &str, release: bool) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let hold = if release {
+        holds::begin_release(&mut tx, order_id, Resource::Stock, now).await?
+    } else {
+        holds::begin_capture(&mut tx, order_id, Resource::Stock, now).await?
+    };
+    if hold.is_some() {
+        let lines = sqlx::query("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
+            .bind(order_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if lines.is_empty() {
+            return Err(StoreError::conflict(order_id, "ledger_mismatch", "stock hold without order items"));
+        }
+        for line in lines {
+            let sku: String = line.get(0);
+            let quantity: i64 = line.get(1);
+            let moved = sqlx::query(if release { RELEASE } else { CAPTURE })
+                .bind(&sku)
+                .bind(quantity)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            holds::expect_one(moved.rows_affected(), order_id, "stock_mismatch", || {
+                format!("SKU {sku}: fewer than {quantity} reserved, or the SKU is gone")
+            })?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

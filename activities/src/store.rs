@@ -1,0 +1,320 @@
+//! Reads and admin writes that the API needs: catalogue, coupons, wallets, points, orders.
+//!
+//! Admin writes are single statements with their invariants in the SQL (`WHERE` guards and the
+//! schema's CHECK constraints). Nothing here changes an order's status: only the workflow does.
+
+use crate::error::StoreError;
+use crate::{Db, now_ms};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// The largest amount one credit may add, and the largest a balance may reach: far from
+/// `i64::MAX`, so sums over many accounts cannot overflow either.
+pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sku {
+    pub sku: String,
+    pub price: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coupon {
+    pub coupon_id: String,
+    pub user_id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance: i64,
+    pub reserved: i64,
+    pub used: i64,
+}
+
+impl Coupon {
+    /// Derived, never stored: `available` while it has balance, `reserved` while an open order
+    /// holds the rest, `used` when everything is spent.
+    pub fn status(&self) -> &'static str {
+        if self.balance > 0 {
+            "available"
+        } else if self.reserved > 0 {
+            "reserved"
+        } else {
+            "used"
+        }
+    }
+}
+
+/// A wallet or points account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user_id: String,
+    pub balance: i64,
+    pub held: i64,
+    pub spent: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItem {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: String,
+    pub event_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    pub user_id: String,
+    pub status: String,
+    pub currency: String,
+    pub total_amount: i64,
+    pub coupon_amount: i64,
+    pub points_amount: i64,
+    pub wallet_amount: i64,
+    pub payable_amount: i64,
+    pub coupon_id: Option<String>,
+    pub expires_at: Option<i64>,
+    pub cancel_reason: Option<String>,
+    pub reject_code: Option<String>,
+    pub reject_message: Option<String>,
+    pub request_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub items: Vec<OrderItem>,
+    pub payments: Vec<Payment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderEvent {
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+fn too_large(what: &str) -> StoreError {
+    StoreError::Invalid { code: "amount_too_large", message: format!("{what} would exceed {MAX_BALANCE}") }
+}
+
+/// Creates a SKU or sets its price and available stock. Reserved and sold quantities belong to
+/// orders and are kept.
+pub async fn put_sku(db: &Db, sku: &str, price: i64, stock: i64) -> Result<Sku, StoreError> {
+    sqlx::query(
+        "INSERT INTO skus (sku, price, available, reserved, sold, updated_at) VALUES ($1, $2, $3, 0, 0, $4)
+         ON CONFLICT (sku) DO UPDATE SET price = excluded.price, available = excluded.available, updated_at = excluded.updated_at",
+    )
+    .bind(sku)
+    .bind(price)
+    .bind(stock)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    get_sku(db, sku).await
+}
+
+pub async fn get_sku(db: &Db, sku: &str) -> Result<Sku, StoreError> {
+    let row = sqlx::query("SELECT sku, price, available, reserved, sold FROM skus WHERE sku = $1")
+        .bind(sku)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::not_found("sku", sku))?;
+    Ok(Sku { sku: row.get(0), price: row.get(1), available: row.get(2), reserved: row.get(3), sold: row.get(4) })
+}
+
+pub async fn create_coupon(db: &Db, user_id: &str, kind: &str, amount: i64) -> Result<Coupon, StoreError> {
+    let coupon_id = format!("cpn_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(
+        "INSERT INTO coupons (coupon_id, user_id, kind, amount, balance, reserved, used, created_at)
+         VALUES ($1, $2, $3, $4, $4, 0, 0, $5)",
+    )
+    .bind(&coupon_id)
+    .bind(user_id)
+    .bind(kind)
+    .bind(amount)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    get_coupon(db, &coupon_id).await
+}
+
+pub async fn get_coupon(db: &Db, coupon_id: &str) -> Result<Coupon, StoreError> {
+    let row = sqlx::query("SELECT coupon_id, user_id, kind, amount, balance, reserved, used FROM coupons WHERE coupon_id = $1")
+        .bind(coupon_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::not_found("coupon", coupon_id))?;
+    Ok(Coupon {
+        coupon_id: row.get(0),
+        user_id: row.get(1),
+        kind: row.get(2),
+        amount: row.get(3),
+        balance: row.get(4),
+        reserved: row.get(5),
+        used: row.get(6),
+    })
+}
+
+/// Credits a wallet or points account, creating it if needed. Refuses to pass [`MAX_BALANCE`].
+pub async fn credit(db: &Db, account: crate::funds::Account, user_id: &str, amount: i64) -> Result<Account, StoreError> {
+    if amount > MAX_BALANCE {
+        return Err(too_large("the credit"));
+    }
+    let sql = format!(
+        "INSERT INTO {t} (user_id, balance, {h}, spent, credited, updated_at) VALUES ($1, $2, 0, 0, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET balance = {t}.balance + excluded.balance,
+             credited = {t}.credited + excluded.credited, updated_at = excluded.updated_at
+         WHERE {t}.credited <= $4 - excluded.credited",
+        t = account.table,
+        h = account.held
+    );
+    let done = sqlx::query(&sql).bind(user_id).bind(amount).bind(now_ms()).bind(MAX_BALANCE).execute(db).await?;
+    if done.rows_affected() != 1 {
+        return Err(too_large("the balance"));
+    }
+    get_account(db, account, user_id).await
+}
+
+pub async fn get_account(db: &Db, account: crate::funds::Account, user_id: &str) -> Result<Account, StoreError> {
+    let sql = format!("SELECT user_id, balance, {h}, spent FROM {t} WHERE user_id = $1", t = account.table, h = account.held);
+    let row = sqlx::query(&sql)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| StoreError::not_found(account.noun, user_id))?;
+    Ok(Account { user_id: row.get(0), balance: row.get(1), held: row.get(2), spent: row.get(3) })
+}
+
+const ORDER_COLUMNS: &str = "order_id, user_id, status, currency, total_amount, coupon_amount, points_amount, wallet_amount,
+    payable_amount, coupon_id, expires_at, cancel_reason, reject_code, reject_message, request_hash, created_at, updated_at";
+
+fn order_from(row: &AnyRow) -> Order {
+    Order {
+        order_id: row.get(0),
+        user_id: row.get(1),
+        status: row.get(2),
+        currency: row.get(3),
+        total_amount: row.get(4),
+        coupon_amount: row.get(5),
+        points_amount: row.get(6),
+        wallet_amount: row.get(7),
+        payable_amount: row.get(8),
+        coupon_id: row.get(9),
+        expires_at: row.get(10),
+        cancel_reason: row.get(11),
+        reject_code: row.get(12),
+        reject_message: row.get(13),
+        request_hash: row.get(14),
+        created_at: row.get(15),
+        updated_at: row.get(16),
+        items: Vec::new(),
+        payments: Vec::new(),
+    }
+}
+
+/// An order with its items and payments.
+pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1");
+    let row = sqlx::query(&sql).bind(order_id).fetch_optional(db).await?.ok_or_else(|| StoreError::not_found("order", order_id))?;
+    let mut order = order_from(&row);
+    order.items = sqlx::query("SELECT sku, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY sku")
+        .bind(order_id)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| OrderItem { sku: r.get(0), quantity: r.get(1), unit_price: r.get(2) })
+        .collect();
+    order.payments = sqlx::query(
+        "SELECT payment_id, event_id, amount, currency, status, reason, received_at FROM payments
+         WHERE order_id = $1 ORDER BY received_at, payment_id",
+    )
+    .bind(order_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| Payment {
+        payment_id: r.get(0),
+        event_id: r.get(1),
+        amount: r.get(2),
+        currency: r.get(3),
+        status: r.get(4),
+        reason: r.get(5),
+        received_at: r.get(6),
+    })
+    .collect();
+    Ok(order)
+}
+
+/// Filters of `GET /v1/orders`.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub user_id: Option<String>,
+    pub status: Option<String>,
+    /// `Some(true)`: pending orders whose deadline has passed; `Some(false)`: all others.
+    pub is_expired: Option<bool>,
+    /// Keyset cursor: the `(created_at, order_id)` of the last order of the previous page.
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+    pub now_ms: i64,
+}
+
+/// Orders newest first, one page (`limit + 1` rows are read to tell whether more exist).
+pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool), StoreError> {
+    let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.user_id.is_some() {
+        sql += &format!(" AND user_id = {}", next());
+    }
+    if f.status.is_some() {
+        sql += &format!(" AND status = {}", next());
+    }
+    match f.is_expired {
+        Some(true) => sql += &format!(" AND status = 'pending_payment' AND expires_at <= {}", next()),
+        Some(false) => sql += &format!(" AND NOT (status = 'pending_payment' AND expires_at <= {})", next()),
+        None => {}
+    }
+    if f.after.is_some() {
+        let (a, b, c) = (next(), next(), next());
+        sql += &format!(" AND (created_at < {a} OR (created_at = {b} AND order_id < {c}))");
+    }
+    sql += &format!(" ORDER BY created_at DESC, order_id DESC LIMIT {}", next());
+    let mut q = sqlx::query(&sql);
+    if let Some(user) = &f.user_id {
+        q = q.bind(user.clone());
+    }
+    if let Some(status) = &f.status {
+        q = q.bind(status.clone());
+    }
+    if f.is_expired.is_some() {
+        q = q.bind(f.now_ms);
+    }
+    if let Some((created, id)) = &f.after {
+        q = q.bind(*created).bind(*created).bind(id.clone());
+    }
+    let rows = q.bind(f.limit + 1).fetch_all(db).await?;
+    let more = rows.len() as i64 > f.limit;
+    Ok((rows.iter().take(f.limit as usize).map(order_from).collect(), more))
+}
+
+pub async fn order_events(db: &Db, order_id: &str) -> Result<Vec<OrderEvent>, StoreError> {
+    let rows = sqlx::query("SELECT from_status, to_status, reason, at FROM order_events WHERE order_id = $1 ORDER BY at, to_status")
+        .bind(order_id)
+        .fetch_all(db)
+        .await?;
+    Ok(rows.iter().map(|r| OrderEvent { from: r.get(0), to: r.get(1), reason: r.get(2), at: r.get(3) }).collect())
+}

@@ -1,0 +1,97 @@
+//! The activity contract: names, inputs and outputs of every side effect an order performs.
+//!
+//! Declared here with `#[activity_definitions]` and implemented in `orderflow-activities` with
+//! `#[activity(definition = markers::...)]`, so the workflow sees only types. The names are
+//! pinned: they are recorded in histories, so renaming a method must not rename the activity.
+
+#![allow(unused_variables)]
+
+use crate::model::*;
+use temporalio_common::ActivityError;
+use temporalio_macros::activity_definitions;
+
+/// Every activity an order workflow runs.
+pub struct OrderActivities;
+
+#[activity_definitions]
+impl OrderActivities {
+    /// Holds stock for every line, all or nothing, and prices the order from the catalogue.
+    #[activity(name = "order.reserve_stock")]
+    pub fn reserve_stock(input: ReserveStock) -> Result<Reservation, ActivityError> {
+        unimplemented!()
+    }
+    /// Holds coupon value: part of an amount coupon's balance, or a whole discount coupon.
+    #[activity(name = "order.reserve_coupon")]
+    pub fn reserve_coupon(input: ReserveCoupon) -> Result<Reservation, ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.reserve_points")]
+    pub fn reserve_points(input: ReserveFunds) -> Result<Reservation, ActivityError> {
+        unimplemented!()
+    }
+    /// Freezes wallet funds (balance -> frozen).
+    #[activity(name = "order.reserve_wallet")]
+    pub fn reserve_wallet(input: ReserveFunds) -> Result<Reservation, ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "order.release_stock")]
+    pub fn release_stock(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.release_coupon")]
+    pub fn release_coupon(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.release_points")]
+    pub fn release_points(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.release_wallet")]
+    pub fn release_wallet(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    #[activity(name = "order.capture_stock")]
+    pub fn capture_stock(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.capture_coupon")]
+    pub fn capture_coupon(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.capture_points")]
+    pub fn capture_points(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.capture_wallet")]
+    pub fn capture_wallet(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Creates the order row (`pending_payment` or `rejected`) and its first event.
+    #[activity(name = "order.record_order")]
+    pub fn record_order(input: RecordOrder) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// `pending_payment -> paid`, records the payment and clears `expires_at`.
+    #[activity(name = "order.mark_paid")]
+    pub fn mark_paid(input: MarkPaid) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// `pending_payment -> cancelled` with its reason, before any release runs.
+    #[activity(name = "order.mark_cancelled")]
+    pub fn mark_cancelled(input: MarkCancelled) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Records a payment that did not pay for the order, so that it is refunded and never lost.
+    #[activity(name = "order.record_unapplied_payment")]
+    pub fn record_unapplied_payment(input: RecordUnappliedPayment) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+}
+
+/// The marker types of the contract, for `#[activity(definition = markers::ReserveStock)]`.
+pub mod markers {
+    pub use super::order_activities::*;
+}

@@ -1,0 +1,159 @@
+//! Pure decision logic of an order: pricing and what ends the wait for payment.
+//!
+//! No `ctx`, no I/O, no clocks: every function takes what it needs as arguments, so the rules
+//! are unit-tested without a server and cannot make replay non-deterministic.
+
+use crate::model::{Amounts, CancelReason, PaymentReceived, Refusal};
+
+/// The discount a coupon may apply: never more than the order total.
+pub fn coupon_cap(total: i64) -> i64 {
+    total.max(0)
+}
+
+/// Prices an order (DESIGN.md section 3): the coupon first, then points and wallet exactly as
+/// requested. Refuses with `amount_exceeds_total` if they exceed what remains.
+pub fn price(total: i64, coupon: i64, points: i64, wallet: i64) -> Result<Amounts, Refusal> {
+    let exceeds = || {
+        Refusal::new(
+            "amount_exceeds_total",
+            format!(
+                "points ({points}) plus wallet_amount ({wallet}) exceed the {} left to pay after the coupon",
+                total.saturating_sub(coupon)
+            ),
+        )
+    };
+    if total < 0 || coupon < 0 || coupon > total || points < 0 || wallet < 0 {
+        return Err(exceeds());
+    }
+    let payable = total
+        .checked_sub(coupon)
+        .and_then(|rest| rest.checked_sub(points))
+        .and_then(|rest| rest.checked_sub(wallet))
+        .filter(|payable| *payable >= 0)
+        .ok_or_else(exceeds)?;
+    Ok(Amounts { total, coupon, points, wallet, payable })
+}
+
+/// Whether a reported payment pays exactly this order.
+pub fn pays_for(payment: &PaymentReceived, payable: i64, currency: &str) -> bool {
+    payment.amount == payable && payment.currency == currency
+}
+
+/// What ends the wait of a pending order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A payment for the exact amount arrived: capture everything.
+    Pay(PaymentReceived),
+    /// Cancel with this reason (a request, or the deadline).
+    Cancel(CancelReason),
+    /// Nothing yet.
+    Wait,
+}
+
+/// Decides what a pending order does now.
+///
+/// A matching payment wins over a cancel request and over the deadline when both are known at
+/// the same time: the engine has already ordered the events, and money in hand is captured
+/// rather than refunded. A cancel request wins over the deadline, to keep its reason.
+pub fn wake(
+    payments: &[PaymentReceived],
+    payable: i64,
+    currency: &str,
+    cancel: Option<CancelReason>,
+    deadline_ms: Option<i64>,
+    now_ms: i64,
+) -> Wake {
+    if let Some(p) = payments.iter().find(|p| pays_for(p, payable, currency)) {
+        return Wake::Pay(p.clone());
+    }
+    if let Some(reason) = cancel {
+        return Wake::Cancel(reason);
+    }
+    match deadline_ms {
+        Some(deadline) if now_ms >= deadline => Wake::Cancel(CancelReason::Timeout),
+        _ => Wake::Wait,
+    }
+}
+
+/// The deadline of an order created at `now_ms`.
+pub fn deadline(now_ms: i64, payment_timeout_secs: u64) -> i64 {
+    let timeout_ms = i64::try_from(payment_timeout_secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+    now_ms.saturating_add(timeout_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pay(id: &str, amount: i64) -> PaymentReceived {
+        PaymentReceived {
+            payment_id: id.into(),
+            event_id: format!("evt-{id}"),
+            amount,
+            currency: "USD".into(),
+        }
+    }
+
+    #[test]
+    fn price_applies_coupon_then_points_then_wallet() {
+        let a = price(10_000, 1_500, 500, 2_000).unwrap();
+        assert_eq!(a, Amounts { total: 10_000, coupon: 1_500, points: 500, wallet: 2_000, payable: 6_000 });
+    }
+
+    #[test]
+    fn price_allows_a_fully_covered_order_with_nothing_payable() {
+        assert_eq!(price(1_000, 400, 600, 0).unwrap().payable, 0);
+    }
+
+    #[test]
+    fn price_refuses_points_and_wallet_beyond_what_remains() {
+        let err = price(1_000, 400, 500, 101).unwrap_err();
+        assert_eq!(err.code, "amount_exceeds_total");
+    }
+
+    #[test]
+    fn price_refuses_overflowing_amounts_instead_of_wrapping() {
+        assert_eq!(price(10, 0, i64::MAX, i64::MAX).unwrap_err().code, "amount_exceeds_total");
+        assert_eq!(price(10, 0, -1, 0).unwrap_err().code, "amount_exceeds_total");
+    }
+
+    #[test]
+    fn a_matching_payment_wins_over_a_cancel_and_a_passed_deadline() {
+        let w = wake(&[pay("p1", 500)], 500, "USD", Some(CancelReason::User), Some(10), 20);
+        assert_eq!(w, Wake::Pay(pay("p1", 500)));
+    }
+
+    #[test]
+    fn a_payment_with_the_wrong_amount_or_currency_never_pays() {
+        let mut eur = pay("p2", 500);
+        eur.currency = "EUR".into();
+        assert_eq!(wake(&[pay("p1", 499), eur], 500, "USD", None, Some(100), 50), Wake::Wait);
+        assert_eq!(
+            wake(&[pay("p1", 499)], 500, "USD", None, Some(100), 100),
+            Wake::Cancel(CancelReason::Timeout)
+        );
+    }
+
+    #[test]
+    fn the_first_matching_payment_is_the_one_captured() {
+        let w = wake(&[pay("p1", 1), pay("p2", 500), pay("p3", 500)], 500, "USD", None, None, 0);
+        assert_eq!(w, Wake::Pay(pay("p2", 500)));
+    }
+
+    #[test]
+    fn a_cancel_request_keeps_its_reason_even_after_the_deadline() {
+        assert_eq!(wake(&[], 5, "USD", Some(CancelReason::Admin), Some(10), 99), Wake::Cancel(CancelReason::Admin));
+    }
+
+    #[test]
+    fn the_deadline_fires_exactly_at_expires_at_and_not_before() {
+        assert_eq!(wake(&[], 5, "USD", None, Some(1_000), 999), Wake::Wait);
+        assert_eq!(wake(&[], 5, "USD", None, Some(1_000), 1_000), Wake::Cancel(CancelReason::Timeout));
+    }
+
+    #[test]
+    fn deadline_does_not_overflow() {
+        assert_eq!(deadline(1_000, 30), 31_000);
+        assert_eq!(deadline(i64::MAX - 5, u64::MAX), i64::MAX);
+    }
+}

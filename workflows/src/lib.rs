@@ -1,0 +1,46 @@
+//! orderflow-workflows: the deterministic order logic.
+//!
+//! - [`model`]: the types that cross the Temporal boundary (workflow input, signals, updates,
+//!   activity inputs and outputs). Their serde shape is part of every recorded history.
+//! - [`contract`]: the activity *contract*, declared with `#[activity_definitions]`. The
+//!   activities crate implements it; this crate only sees the types.
+//! - [`decide`]: pure decision functions (pricing, what wakes a waiting order), unit-tested
+//!   without a server.
+//! - [`order`]: `OrderWorkflow`, one order from reservation to paid, cancelled or rejected.
+//!
+//! This crate must never do I/O, read a clock, or depend on axum, sqlx or reqwest.
+
+pub mod contract;
+pub mod decide;
+pub mod model;
+pub mod order;
+
+pub use order::OrderWorkflow;
+
+/// The task queue that order workflows and their activities run on by default.
+pub const TASK_QUEUE: &str = "orderflow-orders";
+
+/// The workflow id of an order. Every component derives it from this one function.
+pub fn workflow_id(order_id: &str) -> String {
+    format!("order-{order_id}")
+}
+
+/// Search attribute names registered with the Temporal server (see `orderflow dev`).
+pub mod search {
+    use temporalio_common::search_attributes::{SearchAttributeKey, Timestamp};
+
+    /// Keyword: the order status, as in the REST API.
+    pub const ORDER_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("OrderStatus");
+    /// Keyword: the customer (`user_id`).
+    pub const CUSTOMER_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("CustomerId");
+    /// Datetime: when an unpaid order is cancelled.
+    pub const PAYMENT_DEADLINE: SearchAttributeKey<Timestamp> =
+        SearchAttributeKey::datetime("PaymentDeadline");
+
+    /// `(name, type)` of every search attribute, for registration.
+    pub const ALL: [(&str, &str); 3] = [
+        ("OrderStatus", "Keyword"),
+        ("CustomerId", "Keyword"),
+        ("PaymentDeadline", "Datetime"),
+    ];
+}

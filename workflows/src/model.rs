@@ -1,0 +1,244 @@
+//! Types that cross the Temporal boundary: the workflow input, messages, and activity payloads.
+//!
+//! These are serialized into workflow histories. Renaming a field or a variant breaks replay of
+//! running orders, so changes must be additive (`#[serde(default)]`) or go behind `patched`.
+//! Money is `i64` minor units; times are Unix milliseconds.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// The workflow input: everything the API validated, plus the idempotency fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    pub order_id: String,
+    pub user_id: String,
+    pub items: Vec<OrderLine>,
+    pub coupon_id: Option<String>,
+    pub points: i64,
+    pub wallet_amount: i64,
+    pub payment_timeout_secs: u64,
+    pub currency: String,
+    /// Hash of the request body; the same idempotency key with another body is refused.
+    pub request_hash: String,
+    pub idempotency_key: String,
+}
+
+/// Order status as stored and as shown by the API and the `OrderStatus` search attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Reservations in progress; never stored in the database.
+    Reserving,
+    PendingPayment,
+    Paid,
+    Cancelled,
+    Rejected,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Reserving => "reserving",
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an order was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    Timeout,
+    User,
+    Admin,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Timeout => "timeout",
+            CancelReason::User => "user",
+            CancelReason::Admin => "admin",
+        }
+    }
+}
+
+/// A business refusal with a stable code (`insufficient_stock`, ...), shown to API callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: String,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Refusal { code: code.to_owned(), message: message.into() }
+    }
+}
+
+/// The result of a reservation activity. A refusal is a value, not a failure: the workflow
+/// decides what to do with it, and it is visible as the activity result in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reservation {
+    /// Reserved; `amount` is the money value the reservation covers (stock: the total price;
+    /// coupon: the discount applied; points and wallet: the amount held).
+    Reserved { amount: i64 },
+    Refused(Refusal),
+}
+
+/// The resources an order can hold. The string form is the `resource` column of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resource {
+    Stock,
+    Coupon,
+    Points,
+    Wallet,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 4] = [Resource::Stock, Resource::Coupon, Resource::Points, Resource::Wallet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Stock => "stock",
+            Resource::Coupon => "coupon",
+            Resource::Points => "points",
+            Resource::Wallet => "wallet",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveStock {
+    pub order_id: String,
+    pub items: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveCoupon {
+    pub order_id: String,
+    pub user_id: String,
+    pub coupon_id: String,
+    /// The coupon applies at most this much (what remains of the total).
+    pub max_discount: i64,
+}
+
+/// Points or wallet funds to hold for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveFunds {
+    pub order_id: String,
+    pub user_id: String,
+    pub amount: i64,
+}
+
+/// Release or capture what an order holds of one resource. The ledger row of the reservation
+/// says how much and from whom, so the order id is all the activity needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRef {
+    pub order_id: String,
+}
+
+/// The priced order, as the workflow computed it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amounts {
+    pub total: i64,
+    pub coupon: i64,
+    pub points: i64,
+    pub wallet: i64,
+    pub payable: i64,
+}
+
+/// Creates the order row once reservations are decided (`pending_payment` or `rejected`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordOrder {
+    pub order: PlaceOrder,
+    pub status: OrderStatus,
+    pub amounts: Amounts,
+    pub expires_at_ms: Option<i64>,
+    pub rejection: Option<Refusal>,
+    pub at_ms: i64,
+}
+
+/// A payment the provider reported, as the webhook forwards it to the workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReceived {
+    pub payment_id: String,
+    pub event_id: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkPaid {
+    pub order_id: String,
+    /// `None` when nothing was payable (coupon, points and wallet covered everything).
+    pub payment: Option<PaymentReceived>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkCancelled {
+    pub order_id: String,
+    pub reason: CancelReason,
+    pub at_ms: i64,
+}
+
+/// A payment that did not pay for the order: late (after cancellation), a second payment, or a
+/// wrong amount. It is recorded so that it can be refunded; it is never dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordUnappliedPayment {
+    pub order_id: String,
+    pub payment: PaymentReceived,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// What the `order.placed` update answers: the outcome of the reservation saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub order_id: String,
+    pub request_hash: String,
+    pub status: OrderStatus,
+    pub rejection: Option<Refusal>,
+}
+
+/// Input of the `order.cancel` update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub reason: CancelReason,
+}
+
+/// What the `order.cancel` update answers once the order is settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOutcome {
+    /// The final status: `cancelled`, or `paid` if a payment won the race.
+    pub status: OrderStatus,
+}
+
+/// What the `order.state` query answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderState {
+    pub order_id: String,
+    pub status: OrderStatus,
+    pub expires_at_ms: Option<i64>,
+    pub settled: bool,
+    pub payments_seen: usize,
+}
