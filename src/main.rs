@@ -1,1 +1,176 @@
-fn main(){}
+//! `orderflow`: dev | worker | api | migrate. Thin: parsing and wiring only.
+
+use anyhow::{Context, bail};
+use orderflow::config::Config;
+use orderflow::{devserver, run};
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: orderflow <command>
+
+commands:
+  dev                 everything on one machine: a Temporal dev server (started if none is
+                      reachable), migrations, the worker and the API in one process
+  worker              run the order workflows and activities (scale out: run several)
+  api                 serve the REST API
+  migrate [up|down]   apply all migrations (default), or revert them all
+
+configuration (environment variables, with defaults):
+  DATABASE_URL              sqlite://data/orderflow.db  (or postgres://user:pass@host/db)
+  TEMPORAL_ADDRESS          http://127.0.0.1:7233
+  TEMPORAL_NAMESPACE        default
+  ORDERFLOW_HTTP_ADDR       127.0.0.1:8080
+  ORDER_PAYMENT_TIMEOUT     1800 (seconds, 1..86400)
+  PAYMENT_WEBHOOK_SECRET    whsec_orderflow_dev (set a real one in production)
+  PAYMENT_WEBHOOK_SECRET_PREVIOUS  the old secret, accepted during a rotation
+  ORDERFLOW_CURRENCY        USD
+  ORDERFLOW_TASK_QUEUE      orderflow-orders
+  ORDERFLOW_DATA_DIR        data (the dev server's database file for `dev`)
+  RUST_LOG                  info
+";
+
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,temporalio_sdk_core=warn"));
+    let json = std::env::var("ORDERFLOW_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().map(String::as_str);
+    if matches!(command, None | Some("-h" | "--help" | "help")) {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    init_tracing();
+    let config = Config::from_env()?;
+    match (command.unwrap_or_default(), args.get(1).map(String::as_str)) {
+        ("dev", None) => dev(config).await,
+        ("worker", None) => worker(config).await,
+        ("api", None) => api(config).await,
+        ("migrate", None | Some("up")) => {
+            run::open_db(&config.database_url, true).await?;
+            println!(
+                "migrations applied to {}",
+                run::redact(&config.database_url)
+            );
+            Ok(())
+        }
+        ("migrate", Some("down")) => {
+            let db = run::open_db(&config.database_url, false).await?;
+            orderflow_activities::db::migrate_down(&db, 0)
+                .await
+                .context("reverting migrations")?;
+            println!(
+                "migrations reverted on {}",
+                run::redact(&config.database_url)
+            );
+            Ok(())
+        }
+        _ => bail!("unknown command {:?}\n\n{USAGE}", args.join(" ")),
+    }
+}
+
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let db = run::open_db(&config.database_url, false).await?;
+    let client =
+        run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
+    let runtime = run::sdk_runtime()?;
+    let mut worker = run::worker(&runtime, client, &config.task_queue, db)?;
+    let stop = worker.shutdown_handle();
+    tracing::info!(task_queue = %config.task_queue, "worker polling");
+    tokio::select! {
+        result = worker.run() => result.context("worker")?,
+        _ = run::shutdown_signal() => {
+            tracing::info!("stopping the worker: no new tasks, running activities finish");
+            stop();
+            worker.run().await.context("worker shutdown")?;
+        }
+    }
+    Ok(())
+}
+
+async fn api(config: Config) -> anyhow::Result<()> {
+    let db = run::open_db(&config.database_url, false).await?;
+    let client =
+        run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    tracing::info!(addr = %config.http_addr, "API listening");
+    run::serve_api(listener, db, client, &config, run::shutdown_signal()).await
+}
+
+async fn dev(mut config: Config) -> anyhow::Result<()> {
+    let mut _server = None;
+    if !devserver::reachable(&config.temporal_address) {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir))?;
+        let port = config
+            .temporal_address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .unwrap_or(7233);
+        println!(
+            "starting a Temporal dev server on port {port} (data in {}/temporal.db) ...",
+            config.data_dir
+        );
+        let server = devserver::start(&devserver::StartOptions {
+            port,
+            ui_port: Some(8233),
+            db_file: Some(format!("{}/temporal.db", config.data_dir)),
+        })?;
+        config.temporal_address = server.address.clone();
+        _server = Some(server);
+    }
+    let client =
+        run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
+    devserver::register_search_attributes(&client, &config.temporal_namespace).await?;
+    let db = run::open_db(&config.database_url, true).await?;
+    let runtime = run::sdk_runtime()?;
+    let mut worker = run::worker(&runtime, client.clone(), &config.task_queue, db.clone())?;
+    let stop = worker.shutdown_handle();
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let ui = _server
+        .as_ref()
+        .map(|s| s.ui_url.clone())
+        .unwrap_or_else(|| "(the UI of your Temporal server)".into());
+    println!(
+        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  webhook secret {}\n  payment timeout {} s\nCtrl-C stops everything.\n",
+        config.http_addr,
+        config.temporal_address,
+        run::redact(&config.database_url),
+        config.webhook_secrets[0],
+        config.payment_timeout_secs
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn({
+        let (db, client, config) = (db.clone(), client.clone(), config.clone());
+        async move {
+            run::serve_api(listener, db, client, &config, async {
+                let _ = rx.await;
+            })
+            .await
+        }
+    });
+    tokio::select! {
+        result = worker.run() => result.context("worker")?,
+        _ = run::shutdown_signal() => {
+            println!("stopping ...");
+            let _ = tx.send(());
+            stop();
+            worker.run().await.context("worker shutdown")?;
+        }
+    }
+    api.await.context("API task")??;
+    Ok(())
+}

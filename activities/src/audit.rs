@@ -14,13 +14,14 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     let mut bad = Vec::new();
 
     // (order_id, resource) -> (subject, amount, state)
-    let holds: Vec<(String, String, String, i64, String)> =
-        sqlx::query("SELECT order_id, resource, subject, amount, state FROM holds ORDER BY order_id, resource")
-            .fetch_all(db)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-            .collect();
+    let holds: Vec<(String, String, String, i64, String)> = sqlx::query(
+        "SELECT order_id, resource, subject, amount, state FROM holds ORDER BY order_id, resource",
+    )
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect();
     let orders: BTreeMap<String, (String, i64, Option<i64>)> =
         sqlx::query("SELECT order_id, status, payable_amount, expires_at FROM orders")
             .fetch_all(db)
@@ -28,17 +29,21 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
             .iter()
             .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
             .collect();
-    let items: Vec<(String, String, i64)> = sqlx::query("SELECT order_id, sku, quantity FROM order_items")
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let items: Vec<(String, String, i64)> =
+        sqlx::query("SELECT order_id, sku, quantity FROM order_items")
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
 
     // What the holds say each resource row must hold: (reserved, captured) per subject.
     let mut expect: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-    let stock_state: BTreeMap<&str, &str> =
-        holds.iter().filter(|h| h.1 == "stock").map(|h| (h.0.as_str(), h.4.as_str())).collect();
+    let stock_state: BTreeMap<&str, &str> = holds
+        .iter()
+        .filter(|h| h.1 == "stock")
+        .map(|h| (h.0.as_str(), h.4.as_str()))
+        .collect();
     for (order_id, sku, quantity) in &items {
         let slot = expect.entry(("stock".into(), sku.clone())).or_default();
         match stock_state.get(order_id.as_str()) {
@@ -50,7 +55,9 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     }
     for (order_id, resource, subject, amount, state) in &holds {
         if resource != "stock" {
-            let slot = expect.entry((resource.clone(), subject.clone())).or_default();
+            let slot = expect
+                .entry((resource.clone(), subject.clone()))
+                .or_default();
             match state.as_str() {
                 "reserved" => slot.0 += amount,
                 "captured" => slot.1 += amount,
@@ -75,16 +82,30 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
 
     // Compare with the resource rows, and check each row's own conservation.
     let tables = [
-        ("stock", "SELECT sku, reserved, sold, available, 0 FROM skus"),
-        ("coupon", "SELECT coupon_id, reserved, used, balance, amount FROM coupons"),
-        ("wallet", "SELECT user_id, frozen, spent, balance, credited FROM wallets"),
-        ("points", "SELECT user_id, reserved, spent, balance, credited FROM points_accounts"),
+        (
+            "stock",
+            "SELECT sku, reserved, sold, available, 0 FROM skus",
+        ),
+        (
+            "coupon",
+            "SELECT coupon_id, reserved, used, balance, amount FROM coupons",
+        ),
+        (
+            "wallet",
+            "SELECT user_id, frozen, spent, balance, credited FROM wallets",
+        ),
+        (
+            "points",
+            "SELECT user_id, reserved, spent, balance, credited FROM points_accounts",
+        ),
     ];
     for (resource, sql) in tables {
         for row in sqlx::query(sql).fetch_all(db).await? {
             let (subject, held, captured, balance, total): (String, i64, i64, i64, i64) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-            let (want_held, want_captured) = expect.remove(&(resource.to_owned(), subject.clone())).unwrap_or((0, 0));
+            let (want_held, want_captured) = expect
+                .remove(&(resource.to_owned(), subject.clone()))
+                .unwrap_or((0, 0));
             if held != want_held || captured != want_captured {
                 bad.push(format!(
                     "{resource} {subject}: holds {held} and has {captured} captured, but its orders say {want_held} and {want_captured}"
@@ -97,14 +118,19 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     }
     for ((resource, subject), (held, captured)) in expect {
         if held != 0 || captured != 0 {
-            bad.push(format!("{resource} {subject}: held by orders but the row does not exist"));
+            bad.push(format!(
+                "{resource} {subject}: held by orders but the row does not exist"
+            ));
         }
     }
 
     // Payments: a paid order has exactly one captured payment of its payable amount (none when
     // nothing was payable) and no deadline; other orders have no captured payment.
     let mut captured: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for r in sqlx::query("SELECT order_id, amount FROM payments WHERE status = 'captured'").fetch_all(db).await? {
+    for r in sqlx::query("SELECT order_id, amount FROM payments WHERE status = 'captured'")
+        .fetch_all(db)
+        .await?
+    {
         captured.entry(r.get(0)).or_default().push(r.get(1));
     }
     for (order_id, (status, payable, expires_at)) in &orders {
@@ -113,13 +139,19 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
             "paid" => {
                 let want: Vec<i64> = if *payable > 0 { vec![*payable] } else { vec![] };
                 if paid != want {
-                    bad.push(format!("order {order_id}: paid with captured payments {paid:?}, expected {want:?}"));
+                    bad.push(format!(
+                        "order {order_id}: paid with captured payments {paid:?}, expected {want:?}"
+                    ));
                 }
                 if expires_at.is_some() {
-                    bad.push(format!("order {order_id}: paid but expires_at is still set"));
+                    bad.push(format!(
+                        "order {order_id}: paid but expires_at is still set"
+                    ));
                 }
             }
-            other if !paid.is_empty() => bad.push(format!("order {order_id}: {other} but has captured payments {paid:?}")),
+            other if !paid.is_empty() => bad.push(format!(
+                "order {order_id}: {other} but has captured payments {paid:?}"
+            )),
             _ => {}
         }
     }
@@ -135,7 +167,11 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     .fetch_all(db)
     .await?;
     for r in both {
-        bad.push(format!("order {}: {} both released and captured", r.get::<String, _>(0), r.get::<String, _>(1)));
+        bad.push(format!(
+            "order {}: {} both released and captured",
+            r.get::<String, _>(0),
+            r.get::<String, _>(1)
+        ));
     }
     Ok(bad)
 }

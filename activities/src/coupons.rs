@@ -24,26 +24,43 @@ fn split(kind: &str, amount: i64, balance: i64, max_discount: i64) -> (i64, i64)
 pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, StoreError> {
     let now = now_ms();
     let order_id = input.order_id.as_str();
-    let unusable = |why: &str| Ok(Reservation::Refused(Refusal::new("coupon_unusable", format!("coupon {}: {why}", input.coupon_id))));
+    let unusable = |why: &str| {
+        Ok(Reservation::Refused(Refusal::new(
+            "coupon_unusable",
+            format!("coupon {}: {why}", input.coupon_id),
+        )))
+    };
     let mut tx = db.begin().await?;
-    let begin = holds::begin_reserve(&mut tx, order_id, Resource::Coupon, &input.coupon_id, now).await?;
+    let begin =
+        holds::begin_reserve(&mut tx, order_id, Resource::Coupon, &input.coupon_id, now).await?;
     if let Begin::Existing(hold) = &begin {
         if hold.state == "released" {
-            return Ok(Reservation::Refused(Refusal::new("order_closed", "the order was already closed")));
+            return Ok(Reservation::Refused(Refusal::new(
+                "order_closed",
+                "the order was already closed",
+            )));
         }
     }
     // An update conditioned on the balance just read: under PostgreSQL a concurrent order may
     // change it in between, and then the read is simply repeated.
     for _ in 0..5 {
-        let row = sqlx::query("SELECT user_id, kind, amount, balance FROM coupons WHERE coupon_id = $1")
-            .bind(&input.coupon_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return unusable("does not exist") };
-        let (owner, kind, amount, balance): (String, String, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let row =
+            sqlx::query("SELECT user_id, kind, amount, balance FROM coupons WHERE coupon_id = $1")
+                .bind(&input.coupon_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return unusable("does not exist");
+        };
+        let (owner, kind, amount, balance): (String, String, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if let Begin::Existing(hold) = &begin {
             // A retry of a reservation that committed: answer what it reserved.
-            let discount = if kind == "discount" { amount.min(input.max_discount) } else { hold.amount };
+            let discount = if kind == "discount" {
+                amount.min(input.max_discount)
+            } else {
+                hold.amount
+            };
             return Ok(Reservation::Reserved { amount: discount });
         }
         if owner != input.user_id {
@@ -51,7 +68,11 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
         }
         let (held, discount) = split(&kind, amount, balance, input.max_discount);
         if held <= 0 || discount <= 0 {
-            return unusable(if balance == 0 { "has no balance left" } else { "has nothing to discount" });
+            return unusable(if balance == 0 {
+                "has no balance left"
+            } else {
+                "has nothing to discount"
+            });
         }
         let taken = sqlx::query(
             "UPDATE coupons SET balance = balance - $2, reserved = reserved + $2 WHERE coupon_id = $1 AND balance = $3",
@@ -67,7 +88,10 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
             return Ok(Reservation::Reserved { amount: discount });
         }
     }
-    Err(StoreError::Busy(format!("coupon {} changed under every attempt", input.coupon_id)))
+    Err(StoreError::Busy(format!(
+        "coupon {} changed under every attempt",
+        input.coupon_id
+    )))
 }
 
 const RELEASE: &str = "UPDATE coupons SET balance = balance + $2, reserved = reserved - $2 WHERE coupon_id = $1 AND reserved >= $2";
@@ -96,7 +120,10 @@ async fn settle(db: &Db, order_id: &str, release: bool) -> Result<(), StoreError
             .execute(&mut *tx)
             .await?;
         holds::expect_one(moved.rows_affected(), order_id, "coupon_mismatch", || {
-            format!("coupon {}: less than {} reserved, or the coupon is gone", hold.subject, hold.amount)
+            format!(
+                "coupon {}: less than {} reserved, or the coupon is gone",
+                hold.subject, hold.amount
+            )
         })?;
     }
     tx.commit().await?;

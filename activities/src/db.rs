@@ -33,7 +33,8 @@ impl Backend {
             Ok(Backend::Postgres)
         } else {
             Err(sqlx::Error::Configuration(
-                format!("unsupported DATABASE_URL scheme in {url:?}: use sqlite:// or postgres://").into(),
+                format!("unsupported DATABASE_URL scheme in {url:?}: use sqlite:// or postgres://")
+                    .into(),
             ))
         }
     }

@@ -20,7 +20,11 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     /// A write that the data forbids (would break an invariant or a state transition).
     #[error("order {order_id}: {code}: {message}")]
-    Conflict { order_id: String, code: &'static str, message: String },
+    Conflict {
+        order_id: String,
+        code: &'static str,
+        message: String,
+    },
     /// Input the store refuses (negative amounts, overflow).
     #[error("{code}: {message}")]
     Invalid { code: &'static str, message: String },
@@ -28,11 +32,18 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn conflict(order_id: &str, code: &'static str, message: impl Into<String>) -> Self {
-        StoreError::Conflict { order_id: order_id.to_owned(), code, message: message.into() }
+        StoreError::Conflict {
+            order_id: order_id.to_owned(),
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
-        StoreError::NotFound { entity, id: id.into() }
+        StoreError::NotFound {
+            entity,
+            id: id.into(),
+        }
     }
 
     /// Whether retrying the same call may succeed.

@@ -37,15 +37,26 @@ pub const POINTS: Account = Account {
     noun: "points",
 };
 
-pub async fn reserve(db: &Db, account: Account, input: &ReserveFunds) -> Result<Reservation, StoreError> {
+pub async fn reserve(
+    db: &Db,
+    account: Account,
+    input: &ReserveFunds,
+) -> Result<Reservation, StoreError> {
     let now = now_ms();
     let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
     match holds::begin_reserve(&mut tx, order_id, account.resource, &input.user_id, now).await? {
         Begin::Existing(hold) if hold.state == "released" => {
-            return Ok(Reservation::Refused(Refusal::new("order_closed", "the order was already closed")));
+            return Ok(Reservation::Refused(Refusal::new(
+                "order_closed",
+                "the order was already closed",
+            )));
         }
-        Begin::Existing(hold) => return Ok(Reservation::Reserved { amount: hold.amount }),
+        Begin::Existing(hold) => {
+            return Ok(Reservation::Reserved {
+                amount: hold.amount,
+            });
+        }
         Begin::Fresh => {}
     }
     let sql = format!(
@@ -53,16 +64,26 @@ pub async fn reserve(db: &Db, account: Account, input: &ReserveFunds) -> Result<
         t = account.table,
         h = account.held
     );
-    let taken = sqlx::query(&sql).bind(&input.user_id).bind(input.amount).bind(now).execute(&mut *tx).await?;
+    let taken = sqlx::query(&sql)
+        .bind(&input.user_id)
+        .bind(input.amount)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     if taken.rows_affected() != 1 {
         return Ok(Reservation::Refused(Refusal::new(
             account.short_code,
-            format!("{} requested {} of {}, which is more than available", input.user_id, input.amount, account.noun),
+            format!(
+                "{} requested {} of {}, which is more than available",
+                input.user_id, input.amount, account.noun
+            ),
         )));
     }
     holds::finish_reserve(&mut tx, order_id, account.resource, input.amount, now).await?;
     tx.commit().await?;
-    Ok(Reservation::Reserved { amount: input.amount })
+    Ok(Reservation::Reserved {
+        amount: input.amount,
+    })
 }
 
 pub async fn release(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
@@ -73,7 +94,12 @@ pub async fn capture(db: &Db, account: Account, order_id: &str) -> Result<(), St
     settle(db, account, order_id, false).await
 }
 
-async fn settle(db: &Db, account: Account, order_id: &str, release: bool) -> Result<(), StoreError> {
+async fn settle(
+    db: &Db,
+    account: Account,
+    order_id: &str,
+    release: bool,
+) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     let hold = if release {
@@ -88,9 +114,17 @@ async fn settle(db: &Db, account: Account, order_id: &str, release: bool) -> Res
             t = account.table,
             h = account.held
         );
-        let moved = sqlx::query(&sql).bind(&hold.subject).bind(hold.amount).bind(now).execute(&mut *tx).await?;
+        let moved = sqlx::query(&sql)
+            .bind(&hold.subject)
+            .bind(hold.amount)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         holds::expect_one(moved.rows_affected(), order_id, "funds_mismatch", || {
-            format!("{} of {}: less than {} held, or the account is gone", account.noun, hold.subject, hold.amount)
+            format!(
+                "{} of {}: less than {} held, or the account is gone",
+                account.noun, hold.subject, hold.amount
+            )
         })?;
     }
     tx.commit().await?;

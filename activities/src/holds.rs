@@ -32,13 +32,23 @@ pub enum Begin {
     Existing(Hold),
 }
 
-async fn load(tx: &mut Tx<'_>, order_id: &str, resource: Resource) -> Result<Option<Hold>, StoreError> {
-    let row = sqlx::query("SELECT subject, amount, state FROM holds WHERE order_id = $1 AND resource = $2")
-        .bind(order_id)
-        .bind(resource.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|r| Hold { subject: r.get(0), amount: r.get(1), state: r.get(2) }))
+async fn load(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+) -> Result<Option<Hold>, StoreError> {
+    let row = sqlx::query(
+        "SELECT subject, amount, state FROM holds WHERE order_id = $1 AND resource = $2",
+    )
+    .bind(order_id)
+    .bind(resource.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|r| Hold {
+        subject: r.get(0),
+        amount: r.get(1),
+        state: r.get(2),
+    }))
 }
 
 async fn append_ledger(
@@ -65,7 +75,10 @@ async fn append_ledger(
         return Err(StoreError::conflict(
             order_id,
             "ledger_mismatch",
-            format!("the ledger already has a {action} of {} although the hold was just moved", resource.as_str()),
+            format!(
+                "the ledger already has a {action} of {} although the hold was just moved",
+                resource.as_str()
+            ),
         ));
     }
     Ok(())
@@ -93,26 +106,46 @@ pub async fn begin_reserve(
     if inserted.rows_affected() == 1 {
         return Ok(Begin::Fresh);
     }
-    let hold = load(tx, order_id, resource)
-        .await?
-        .ok_or_else(|| StoreError::conflict(order_id, "ledger_mismatch", "hold vanished during reservation"))?;
+    let hold = load(tx, order_id, resource).await?.ok_or_else(|| {
+        StoreError::conflict(
+            order_id,
+            "ledger_mismatch",
+            "hold vanished during reservation",
+        )
+    })?;
     Ok(Begin::Existing(hold))
 }
 
 /// Completes a fresh reservation: records the amount held and the `reserve` ledger row.
-pub async fn finish_reserve(tx: &mut Tx<'_>, order_id: &str, resource: Resource, amount: i64, now: i64) -> Result<(), StoreError> {
-    let done = sqlx::query("UPDATE holds SET amount = $3 WHERE order_id = $1 AND resource = $2 AND state = 'reserved'")
-        .bind(order_id)
-        .bind(resource.as_str())
-        .bind(amount)
-        .execute(&mut **tx)
-        .await?;
+pub async fn finish_reserve(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    amount: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE holds SET amount = $3 WHERE order_id = $1 AND resource = $2 AND state = 'reserved'",
+    )
+    .bind(order_id)
+    .bind(resource.as_str())
+    .bind(amount)
+    .execute(&mut **tx)
+    .await?;
     if done.rows_affected() != 1 {
-        return Err(StoreError::conflict(order_id, "ledger_mismatch", "hold vanished during reservation"));
+        return Err(StoreError::conflict(
+            order_id,
+            "ledger_mismatch",
+            "hold vanished during reservation",
+        ));
     }
-    let hold = load(tx, order_id, resource)
-        .await?
-        .ok_or_else(|| StoreError::conflict(order_id, "ledger_mismatch", "hold vanished during reservation"))?;
+    let hold = load(tx, order_id, resource).await?.ok_or_else(|| {
+        StoreError::conflict(
+            order_id,
+            "ledger_mismatch",
+            "hold vanished during reservation",
+        )
+    })?;
     append_ledger(tx, order_id, resource, "reserve", &hold, now).await
 }
 
@@ -120,7 +153,12 @@ pub async fn finish_reserve(tx: &mut Tx<'_>, order_id: &str, resource: Resource,
 /// or `None` when there is nothing to give back: already released, or never reserved (then a
 /// `released` tombstone is written, so a reservation still in flight cannot take it later).
 /// A captured hold is an error: an order is never both paid and released.
-pub async fn begin_release(tx: &mut Tx<'_>, order_id: &str, resource: Resource, now: i64) -> Result<Option<Hold>, StoreError> {
+pub async fn begin_release(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    now: i64,
+) -> Result<Option<Hold>, StoreError> {
     let tombstone = sqlx::query(
         "INSERT INTO holds (order_id, resource, subject, amount, state, created_at, updated_at)
          VALUES ($1, $2, '', 0, 'released', $3, $3)
@@ -132,7 +170,11 @@ pub async fn begin_release(tx: &mut Tx<'_>, order_id: &str, resource: Resource, 
     .execute(&mut **tx)
     .await?;
     if tombstone.rows_affected() == 1 {
-        let nothing = Hold { subject: String::new(), amount: 0, state: "released".into() };
+        let nothing = Hold {
+            subject: String::new(),
+            amount: 0,
+            state: "released".into(),
+        };
         append_ledger(tx, order_id, resource, "release", &nothing, now).await?;
         return Ok(None);
     }
@@ -141,7 +183,12 @@ pub async fn begin_release(tx: &mut Tx<'_>, order_id: &str, resource: Resource, 
 
 /// Moves a hold to `captured`. Returns the hold the caller must now capture, or `None` if it
 /// already was. Capturing a released or never-reserved hold is an error.
-pub async fn begin_capture(tx: &mut Tx<'_>, order_id: &str, resource: Resource, now: i64) -> Result<Option<Hold>, StoreError> {
+pub async fn begin_capture(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    now: i64,
+) -> Result<Option<Hold>, StoreError> {
     transition(tx, order_id, resource, "captured", "capture", now).await
 }
 
@@ -169,18 +216,38 @@ async fn transition(
         (_, Some(hold)) if hold.state == to => Ok(None),
         (_, Some(hold)) => Err(StoreError::conflict(
             order_id,
-            if hold.state == "captured" { "already_captured" } else { "already_released" },
-            format!("cannot {action} {}: it is {}", resource.as_str(), hold.state),
+            if hold.state == "captured" {
+                "already_captured"
+            } else {
+                "already_released"
+            },
+            format!(
+                "cannot {action} {}: it is {}",
+                resource.as_str(),
+                hold.state
+            ),
         )),
         (_, None) => Err(StoreError::conflict(
             order_id,
             "nothing_reserved",
-            format!("cannot {action} {}: the order never reserved it", resource.as_str()),
+            format!(
+                "cannot {action} {}: the order never reserved it",
+                resource.as_str()
+            ),
         )),
     }
 }
 
 /// Checks that a conditional `UPDATE` on a resource row matched exactly one row.
-pub fn expect_one(rows: u64, order_id: &str, code: &'static str, what: impl FnOnce() -> String) -> Result<(), StoreError> {
-    if rows == 1 { Ok(()) } else { Err(StoreError::conflict(order_id, code, what())) }
+pub fn expect_one(
+    rows: u64,
+    order_id: &str,
+    code: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::conflict(order_id, code, what()))
+    }
 }

@@ -4,10 +4,12 @@
 //! no row, the function either finds proof that it already happened (a retry) or fails with a
 //! typed error. Each change writes its `order_events` row in the same transaction.
 
+use crate::Db;
 use crate::error::StoreError;
 use crate::holds::{Tx, expect_one};
-use crate::Db;
-use orderflow_workflows::model::{MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder, RecordUnappliedPayment};
+use orderflow_workflows::model::{
+    MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder, RecordUnappliedPayment,
+};
 use sqlx::Row;
 
 async fn append_event(
@@ -33,7 +35,10 @@ async fn append_event(
 }
 
 async fn status_of(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<String>, StoreError> {
-    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1").bind(order_id).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -73,13 +78,28 @@ pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
-        let row = sqlx::query("SELECT request_hash FROM orders WHERE order_id = $1").bind(&o.order_id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query("SELECT request_hash FROM orders WHERE order_id = $1")
+            .bind(&o.order_id)
+            .fetch_one(&mut *tx)
+            .await?;
         let hash: String = row.get(0);
         if hash != o.request_hash {
-            return Err(StoreError::conflict(&o.order_id, "order_exists", "another request already created this order"));
+            return Err(StoreError::conflict(
+                &o.order_id,
+                "order_exists",
+                "another request already created this order",
+            ));
         }
     }
-    append_event(&mut tx, &o.order_id, None, input.status.as_str(), code, input.at_ms).await?;
+    append_event(
+        &mut tx,
+        &o.order_id,
+        None,
+        input.status.as_str(),
+        code,
+        input.at_ms,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -102,7 +122,10 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
             return Err(StoreError::conflict(
                 order_id,
                 "invalid_transition",
-                format!("cannot mark paid: the order is {}", status.as_deref().unwrap_or("missing")),
+                format!(
+                    "cannot mark paid: the order is {}",
+                    status.as_deref().unwrap_or("missing")
+                ),
             ));
         }
         // A retry: the payment must already be the one recorded.
@@ -111,11 +134,25 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
         }
         return Ok(());
     }
-    let reason = if input.payment.is_some() { "payment" } else { "nothing_payable" };
-    append_event(&mut tx, order_id, Some("pending_payment"), "paid", Some(reason), input.at_ms).await?;
+    let reason = if input.payment.is_some() {
+        "payment"
+    } else {
+        "nothing_payable"
+    };
+    append_event(
+        &mut tx,
+        order_id,
+        Some("pending_payment"),
+        "paid",
+        Some(reason),
+        input.at_ms,
+    )
+    .await?;
     if let Some(p) = &input.payment {
         let inserted = insert_payment(&mut tx, order_id, p, "captured", None, input.at_ms).await?;
-        expect_one(inserted, order_id, "payment_conflict", || format!("payment {} is already recorded", p.payment_id))?;
+        expect_one(inserted, order_id, "payment_conflict", || {
+            format!("payment {} is already recorded", p.payment_id)
+        })?;
     }
     tx.commit().await?;
     Ok(())
@@ -145,15 +182,34 @@ pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreE
             )),
         };
     }
-    append_event(&mut tx, order_id, Some("pending_payment"), "cancelled", Some(input.reason.as_str()), input.at_ms).await?;
+    append_event(
+        &mut tx,
+        order_id,
+        Some("pending_payment"),
+        "cancelled",
+        Some(input.reason.as_str()),
+        input.at_ms,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Records a payment that did not pay for its order, so that it is owed back, never dropped.
-pub async fn record_unapplied_payment(db: &Db, input: &RecordUnappliedPayment) -> Result<(), StoreError> {
+pub async fn record_unapplied_payment(
+    db: &Db,
+    input: &RecordUnappliedPayment,
+) -> Result<(), StoreError> {
     let mut tx = db.begin().await?;
-    let inserted = insert_payment(&mut tx, &input.order_id, &input.payment, "unapplied", Some(&input.reason), input.at_ms).await?;
+    let inserted = insert_payment(
+        &mut tx,
+        &input.order_id,
+        &input.payment,
+        "unapplied",
+        Some(&input.reason),
+        input.at_ms,
+    )
+    .await?;
     if inserted == 0 {
         ensure_payment(&mut tx, &input.order_id, &input.payment, "unapplied").await?;
     }
@@ -187,7 +243,12 @@ async fn insert_payment(
 }
 
 /// Proves that a retried payment write already happened, with the same order and status.
-async fn ensure_payment(tx: &mut Tx<'_>, order_id: &str, p: &PaymentReceived, status: &str) -> Result<(), StoreError> {
+async fn ensure_payment(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    p: &PaymentReceived,
+    status: &str,
+) -> Result<(), StoreError> {
     let row = sqlx::query("SELECT order_id, status FROM payments WHERE payment_id = $1")
         .bind(&p.payment_id)
         .fetch_optional(&mut **tx)
@@ -197,15 +258,25 @@ async fn ensure_payment(tx: &mut Tx<'_>, order_id: &str, p: &PaymentReceived, st
         Some(_) => Err(StoreError::conflict(
             order_id,
             "payment_conflict",
-            format!("payment {} is recorded for another order or with another status", p.payment_id),
+            format!(
+                "payment {} is recorded for another order or with another status",
+                p.payment_id
+            ),
         )),
-        None => Err(StoreError::conflict(order_id, "payment_missing", format!("payment {} was not recorded", p.payment_id))),
+        None => Err(StoreError::conflict(
+            order_id,
+            "payment_missing",
+            format!("payment {} was not recorded", p.payment_id),
+        )),
     }
 }
 
 /// The stored status of an order, if it exists.
 pub async fn status(db: &Db, order_id: &str) -> Result<Option<OrderStatus>, StoreError> {
-    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1").bind(order_id).fetch_optional(db).await?;
+    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(db)
+        .await?;
     Ok(row.and_then(|r| parse_status(&r.get::<String, _>(0))))
 }
 

@@ -15,9 +15,16 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
     let mut tx = db.begin().await?;
     match holds::begin_reserve(&mut tx, order_id, Resource::Stock, "", now).await? {
         Begin::Existing(hold) if hold.state == "released" => {
-            return Ok(Reservation::Refused(Refusal::new("order_closed", "the order was already closed")));
+            return Ok(Reservation::Refused(Refusal::new(
+                "order_closed",
+                "the order was already closed",
+            )));
         }
-        Begin::Existing(hold) => return Ok(Reservation::Reserved { amount: hold.amount }),
+        Begin::Existing(hold) => {
+            return Ok(Reservation::Reserved {
+                amount: hold.amount,
+            });
+        }
         Begin::Fresh => {}
     }
     // Lock SKU rows in one global order so that concurrent orders cannot deadlock.
@@ -39,28 +46,44 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
-            return Ok(Reservation::Refused(Refusal::new("unknown_sku", format!("SKU {} does not exist", line.sku))));
+            return Ok(Reservation::Refused(Refusal::new(
+                "unknown_sku",
+                format!("SKU {} does not exist", line.sku),
+            )));
         };
         if taken.rows_affected() != 1 {
             let available: i64 = row.get(1);
             return Ok(Reservation::Refused(Refusal::new(
                 "insufficient_stock",
-                format!("SKU {}: {} requested, {available} available", line.sku, line.quantity),
+                format!(
+                    "SKU {}: {} requested, {available} available",
+                    line.sku, line.quantity
+                ),
             )));
         }
         let price: i64 = row.get(0);
-        let Some(next) = price.checked_mul(line.quantity).and_then(|line_total| total.checked_add(line_total)) else {
-            return Ok(Reservation::Refused(Refusal::new("amount_too_large", "the order total overflows")));
+        let Some(next) = price
+            .checked_mul(line.quantity)
+            .and_then(|line_total| total.checked_add(line_total))
+        else {
+            return Ok(Reservation::Refused(Refusal::new(
+                "amount_too_large",
+                "the order total overflows",
+            )));
         };
         total = next;
-        let item = sqlx::query("INSERT INTO order_items (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)")
-            .bind(order_id)
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .bind(price)
-            .execute(&mut *tx)
-            .await?;
-        holds::expect_one(item.rows_affected(), order_id, "ledger_mismatch", || format!("order item {} not written", line.sku))?;
+        let item = sqlx::query(
+            "INSERT INTO order_items (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(order_id)
+        .bind(&line.sku)
+        .bind(line.quantity)
+        .bind(price)
+        .execute(&mut *tx)
+        .await?;
+        holds::expect_one(item.rows_affected(), order_id, "ledger_mismatch", || {
+            format!("order item {} not written", line.sku)
+        })?;
     }
     holds::finish_reserve(&mut tx, order_id, Resource::Stock, total, now).await?;
     tx.commit().await?;
@@ -88,12 +111,17 @@ async fn settle(db: &Db, order_id: &str, release: bool) -> Result<(), StoreError
         holds::begin_capture(&mut tx, order_id, Resource::Stock, now).await?
     };
     if hold.is_some() {
-        let lines = sqlx::query("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
-            .bind(order_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let lines =
+            sqlx::query("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
+                .bind(order_id)
+                .fetch_all(&mut *tx)
+                .await?;
         if lines.is_empty() {
-            return Err(StoreError::conflict(order_id, "ledger_mismatch", "stock hold without order items"));
+            return Err(StoreError::conflict(
+                order_id,
+                "ledger_mismatch",
+                "stock hold without order items",
+            ));
         }
         for line in lines {
             let sku: String = line.get(0);

@@ -105,7 +105,10 @@ pub struct OrderEvent {
 }
 
 fn too_large(what: &str) -> StoreError {
-    StoreError::Invalid { code: "amount_too_large", message: format!("{what} would exceed {MAX_BALANCE}") }
+    StoreError::Invalid {
+        code: "amount_too_large",
+        message: format!("{what} would exceed {MAX_BALANCE}"),
+    }
 }
 
 /// Creates a SKU or sets its price and available stock. Reserved and sold quantities belong to
@@ -130,10 +133,21 @@ pub async fn get_sku(db: &Db, sku: &str) -> Result<Sku, StoreError> {
         .fetch_optional(db)
         .await?
         .ok_or_else(|| StoreError::not_found("sku", sku))?;
-    Ok(Sku { sku: row.get(0), price: row.get(1), available: row.get(2), reserved: row.get(3), sold: row.get(4) })
+    Ok(Sku {
+        sku: row.get(0),
+        price: row.get(1),
+        available: row.get(2),
+        reserved: row.get(3),
+        sold: row.get(4),
+    })
 }
 
-pub async fn create_coupon(db: &Db, user_id: &str, kind: &str, amount: i64) -> Result<Coupon, StoreError> {
+pub async fn create_coupon(
+    db: &Db,
+    user_id: &str,
+    kind: &str,
+    amount: i64,
+) -> Result<Coupon, StoreError> {
     let coupon_id = format!("cpn_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(
         "INSERT INTO coupons (coupon_id, user_id, kind, amount, balance, reserved, used, created_at)
@@ -167,7 +181,12 @@ pub async fn get_coupon(db: &Db, coupon_id: &str) -> Result<Coupon, StoreError> 
 }
 
 /// Credits a wallet or points account, creating it if needed. Refuses to pass [`MAX_BALANCE`].
-pub async fn credit(db: &Db, account: crate::funds::Account, user_id: &str, amount: i64) -> Result<Account, StoreError> {
+pub async fn credit(
+    db: &Db,
+    account: crate::funds::Account,
+    user_id: &str,
+    amount: i64,
+) -> Result<Account, StoreError> {
     if amount > MAX_BALANCE {
         return Err(too_large("the credit"));
     }
@@ -179,21 +198,40 @@ pub async fn credit(db: &Db, account: crate::funds::Account, user_id: &str, amou
         t = account.table,
         h = account.held
     );
-    let done = sqlx::query(&sql).bind(user_id).bind(amount).bind(now_ms()).bind(MAX_BALANCE).execute(db).await?;
+    let done = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(amount)
+        .bind(now_ms())
+        .bind(MAX_BALANCE)
+        .execute(db)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(too_large("the balance"));
     }
     get_account(db, account, user_id).await
 }
 
-pub async fn get_account(db: &Db, account: crate::funds::Account, user_id: &str) -> Result<Account, StoreError> {
-    let sql = format!("SELECT user_id, balance, {h}, spent FROM {t} WHERE user_id = $1", t = account.table, h = account.held);
+pub async fn get_account(
+    db: &Db,
+    account: crate::funds::Account,
+    user_id: &str,
+) -> Result<Account, StoreError> {
+    let sql = format!(
+        "SELECT user_id, balance, {h}, spent FROM {t} WHERE user_id = $1",
+        t = account.table,
+        h = account.held
+    );
     let row = sqlx::query(&sql)
         .bind(user_id)
         .fetch_optional(db)
         .await?
         .ok_or_else(|| StoreError::not_found(account.noun, user_id))?;
-    Ok(Account { user_id: row.get(0), balance: row.get(1), held: row.get(2), spent: row.get(3) })
+    Ok(Account {
+        user_id: row.get(0),
+        balance: row.get(1),
+        held: row.get(2),
+        spent: row.get(3),
+    })
 }
 
 const ORDER_COLUMNS: &str = "order_id, user_id, status, currency, total_amount, coupon_amount, points_amount, wallet_amount,
@@ -226,15 +264,25 @@ fn order_from(row: &AnyRow) -> Order {
 /// An order with its items and payments.
 pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1");
-    let row = sqlx::query(&sql).bind(order_id).fetch_optional(db).await?.ok_or_else(|| StoreError::not_found("order", order_id))?;
-    let mut order = order_from(&row);
-    order.items = sqlx::query("SELECT sku, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY sku")
+    let row = sqlx::query(&sql)
         .bind(order_id)
-        .fetch_all(db)
+        .fetch_optional(db)
         .await?
-        .iter()
-        .map(|r| OrderItem { sku: r.get(0), quantity: r.get(1), unit_price: r.get(2) })
-        .collect();
+        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+    let mut order = order_from(&row);
+    order.items = sqlx::query(
+        "SELECT sku, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(order_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| OrderItem {
+        sku: r.get(0),
+        quantity: r.get(1),
+        unit_price: r.get(2),
+    })
+    .collect();
     order.payments = sqlx::query(
         "SELECT payment_id, event_id, amount, currency, status, reason, received_at FROM payments
          WHERE order_id = $1 ORDER BY received_at, payment_id",
@@ -284,8 +332,18 @@ pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool),
         sql += &format!(" AND status = {}", next());
     }
     match f.is_expired {
-        Some(true) => sql += &format!(" AND status = 'pending_payment' AND expires_at <= {}", next()),
-        Some(false) => sql += &format!(" AND NOT (status = 'pending_payment' AND expires_at <= {})", next()),
+        Some(true) => {
+            sql += &format!(
+                " AND status = 'pending_payment' AND expires_at <= {}",
+                next()
+            )
+        }
+        Some(false) => {
+            sql += &format!(
+                " AND NOT (status = 'pending_payment' AND expires_at <= {})",
+                next()
+            )
+        }
         None => {}
     }
     if f.after.is_some() {
@@ -308,7 +366,10 @@ pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool),
     }
     let rows = q.bind(f.limit + 1).fetch_all(db).await?;
     let more = rows.len() as i64 > f.limit;
-    Ok((rows.iter().take(f.limit as usize).map(order_from).collect(), more))
+    Ok((
+        rows.iter().take(f.limit as usize).map(order_from).collect(),
+        more,
+    ))
 }
 
 pub async fn order_events(db: &Db, order_id: &str) -> Result<Vec<OrderEvent>, StoreError> {
@@ -316,5 +377,13 @@ pub async fn order_events(db: &Db, order_id: &str) -> Result<Vec<OrderEvent>, St
         .bind(order_id)
         .fetch_all(db)
         .await?;
-    Ok(rows.iter().map(|r| OrderEvent { from: r.get(0), to: r.get(1), reason: r.get(2), at: r.get(3) }).collect())
+    Ok(rows
+        .iter()
+        .map(|r| OrderEvent {
+            from: r.get(0),
+            to: r.get(1),
+            reason: r.get(2),
+            at: r.get(3),
+        })
+        .collect())
 }

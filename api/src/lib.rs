@@ -1,1 +1,63 @@
+//! orderflow-api: the REST edge (DESIGN.md section 6).
+//!
+//! - [`app`] builds the router from an [`AppState`]; tests call it on port 0.
+//! - [`error`]: `ApiError`, the one JSON error shape; 4xx carry a stable code, 5xx never leak.
+//! - [`extract`]: JSON and query extractors whose rejections use that shape.
+//! - [`signature`]: the webhook's `Payment-Signature` (HMAC-SHA256), signing and verifying.
+//! - [`temporal`]: every call to the Temporal server (start, update, signal) in one place.
+//! - [`view`]: the response shapes.
+//! - `routes`: orders, payments, catalogue/accounts (admin and reads).
+//!
+//! Handlers validate input, then either read the database or ask an order's workflow. They
+//! never change an order's status themselves: the workflow is the only writer of that.
 
+pub mod error;
+pub mod extract;
+mod routes;
+pub mod signature;
+pub mod temporal;
+pub mod view;
+
+use axum::Router;
+use orderflow_activities::Db;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings the API needs at request time.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub task_queue: String,
+    /// The one currency of this deployment (ISO 4217 code).
+    pub currency: String,
+    /// The default payment deadline, in seconds.
+    pub payment_timeout_secs: u64,
+    /// Webhook secrets: the current one first; during a rotation, the previous one too.
+    pub webhook_secrets: Vec<String>,
+    /// How far a webhook timestamp may be from now.
+    pub webhook_tolerance: Duration,
+    /// How long `POST /v1/orders` and cancel wait for the workflow before answering 503.
+    pub workflow_wait: Duration,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub temporal: temporalio_client::Client,
+    pub config: Arc<ApiConfig>,
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::orders::router())
+        .merge(routes::payments::router())
+        .merge(routes::accounts::router())
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .fallback(|| async { error::ApiError::not_found("route_not_found", "no such route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -31,7 +31,13 @@ pub fn price(total: i64, coupon: i64, points: i64, wallet: i64) -> Result<Amount
         .and_then(|rest| rest.checked_sub(wallet))
         .filter(|payable| *payable >= 0)
         .ok_or_else(exceeds)?;
-    Ok(Amounts { total, coupon, points, wallet, payable })
+    Ok(Amounts {
+        total,
+        coupon,
+        points,
+        wallet,
+        payable,
+    })
 }
 
 /// Whether a reported payment pays exactly this order.
@@ -77,7 +83,9 @@ pub fn wake(
 
 /// The deadline of an order created at `now_ms`.
 pub fn deadline(now_ms: i64, payment_timeout_secs: u64) -> i64 {
-    let timeout_ms = i64::try_from(payment_timeout_secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+    let timeout_ms = i64::try_from(payment_timeout_secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
     now_ms.saturating_add(timeout_ms)
 }
 
@@ -97,7 +105,16 @@ mod tests {
     #[test]
     fn price_applies_coupon_then_points_then_wallet() {
         let a = price(10_000, 1_500, 500, 2_000).unwrap();
-        assert_eq!(a, Amounts { total: 10_000, coupon: 1_500, points: 500, wallet: 2_000, payable: 6_000 });
+        assert_eq!(
+            a,
+            Amounts {
+                total: 10_000,
+                coupon: 1_500,
+                points: 500,
+                wallet: 2_000,
+                payable: 6_000
+            }
+        );
     }
 
     #[test]
@@ -113,13 +130,26 @@ mod tests {
 
     #[test]
     fn price_refuses_overflowing_amounts_instead_of_wrapping() {
-        assert_eq!(price(10, 0, i64::MAX, i64::MAX).unwrap_err().code, "amount_exceeds_total");
-        assert_eq!(price(10, 0, -1, 0).unwrap_err().code, "amount_exceeds_total");
+        assert_eq!(
+            price(10, 0, i64::MAX, i64::MAX).unwrap_err().code,
+            "amount_exceeds_total"
+        );
+        assert_eq!(
+            price(10, 0, -1, 0).unwrap_err().code,
+            "amount_exceeds_total"
+        );
     }
 
     #[test]
     fn a_matching_payment_wins_over_a_cancel_and_a_passed_deadline() {
-        let w = wake(&[pay("p1", 500)], 500, "USD", Some(CancelReason::User), Some(10), 20);
+        let w = wake(
+            &[pay("p1", 500)],
+            500,
+            "USD",
+            Some(CancelReason::User),
+            Some(10),
+            20,
+        );
         assert_eq!(w, Wake::Pay(pay("p1", 500)));
     }
 
@@ -127,7 +157,10 @@ mod tests {
     fn a_payment_with_the_wrong_amount_or_currency_never_pays() {
         let mut eur = pay("p2", 500);
         eur.currency = "EUR".into();
-        assert_eq!(wake(&[pay("p1", 499), eur], 500, "USD", None, Some(100), 50), Wake::Wait);
+        assert_eq!(
+            wake(&[pay("p1", 499), eur], 500, "USD", None, Some(100), 50),
+            Wake::Wait
+        );
         assert_eq!(
             wake(&[pay("p1", 499)], 500, "USD", None, Some(100), 100),
             Wake::Cancel(CancelReason::Timeout)
@@ -136,19 +169,32 @@ mod tests {
 
     #[test]
     fn the_first_matching_payment_is_the_one_captured() {
-        let w = wake(&[pay("p1", 1), pay("p2", 500), pay("p3", 500)], 500, "USD", None, None, 0);
+        let w = wake(
+            &[pay("p1", 1), pay("p2", 500), pay("p3", 500)],
+            500,
+            "USD",
+            None,
+            None,
+            0,
+        );
         assert_eq!(w, Wake::Pay(pay("p2", 500)));
     }
 
     #[test]
     fn a_cancel_request_keeps_its_reason_even_after_the_deadline() {
-        assert_eq!(wake(&[], 5, "USD", Some(CancelReason::Admin), Some(10), 99), Wake::Cancel(CancelReason::Admin));
+        assert_eq!(
+            wake(&[], 5, "USD", Some(CancelReason::Admin), Some(10), 99),
+            Wake::Cancel(CancelReason::Admin)
+        );
     }
 
     #[test]
     fn the_deadline_fires_exactly_at_expires_at_and_not_before() {
         assert_eq!(wake(&[], 5, "USD", None, Some(1_000), 999), Wake::Wait);
-        assert_eq!(wake(&[], 5, "USD", None, Some(1_000), 1_000), Wake::Cancel(CancelReason::Timeout));
+        assert_eq!(
+            wake(&[], 5, "USD", None, Some(1_000), 1_000),
+            Wake::Cancel(CancelReason::Timeout)
+        );
     }
 
     #[test]

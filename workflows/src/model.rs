@@ -88,7 +88,10 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Refusal { code: code.to_owned(), message: message.into() }
+        Refusal {
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -99,7 +102,9 @@ impl Refusal {
 pub enum Reservation {
     /// Reserved; `amount` is the money value the reservation covers (stock: the total price;
     /// coupon: the discount applied; points and wallet: the amount held).
-    Reserved { amount: i64 },
+    Reserved {
+        amount: i64,
+    },
     Refused(Refusal),
 }
 
@@ -114,7 +119,12 @@ pub enum Resource {
 }
 
 impl Resource {
-    pub const ALL: [Resource; 4] = [Resource::Stock, Resource::Coupon, Resource::Points, Resource::Wallet];
+    pub const ALL: [Resource; 4] = [
+        Resource::Stock,
+        Resource::Coupon,
+        Resource::Points,
+        Resource::Wallet,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -84,7 +84,15 @@ impl OrderWorkflow {
             Ok(amounts) => amounts,
             Err(refusal) => {
                 settle_all(ctx, &held, Settle::Release).await?;
-                record_order(ctx, OrderStatus::Rejected, Amounts::default(), None, Some(refusal.clone()), now).await?;
+                record_order(
+                    ctx,
+                    OrderStatus::Rejected,
+                    Amounts::default(),
+                    None,
+                    Some(refusal.clone()),
+                    now,
+                )
+                .await?;
                 ctx.state_mut(|s| {
                     s.status = OrderStatus::Rejected;
                     s.rejection = Some(refusal);
@@ -98,16 +106,21 @@ impl OrderWorkflow {
         // 2. Nothing left to pay: paid at creation, no deadline, no webhook.
         if amounts.payable == 0 {
             record_order(ctx, OrderStatus::PendingPayment, amounts, None, None, now).await?;
-            ctx.state_mut(|s| {
-                s.amounts = amounts;
-                s.status = OrderStatus::PendingPayment;
-            });
+            ctx.state_mut(|s| s.amounts = amounts);
             pay(ctx, &held, None).await?;
             return finish(ctx, OrderStatus::Paid).await;
         }
 
         let deadline = decide::deadline(now, input.payment_timeout_secs);
-        record_order(ctx, OrderStatus::PendingPayment, amounts, Some(deadline), None, now).await?;
+        record_order(
+            ctx,
+            OrderStatus::PendingPayment,
+            amounts,
+            Some(deadline),
+            None,
+            now,
+        )
+        .await?;
         ctx.state_mut(|s| {
             s.amounts = amounts;
             s.status = OrderStatus::PendingPayment;
@@ -118,11 +131,14 @@ impl OrderWorkflow {
         // 3. Wait for a payment, a cancel or the deadline.
         let outcome = loop {
             let now = now_ms(ctx)?;
-            let (wake, deadline, version) = ctx.state(|s| (s.wake(now), s.deadline_ms, s.deadline_version));
+            let (wake, deadline, version) =
+                ctx.state(|s| (s.wake(now), s.deadline_ms, s.deadline_version));
             if wake != Wake::Wait {
                 break wake;
             }
-            let remaining = deadline.map_or(Duration::from_secs(3600), |d| Duration::from_millis((d - now).max(1) as u64));
+            let remaining = deadline.map_or(Duration::from_secs(3600), |d| {
+                Duration::from_millis((d - now).max(1) as u64)
+            });
             temporalio_sdk::workflows::select! {
                 _ = ctx.timer(remaining) => {}
                 _ = ctx.wait_condition(|s: &Self| s.deadline_version != version || s.wake(i64::MIN) != Wake::Wait) => {}
@@ -146,7 +162,11 @@ impl OrderWorkflow {
 
     /// The provider reported a payment. Deduplicated here by `payment_id`.
     #[signal(name = "order.payment_succeeded")]
-    pub fn payment_succeeded(&mut self, _ctx: &mut SyncWorkflowContext<Self>, payment: PaymentReceived) {
+    pub fn payment_succeeded(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        payment: PaymentReceived,
+    ) {
         if self.seen_payment_ids.insert(payment.payment_id.clone()) {
             self.payments.push(payment);
         }
@@ -159,7 +179,9 @@ impl OrderWorkflow {
         ctx.state_mut(|s| s.open_handlers += 1);
         // A cancellation of the wait only happens when the workflow itself is cancelled; the
         // placement is then reported as it stands.
-        let _ = ctx.wait_condition(|s: &Self| s.status != OrderStatus::Reserving).await;
+        let _ = ctx
+            .wait_condition(|s: &Self| s.status != OrderStatus::Reserving)
+            .await;
         ctx.state_mut(|s| {
             s.open_handlers -= 1;
             Placement {
@@ -257,19 +279,23 @@ fn now_ms(ctx: &WorkflowContext<OrderWorkflow>) -> Result<i64, ApplicationFailur
         .ok_or_else(|| ApplicationFailure::new("workflow time is not available"))
 }
 
-/// Upserts the search attributes that ops filter on in the Web UI.
+/// Upserts the search attributes that ops filter on in the Web UI. `PaymentDeadline` is only
+/// ever set, not unset: the server (1.32 dev) rejects the SDK's unset encoding for Datetime
+/// attributes, and `OrderStatus` already says whether the deadline still matters.
 fn publish(ctx: &WorkflowContext<OrderWorkflow>, status: OrderStatus, deadline_ms: Option<i64>) {
     let customer = ctx.state(|s| s.input.user_id.clone());
-    let deadline = match deadline_ms {
-        Some(ms) => search::PAYMENT_DEADLINE
-            .value_set(Timestamp::new(ms.div_euclid(1000), (ms.rem_euclid(1000) * 1_000_000) as i32)),
-        None => search::PAYMENT_DEADLINE.value_unset(),
-    };
-    ctx.upsert_search_attributes([
+    let mut updates = vec![
         search::ORDER_STATUS.value_set(status.as_str().to_owned()),
         search::CUSTOMER_ID.value_set(customer),
-        deadline,
-    ]);
+    ];
+    if let Some(ms) = deadline_ms {
+        let at = Timestamp::new(
+            ms.div_euclid(1000),
+            (ms.rem_euclid(1000) * 1_000_000) as i32,
+        );
+        updates.push(search::PAYMENT_DEADLINE.value_set(at));
+    }
+    ctx.upsert_search_attributes(updates);
 }
 
 /// A reservation activity that could not run (retries exhausted) is a refusal too: the order is
@@ -278,7 +304,10 @@ fn reservation(result: Result<Reservation, ActivityExecutionError>) -> Result<i6
     match result {
         Ok(Reservation::Reserved { amount }) => Ok(amount),
         Ok(Reservation::Refused(refusal)) => Err(refusal),
-        Err(e) => Err(Refusal::new("reservation_unavailable", format!("a reservation could not be made: {e}"))),
+        Err(e) => Err(Refusal::new(
+            "reservation_unavailable",
+            format!("a reservation could not be made: {e}"),
+        )),
     }
 }
 
@@ -290,8 +319,14 @@ async fn reserve_all(
 ) -> Result<Amounts, Refusal> {
     let order_id = input.order_id.clone();
     held.push(Resource::Stock);
-    let stock = ReserveStock { order_id: order_id.clone(), items: input.items.clone() };
-    let total = reservation(ctx.execute_activity(OrderActivities::reserve_stock, stock, reserve_options()).await)?;
+    let stock = ReserveStock {
+        order_id: order_id.clone(),
+        items: input.items.clone(),
+    };
+    let total = reservation(
+        ctx.execute_activity(OrderActivities::reserve_stock, stock, reserve_options())
+            .await,
+    )?;
 
     let mut coupon = 0;
     if let Some(coupon_id) = &input.coupon_id {
@@ -302,20 +337,33 @@ async fn reserve_all(
             coupon_id: coupon_id.clone(),
             max_discount: decide::coupon_cap(total),
         };
-        coupon = reservation(ctx.execute_activity(OrderActivities::reserve_coupon, req, reserve_options()).await)?;
+        coupon = reservation(
+            ctx.execute_activity(OrderActivities::reserve_coupon, req, reserve_options())
+                .await,
+        )?;
     }
     let amounts = decide::price(total, coupon, input.points, input.wallet_amount)?;
 
-    let funds = |amount| ReserveFunds { order_id: order_id.clone(), user_id: input.user_id.clone(), amount };
+    let funds = |amount| ReserveFunds {
+        order_id: order_id.clone(),
+        user_id: input.user_id.clone(),
+        amount,
+    };
     if amounts.points > 0 {
         held.push(Resource::Points);
         let req = funds(amounts.points);
-        reservation(ctx.execute_activity(OrderActivities::reserve_points, req, reserve_options()).await)?;
+        reservation(
+            ctx.execute_activity(OrderActivities::reserve_points, req, reserve_options())
+                .await,
+        )?;
     }
     if amounts.wallet > 0 {
         held.push(Resource::Wallet);
         let req = funds(amounts.wallet);
-        reservation(ctx.execute_activity(OrderActivities::reserve_wallet, req, reserve_options()).await)?;
+        reservation(
+            ctx.execute_activity(OrderActivities::reserve_wallet, req, reserve_options())
+                .await,
+        )?;
     }
     Ok(amounts)
 }
@@ -328,7 +376,11 @@ enum Settle {
 
 /// Captures or releases every held resource (releases in reverse order). Every one is
 /// attempted even if another fails for good; then the failures fail the workflow, loudly.
-async fn settle_all(ctx: &WorkflowContext<OrderWorkflow>, held: &[Resource], how: Settle) -> WorkflowResult<()> {
+async fn settle_all(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    how: Settle,
+) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let order: Vec<Resource> = match how {
         Settle::Capture => held.to_vec(),
@@ -336,17 +388,43 @@ async fn settle_all(ctx: &WorkflowContext<OrderWorkflow>, held: &[Resource], how
     };
     let mut failures = Vec::new();
     for resource in order {
-        let input = OrderRef { order_id: order_id.clone() };
+        let input = OrderRef {
+            order_id: order_id.clone(),
+        };
         let opts = settle_options();
         let result = match (how, resource) {
-            (Settle::Release, Resource::Stock) => ctx.execute_activity(OrderActivities::release_stock, input, opts).await,
-            (Settle::Release, Resource::Coupon) => ctx.execute_activity(OrderActivities::release_coupon, input, opts).await,
-            (Settle::Release, Resource::Points) => ctx.execute_activity(OrderActivities::release_points, input, opts).await,
-            (Settle::Release, Resource::Wallet) => ctx.execute_activity(OrderActivities::release_wallet, input, opts).await,
-            (Settle::Capture, Resource::Stock) => ctx.execute_activity(OrderActivities::capture_stock, input, opts).await,
-            (Settle::Capture, Resource::Coupon) => ctx.execute_activity(OrderActivities::capture_coupon, input, opts).await,
-            (Settle::Capture, Resource::Points) => ctx.execute_activity(OrderActivities::capture_points, input, opts).await,
-            (Settle::Capture, Resource::Wallet) => ctx.execute_activity(OrderActivities::capture_wallet, input, opts).await,
+            (Settle::Release, Resource::Stock) => {
+                ctx.execute_activity(OrderActivities::release_stock, input, opts)
+                    .await
+            }
+            (Settle::Release, Resource::Coupon) => {
+                ctx.execute_activity(OrderActivities::release_coupon, input, opts)
+                    .await
+            }
+            (Settle::Release, Resource::Points) => {
+                ctx.execute_activity(OrderActivities::release_points, input, opts)
+                    .await
+            }
+            (Settle::Release, Resource::Wallet) => {
+                ctx.execute_activity(OrderActivities::release_wallet, input, opts)
+                    .await
+            }
+            (Settle::Capture, Resource::Stock) => {
+                ctx.execute_activity(OrderActivities::capture_stock, input, opts)
+                    .await
+            }
+            (Settle::Capture, Resource::Coupon) => {
+                ctx.execute_activity(OrderActivities::capture_coupon, input, opts)
+                    .await
+            }
+            (Settle::Capture, Resource::Points) => {
+                ctx.execute_activity(OrderActivities::capture_points, input, opts)
+                    .await
+            }
+            (Settle::Capture, Resource::Wallet) => {
+                ctx.execute_activity(OrderActivities::capture_wallet, input, opts)
+                    .await
+            }
         };
         if let Err(e) = result {
             failures.push(format!("{}: {e}", resource.as_str()));
@@ -372,18 +450,35 @@ async fn record_order(
     at_ms: i64,
 ) -> WorkflowResult<()> {
     let order = ctx.state(|s| s.input.clone());
-    let input = RecordOrder { order, status, amounts, expires_at_ms, rejection, at_ms };
-    ctx.execute_activity(OrderActivities::record_order, input, settle_options()).await?;
+    let input = RecordOrder {
+        order,
+        status,
+        amounts,
+        expires_at_ms,
+        rejection,
+        at_ms,
+    };
+    ctx.execute_activity(OrderActivities::record_order, input, settle_options())
+        .await?;
     Ok(())
 }
 
 /// `pending_payment -> paid`, then capture every reservation.
-async fn pay(ctx: &WorkflowContext<OrderWorkflow>, held: &[Resource], payment: Option<PaymentReceived>) -> WorkflowResult<()> {
+async fn pay(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    payment: Option<PaymentReceived>,
+) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let at_ms = now_ms(ctx)?;
     let applied = payment.as_ref().map(|p| p.payment_id.clone());
-    let input = MarkPaid { order_id, payment, at_ms };
-    ctx.execute_activity(OrderActivities::mark_paid, input, settle_options()).await?;
+    let input = MarkPaid {
+        order_id,
+        payment,
+        at_ms,
+    };
+    ctx.execute_activity(OrderActivities::mark_paid, input, settle_options())
+        .await?;
     ctx.state_mut(|s| {
         s.status = OrderStatus::Paid;
         s.deadline_ms = None;
@@ -396,11 +491,20 @@ async fn pay(ctx: &WorkflowContext<OrderWorkflow>, held: &[Resource], payment: O
 }
 
 /// Marks the order cancelled first, so that no payment can be applied any more, then releases.
-async fn cancel(ctx: &WorkflowContext<OrderWorkflow>, held: &[Resource], reason: CancelReason) -> WorkflowResult<()> {
+async fn cancel(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    reason: CancelReason,
+) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let at_ms = now_ms(ctx)?;
-    let input = MarkCancelled { order_id, reason, at_ms };
-    ctx.execute_activity(OrderActivities::mark_cancelled, input, settle_options()).await?;
+    let input = MarkCancelled {
+        order_id,
+        reason,
+        at_ms,
+    };
+    ctx.execute_activity(OrderActivities::mark_cancelled, input, settle_options())
+        .await?;
     ctx.state_mut(|s| {
         s.status = OrderStatus::Cancelled;
         s.deadline_ms = None;
@@ -413,11 +517,18 @@ async fn cancel(ctx: &WorkflowContext<OrderWorkflow>, held: &[Resource], reason:
 
 /// Records every payment that did not pay for the order, waits for open update handlers, and
 /// ends the workflow.
-async fn finish(ctx: &WorkflowContext<OrderWorkflow>, status: OrderStatus) -> WorkflowResult<OrderStatus> {
+async fn finish(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    status: OrderStatus,
+) -> WorkflowResult<OrderStatus> {
     let mut recorded = 0;
     loop {
         let (order_id, applied, pending) = ctx.state(|s| {
-            (s.input.order_id.clone(), s.applied_payment.clone(), s.payments[recorded.min(s.payments.len())..].to_vec())
+            (
+                s.input.order_id.clone(),
+                s.applied_payment.clone(),
+                s.payments[recorded.min(s.payments.len())..].to_vec(),
+            )
         });
         if pending.is_empty() {
             break;
@@ -433,10 +544,21 @@ async fn finish(ctx: &WorkflowContext<OrderWorkflow>, status: OrderStatus) -> Wo
                 _ => "order_cancelled",
             };
             let at_ms = now_ms(ctx)?;
-            let input = RecordUnappliedPayment { order_id: order_id.clone(), payment, reason: reason.into(), at_ms };
-            ctx.execute_activity(OrderActivities::record_unapplied_payment, input, settle_options()).await?;
+            let input = RecordUnappliedPayment {
+                order_id: order_id.clone(),
+                payment,
+                reason: reason.into(),
+                at_ms,
+            };
+            ctx.execute_activity(
+                OrderActivities::record_unapplied_payment,
+                input,
+                settle_options(),
+            )
+            .await?;
         }
     }
-    ctx.wait_condition(|s: &OrderWorkflow| s.open_handlers == 0).await?;
+    ctx.wait_condition(|s: &OrderWorkflow| s.open_handlers == 0)
+        .await?;
     Ok(status)
 }

@@ -1,0 +1,144 @@
+//! Catalogue, coupons, wallets and points: the admin writes that set up state, and the reads.
+
+use super::{check_amount, check_id};
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::{AppState, view};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use orderflow_activities::funds::{POINTS, WALLET};
+use orderflow_activities::store;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/skus/{sku}", put(put_sku))
+        .route("/v1/skus/{sku}", get(get_sku))
+        .route("/v1/admin/coupons", post(create_coupon))
+        .route("/v1/coupons/{coupon_id}", get(get_coupon))
+        .route("/v1/admin/wallets/{user_id}/credit", post(credit_wallet))
+        .route("/v1/wallets/{user_id}", get(get_wallet))
+        .route("/v1/admin/points/{user_id}/credit", post(credit_points))
+        .route("/v1/points/{user_id}", get(get_points))
+}
+
+type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
+
+fn ok(status: StatusCode, body: Value) -> Reply {
+    Ok((status, axum::Json(body)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutSku {
+    price: i64,
+    stock: i64,
+}
+
+async fn put_sku(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    Json(body): Json<PutSku>,
+) -> Reply {
+    check_id("sku", &sku)?;
+    check_amount("price", body.price, 0)?;
+    check_amount("stock", body.stock, 0)?;
+    ok(
+        StatusCode::OK,
+        view::sku(&store::put_sku(&state.db, &sku, body.price, body.stock).await?),
+    )
+}
+
+async fn get_sku(State(state): State<AppState>, Path(sku): Path<String>) -> Reply {
+    ok(
+        StatusCode::OK,
+        view::sku(&store::get_sku(&state.db, &sku).await?),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCoupon {
+    user_id: String,
+    kind: String,
+    amount: i64,
+}
+
+async fn create_coupon(State(state): State<AppState>, Json(body): Json<CreateCoupon>) -> Reply {
+    check_id("user_id", &body.user_id)?;
+    if body.kind != "amount" && body.kind != "discount" {
+        return Err(ApiError::unprocessable(
+            "invalid_coupon_kind",
+            "kind must be \"amount\" or \"discount\"",
+        ));
+    }
+    check_amount("amount", body.amount, 1)?;
+    ok(
+        StatusCode::CREATED,
+        view::coupon(
+            &store::create_coupon(&state.db, &body.user_id, &body.kind, body.amount).await?,
+        ),
+    )
+}
+
+async fn get_coupon(State(state): State<AppState>, Path(coupon_id): Path<String>) -> Reply {
+    ok(
+        StatusCode::OK,
+        view::coupon(&store::get_coupon(&state.db, &coupon_id).await?),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditWallet {
+    amount: i64,
+}
+
+async fn credit_wallet(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    Json(body): Json<CreditWallet>,
+) -> Reply {
+    check_id("user_id", &user_id)?;
+    check_amount("amount", body.amount, 1)?;
+    ok(
+        StatusCode::OK,
+        view::wallet(&store::credit(&state.db, WALLET, &user_id, body.amount).await?),
+    )
+}
+
+async fn get_wallet(State(state): State<AppState>, Path(user_id): Path<String>) -> Reply {
+    ok(
+        StatusCode::OK,
+        view::wallet(&store::get_account(&state.db, WALLET, &user_id).await?),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditPoints {
+    points: i64,
+}
+
+async fn credit_points(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    Json(body): Json<CreditPoints>,
+) -> Reply {
+    check_id("user_id", &user_id)?;
+    check_amount("points", body.points, 1)?;
+    ok(
+        StatusCode::OK,
+        view::points(&store::credit(&state.db, POINTS, &user_id, body.points).await?),
+    )
+}
+
+async fn get_points(State(state): State<AppState>, Path(user_id): Path<String>) -> Reply {
+    ok(
+        StatusCode::OK,
+        view::points(&store::get_account(&state.db, POINTS, &user_id).await?),
+    )
+}

