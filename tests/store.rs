@@ -1,0 +1,248 @@
+//! Database-level tests of the activities (no Temporal): every release and capture is
+//! idempotent on its business key, a release that matches no row fails loudly, and the
+//! migrations roll back cleanly. SQLite by default, PostgreSQL with `TEST_DATABASE_URL`.
+
+mod common;
+
+use orderflow_activities::funds::{POINTS, WALLET};
+use orderflow_activities::{Db, StoreError, audit, coupons, funds, stock, store};
+use orderflow_workflows::model::*;
+
+async fn fresh_db() -> Db {
+    orderflow::run::open_db(&common::fresh_database_url().await, true)
+        .await
+        .unwrap()
+}
+
+/// An order holding 2 books, 300 of a coupon, 50 points and 70 wallet funds.
+async fn reserve_everything(db: &Db, order_id: &str) -> String {
+    store::put_sku(db, "book", 1000, 5).await.unwrap();
+    store::credit(db, WALLET, "alice", 100).await.unwrap();
+    store::credit(db, POINTS, "alice", 100).await.unwrap();
+    let coupon = store::create_coupon(db, "alice", "amount", 500)
+        .await
+        .unwrap()
+        .coupon_id;
+    let line = OrderLine {
+        sku: "book".into(),
+        quantity: 2,
+    };
+    let stock_in = ReserveStock {
+        order_id: order_id.into(),
+        items: vec![line],
+    };
+    assert_eq!(
+        stock::reserve(db, &stock_in).await.unwrap(),
+        Reservation::Reserved { amount: 2000 }
+    );
+    let coupon_in = ReserveCoupon {
+        order_id: order_id.into(),
+        user_id: "alice".into(),
+        coupon_id: coupon.clone(),
+        max_discount: 300,
+    };
+    assert_eq!(
+        coupons::reserve(db, &coupon_in).await.unwrap(),
+        Reservation::Reserved { amount: 300 }
+    );
+    let funds_in = |amount| ReserveFunds {
+        order_id: order_id.into(),
+        user_id: "alice".into(),
+        amount,
+    };
+    assert_eq!(
+        funds::reserve(db, POINTS, &funds_in(50)).await.unwrap(),
+        Reservation::Reserved { amount: 50 }
+    );
+    assert_eq!(
+        funds::reserve(db, WALLET, &funds_in(70)).await.unwrap(),
+        Reservation::Reserved { amount: 70 }
+    );
+    // A retried reservation (the first attempt committed, its answer was lost) answers the same.
+    assert_eq!(
+        stock::reserve(db, &stock_in).await.unwrap(),
+        Reservation::Reserved { amount: 2000 }
+    );
+    assert_eq!(
+        coupons::reserve(db, &coupon_in).await.unwrap(),
+        Reservation::Reserved { amount: 300 }
+    );
+    assert_eq!(
+        funds::reserve(db, WALLET, &funds_in(70)).await.unwrap(),
+        Reservation::Reserved { amount: 70 }
+    );
+    coupon
+}
+
+async fn release_all(db: &Db, order_id: &str) {
+    stock::release(db, order_id).await.unwrap();
+    coupons::release(db, order_id).await.unwrap();
+    funds::release(db, POINTS, order_id).await.unwrap();
+    funds::release(db, WALLET, order_id).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_release_runs_twice_and_after_a_crash_following_its_commit_with_one_effect() {
+    let db = fresh_db().await;
+    let coupon = reserve_everything(&db, "ord_1").await;
+    // First run commits; the second is what Temporal does after a worker crash that followed
+    // the commit; the third is a plain duplicate delivery.
+    for _ in 0..3 {
+        release_all(&db, "ord_1").await;
+    }
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().available, 5);
+    let c = store::get_coupon(&db, &coupon).await.unwrap();
+    assert_eq!((c.balance, c.reserved), (500, 0));
+    assert_eq!(
+        store::get_account(&db, WALLET, "alice")
+            .await
+            .unwrap()
+            .balance,
+        100
+    );
+    assert_eq!(
+        store::get_account(&db, POINTS, "alice")
+            .await
+            .unwrap()
+            .balance,
+        100
+    );
+    // A reservation attempt that arrives after the release cannot take anything any more.
+    let late = ReserveFunds {
+        order_id: "ord_1".into(),
+        user_id: "alice".into(),
+        amount: 70,
+    };
+    assert!(
+        matches!(funds::reserve(&db, WALLET, &late).await.unwrap(), Reservation::Refused(r) if r.code == "order_closed")
+    );
+    assert_eq!(
+        store::get_account(&db, WALLET, "alice")
+            .await
+            .unwrap()
+            .balance,
+        100
+    );
+}
+
+#[tokio::test]
+async fn each_capture_is_idempotent_and_a_captured_hold_can_never_be_released() {
+    let db = fresh_db().await;
+    let coupon = reserve_everything(&db, "ord_2").await;
+    for _ in 0..2 {
+        stock::capture(&db, "ord_2").await.unwrap();
+        coupons::capture(&db, "ord_2").await.unwrap();
+        funds::capture(&db, POINTS, "ord_2").await.unwrap();
+        funds::capture(&db, WALLET, "ord_2").await.unwrap();
+    }
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().sold, 2);
+    assert_eq!(store::get_coupon(&db, &coupon).await.unwrap().used, 300);
+    assert_eq!(
+        store::get_account(&db, WALLET, "alice")
+            .await
+            .unwrap()
+            .spent,
+        70
+    );
+    let err = stock::release(&db, "ord_2").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                code: "already_captured",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_transient(), "a business error is never retried");
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().sold, 2);
+}
+
+#[tokio::test]
+async fn a_release_whose_update_matches_no_row_fails_loudly_and_changes_nothing() {
+    let db = fresh_db().await;
+    let coupon = reserve_everything(&db, "ord_3").await;
+    // The coupon row disappears under the order (an operator's mistake, a bad migration).
+    sqlx::query("DELETE FROM coupons WHERE coupon_id = $1")
+        .bind(&coupon)
+        .execute(&db)
+        .await
+        .unwrap();
+    let err = coupons::release(&db, "ord_3").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                code: "coupon_mismatch",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    // Nothing was recorded: the hold is still reserved and the ledger has no release.
+    let (state,): (String,) =
+        sqlx::query_as("SELECT state FROM holds WHERE order_id = 'ord_3' AND resource = 'coupon'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(state, "reserved");
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM ledger WHERE order_id = 'ord_3' AND action = 'release'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+    // Capturing what was never reserved fails loudly too.
+    let err = stock::capture(&db, "ord_never").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                code: "nothing_reserved",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_catches_money_created_out_of_thin_air() {
+    let db = fresh_db().await;
+    reserve_everything(&db, "ord_4").await;
+    release_all(&db, "ord_4").await;
+    assert_eq!(audit::check(&db).await.unwrap(), Vec::<String>::new());
+    sqlx::query(
+        "UPDATE skus SET reserved = reserved + 1, available = available - 1 WHERE sku = 'book'",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let violations = audit::check(&db).await.unwrap();
+    assert!(
+        violations.iter().any(|v| v.contains("stock book")),
+        "{violations:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrations_roll_back_cleanly_and_apply_again() {
+    let db = fresh_db().await;
+    store::put_sku(&db, "book", 1, 1).await.unwrap();
+    orderflow_activities::db::migrate_down(&db, 0)
+        .await
+        .unwrap();
+    let gone = sqlx::query("SELECT COUNT(*) FROM skus")
+        .fetch_one(&db)
+        .await;
+    assert!(gone.is_err(), "the tables are dropped");
+    orderflow_activities::db::migrate_up(&db).await.unwrap();
+    assert!(matches!(
+        store::get_sku(&db, "book").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store::put_sku(&db, "book", 1, 1).await.unwrap();
+}
