@@ -74,6 +74,10 @@ async fn reserve_everything(db: &Db, order_id: &str) -> String {
     coupon
 }
 
+async fn account(db: &Db, kind: funds::Account) -> store::Account {
+    store::get_account(db, kind, "alice").await.unwrap()
+}
+
 async fn release_all(db: &Db, order_id: &str) {
     stock::release(db, order_id).await.unwrap();
     coupons::release(db, order_id).await.unwrap();
@@ -93,20 +97,8 @@ async fn each_release_runs_twice_and_after_a_crash_following_its_commit_with_one
     assert_eq!(store::get_sku(&db, "book").await.unwrap().available, 5);
     let c = store::get_coupon(&db, &coupon).await.unwrap();
     assert_eq!((c.balance, c.reserved), (500, 0));
-    assert_eq!(
-        store::get_account(&db, WALLET, "alice")
-            .await
-            .unwrap()
-            .balance,
-        100
-    );
-    assert_eq!(
-        store::get_account(&db, POINTS, "alice")
-            .await
-            .unwrap()
-            .balance,
-        100
-    );
+    assert_eq!(account(&db, WALLET).await.balance, 100);
+    assert_eq!(account(&db, POINTS).await.balance, 100);
     // A reservation attempt that arrives after the release cannot take anything any more.
     let late = ReserveFunds {
         order_id: "ord_1".into(),
@@ -116,13 +108,7 @@ async fn each_release_runs_twice_and_after_a_crash_following_its_commit_with_one
     assert!(
         matches!(funds::reserve(&db, WALLET, &late).await.unwrap(), Reservation::Refused(r) if r.code == "order_closed")
     );
-    assert_eq!(
-        store::get_account(&db, WALLET, "alice")
-            .await
-            .unwrap()
-            .balance,
-        100
-    );
+    assert_eq!(account(&db, WALLET).await.balance, 100);
 }
 
 #[tokio::test]
@@ -137,13 +123,7 @@ async fn each_capture_is_idempotent_and_a_captured_hold_can_never_be_released() 
     }
     assert_eq!(store::get_sku(&db, "book").await.unwrap().sold, 2);
     assert_eq!(store::get_coupon(&db, &coupon).await.unwrap().used, 300);
-    assert_eq!(
-        store::get_account(&db, WALLET, "alice")
-            .await
-            .unwrap()
-            .spent,
-        70
-    );
+    assert_eq!(account(&db, WALLET).await.spent, 70);
     let err = stock::release(&db, "ord_2").await.unwrap_err();
     assert!(
         matches!(

@@ -33,13 +33,11 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
     let mut tx = db.begin().await?;
     let begin =
         holds::begin_reserve(&mut tx, order_id, Resource::Coupon, &input.coupon_id, now).await?;
-    if let Begin::Existing(hold) = &begin {
-        if hold.state == "released" {
-            return Ok(Reservation::Refused(Refusal::new(
-                "order_closed",
-                "the order was already closed",
-            )));
-        }
+    if let Some(closed) = match &begin {
+        Begin::Existing(hold) => hold.closed(),
+        Begin::Fresh => None,
+    } {
+        return Ok(closed);
     }
     // An update conditioned on the balance just read: under PostgreSQL a concurrent order may
     // change it in between, and then the read is simply repeated.

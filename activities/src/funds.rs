@@ -46,16 +46,11 @@ pub async fn reserve(
     let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
     match holds::begin_reserve(&mut tx, order_id, account.resource, &input.user_id, now).await? {
-        Begin::Existing(hold) if hold.state == "released" => {
-            return Ok(Reservation::Refused(Refusal::new(
-                "order_closed",
-                "the order was already closed",
-            )));
-        }
         Begin::Existing(hold) => {
-            return Ok(Reservation::Reserved {
+            let replay = Reservation::Reserved {
                 amount: hold.amount,
-            });
+            };
+            return Ok(hold.closed().unwrap_or(replay));
         }
         Begin::Fresh => {}
     }

@@ -9,7 +9,7 @@
 //! Every function here starts with a write, so that SQLite takes the write lock first (see `db`).
 
 use crate::error::StoreError;
-use orderflow_workflows::model::Resource;
+use orderflow_workflows::model::{Refusal, Reservation, Resource};
 use sqlx::{Any, Row, Transaction};
 
 pub type Tx<'a> = Transaction<'a, Any>;
@@ -21,6 +21,16 @@ pub struct Hold {
     pub subject: String,
     pub amount: i64,
     pub state: String,
+}
+
+impl Hold {
+    /// For a retried reservation: the refusal to answer if the order released this hold
+    /// before the reservation got here (a tombstone), `None` if it is still held.
+    pub fn closed(&self) -> Option<Reservation> {
+        (self.state == "released").then(|| {
+            Reservation::Refused(Refusal::new("order_closed", "the order was already closed"))
+        })
+    }
 }
 
 /// What starting a reservation found.
@@ -84,6 +94,39 @@ async fn append_ledger(
     Ok(())
 }
 
+/// Inserts a hold row unless one exists; true if this call inserted it.
+async fn insert_hold(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    subject: &str,
+    state: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO holds (order_id, resource, subject, amount, state, created_at, updated_at)
+         VALUES ($1, $2, $3, 0, $4, $5, $5)
+         ON CONFLICT (order_id, resource) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(resource.as_str())
+    .bind(subject)
+    .bind(state)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The hold this transaction works on disappeared: the data is inconsistent.
+fn vanished(order_id: &str) -> StoreError {
+    StoreError::conflict(
+        order_id,
+        "ledger_mismatch",
+        "hold vanished during reservation",
+    )
+}
+
 /// Starts a reservation by inserting the hold row in state `reserved` (amount 0 for now).
 pub async fn begin_reserve(
     tx: &mut Tx<'_>,
@@ -92,27 +135,12 @@ pub async fn begin_reserve(
     subject: &str,
     now: i64,
 ) -> Result<Begin, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO holds (order_id, resource, subject, amount, state, created_at, updated_at)
-         VALUES ($1, $2, $3, 0, 'reserved', $4, $4)
-         ON CONFLICT (order_id, resource) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(resource.as_str())
-    .bind(subject)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 1 {
+    if insert_hold(tx, order_id, resource, subject, "reserved", now).await? {
         return Ok(Begin::Fresh);
     }
-    let hold = load(tx, order_id, resource).await?.ok_or_else(|| {
-        StoreError::conflict(
-            order_id,
-            "ledger_mismatch",
-            "hold vanished during reservation",
-        )
-    })?;
+    let hold = load(tx, order_id, resource)
+        .await?
+        .ok_or_else(|| vanished(order_id))?;
     Ok(Begin::Existing(hold))
 }
 
@@ -133,19 +161,11 @@ pub async fn finish_reserve(
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() != 1 {
-        return Err(StoreError::conflict(
-            order_id,
-            "ledger_mismatch",
-            "hold vanished during reservation",
-        ));
+        return Err(vanished(order_id));
     }
-    let hold = load(tx, order_id, resource).await?.ok_or_else(|| {
-        StoreError::conflict(
-            order_id,
-            "ledger_mismatch",
-            "hold vanished during reservation",
-        )
-    })?;
+    let hold = load(tx, order_id, resource)
+        .await?
+        .ok_or_else(|| vanished(order_id))?;
     append_ledger(tx, order_id, resource, "reserve", &hold, now).await
 }
 
@@ -159,17 +179,7 @@ pub async fn begin_release(
     resource: Resource,
     now: i64,
 ) -> Result<Option<Hold>, StoreError> {
-    let tombstone = sqlx::query(
-        "INSERT INTO holds (order_id, resource, subject, amount, state, created_at, updated_at)
-         VALUES ($1, $2, '', 0, 'released', $3, $3)
-         ON CONFLICT (order_id, resource) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(resource.as_str())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    if tombstone.rows_affected() == 1 {
+    if insert_hold(tx, order_id, resource, "", "released", now).await? {
         let nothing = Hold {
             subject: String::new(),
             amount: 0,

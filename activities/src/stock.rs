@@ -14,16 +14,11 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
     let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
     match holds::begin_reserve(&mut tx, order_id, Resource::Stock, "", now).await? {
-        Begin::Existing(hold) if hold.state == "released" => {
-            return Ok(Reservation::Refused(Refusal::new(
-                "order_closed",
-                "the order was already closed",
-            )));
-        }
         Begin::Existing(hold) => {
-            return Ok(Reservation::Reserved {
+            let replay = Reservation::Reserved {
                 amount: hold.amount,
-            });
+            };
+            return Ok(hold.closed().unwrap_or(replay));
         }
         Begin::Fresh => {}
     }
