@@ -1,0 +1,115 @@
+//! Determinism guard: every recorded history under `tests/histories/` must replay against the
+//! current workflow code. A change to a released workflow that is not behind `ctx.patched(..)`
+//! fails here, before it can break orders that are running in production.
+//!
+//! `record_histories` (ignored; run it by hand against a new workflow version) records a fresh
+//! set of histories: `cargo test --test replay -- --ignored record_histories`. Keep the old files:
+//! running orders were started by the old code.
+
+mod common;
+
+use common::{TestApp, spawn_app};
+use orderflow_workflows::{OrderWorkflow, workflow_id};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowHistory};
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+fn histories_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/histories")
+}
+
+#[tokio::test]
+async fn every_recorded_history_replays_against_the_current_workflows() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(histories_dir())
+        .expect("tests/histories exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no recorded histories");
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<OrderWorkflow>()
+        .unwrap()
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        let history = WorkflowHistory::from_json(&bytes).expect("a history JSON file");
+        replayer
+            .replay_workflow(history)
+            .await
+            .unwrap_or_else(|e| panic!("{} no longer replays: {e}", file.display()));
+    }
+}
+
+async fn save(app: &TestApp, workflow: String, name: &str) {
+    let handle = app.client.get_workflow_handle::<OrderWorkflow>(workflow);
+    let json = handle
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await
+        .expect("fetch history");
+    let version = std::env::var("HISTORY_VERSION").unwrap_or_else(|_| "vN".into());
+    let path = histories_dir().join(format!("{version}-{name}.json"));
+    std::fs::write(&path, json).unwrap();
+    eprintln!("recorded {}", path.display());
+}
+
+/// Records one history per path through the order workflow.
+#[tokio::test]
+#[ignore = "records histories; run by hand when releasing a workflow change"]
+async fn record_histories() {
+    let app = spawn_app().await;
+    app.put_sku("book", 1500, 10).await;
+    app.credit_wallet("alice", 1000).await;
+    app.credit_points("alice", 300).await;
+    let mut coupons = Vec::new();
+    for _ in 0..3 {
+        coupons.push(app.create_coupon("alice", "amount", 500).await);
+    }
+    let full = |timeout: u64, coupon: &str| {
+        json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "coupon_id": coupon,
+               "points": 50, "wallet_amount": 50, "payment_timeout_secs": timeout})
+    };
+
+    // Paid, then a duplicate payment.
+    let paid = app.create_order("paid", full(60, &coupons[0])).await.body;
+    let id = paid["order_id"].as_str().unwrap().to_owned();
+    app.webhook(TestApp::payment_event("e1", &id, "p1", 900))
+        .await;
+    app.webhook(TestApp::payment_event("e2", &id, "p2", 900))
+        .await;
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "paid").await;
+
+    // Cancelled at the deadline.
+    let timeout = app.create_order("timeout", full(1, &coupons[1])).await.body;
+    assert_eq!(timeout["status"], "pending_payment", "{timeout}");
+    let id = timeout["order_id"].as_str().unwrap().to_owned();
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "timeout").await;
+
+    // Cancelled by the user.
+    let cancel = app.create_order("cancel", full(60, &coupons[2])).await.body;
+    let id = cancel["order_id"].as_str().unwrap().to_owned();
+    app.cancel(&id, "user").await;
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "user-cancel").await;
+
+    // Rejected: not enough stock.
+    let rejected = app
+        .create_order(
+            "rejected",
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 99}]}),
+        )
+        .await;
+    let id = rejected.body["error"]["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "rejected").await;
+}
