@@ -2,6 +2,7 @@
 //! `orderflow dev`; a bad value is an error that names the variable, never a silent fallback.
 
 use anyhow::{Context, bail};
+use orderflow_activities::provider::ProviderConfig;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -24,6 +25,43 @@ pub struct Config {
     pub currency: String,
     /// `ORDERFLOW_DATA_DIR`: where `orderflow dev` keeps the dev server's database (default `data`).
     pub data_dir: String,
+    /// `ORDER_CHECKOUT_WINDOW`: seconds an open checkout session holds off the deadline,
+    /// 1 to 3600 (default 300).
+    pub checkout_window_secs: u64,
+    /// `ORDER_LATE_PAYMENT_GRACE`: seconds a settled order's workflow stays open to refund late
+    /// payments itself, 0 to 604800 (default 3600). Later payments are refunded by the API.
+    pub late_payment_grace_secs: u64,
+    /// `PAYMENT_PROVIDER_URL` (default `http://127.0.0.1:8081`, the sandbox of `orderflow dev`),
+    /// `PAYMENT_PROVIDER_API_KEY` (default the sandbox's dev key) and
+    /// `PAYMENT_PROVIDER_TIMEOUT` (seconds per call, 1 to 120, default 10).
+    pub provider: ProviderConfig,
+    /// `SANDBOX_ADDR`: where `orderflow provider-sandbox` (and `dev`) listen (default
+    /// `127.0.0.1:8081`).
+    pub sandbox_addr: String,
+    /// `SANDBOX_WEBHOOK_URL`: where the sandbox sends webhooks (default: this API's webhook).
+    pub sandbox_webhook_url: String,
+}
+
+/// The sandbox's API key in `orderflow dev`. Never use it in production.
+pub const DEV_PROVIDER_API_KEY: &str = "sk_sandbox_orderflow_dev";
+
+/// Reads a number of seconds from `name`, with a default and an allowed range.
+fn secs(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<u64> {
+    let value = match var(name) {
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .with_context(|| format!("{name}={v:?} is not a number of seconds"))?,
+        None => default,
+    };
+    if !range.contains(&value) {
+        bail!(
+            "{name} must be between {} and {} seconds, got {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
 }
 
 /// The secret `orderflow dev` uses when none is configured. Never use it in production.
@@ -35,17 +73,7 @@ fn var(name: &str) -> Option<String> {
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Config> {
-        let payment_timeout_secs = match var("ORDER_PAYMENT_TIMEOUT") {
-            Some(v) => v.trim().parse::<u64>().with_context(|| {
-                format!("ORDER_PAYMENT_TIMEOUT={v:?} is not a number of seconds")
-            })?,
-            None => 1800,
-        };
-        if !(1..=86_400).contains(&payment_timeout_secs) {
-            bail!(
-                "ORDER_PAYMENT_TIMEOUT must be between 1 and 86400 seconds, got {payment_timeout_secs}"
-            );
-        }
+        let payment_timeout_secs = secs("ORDER_PAYMENT_TIMEOUT", 1800, 1..=86_400)?;
         let mut webhook_secrets =
             vec![var("PAYMENT_WEBHOOK_SECRET").unwrap_or_else(|| DEV_WEBHOOK_SECRET.to_owned())];
         webhook_secrets.extend(var("PAYMENT_WEBHOOK_SECRET_PREVIOUS"));
@@ -60,6 +88,13 @@ impl Config {
         if !temporal_address.contains("://") {
             temporal_address = format!("http://{temporal_address}");
         }
+        let http_addr = var("ORDERFLOW_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let provider = ProviderConfig {
+            base_url: var("PAYMENT_PROVIDER_URL").unwrap_or_else(|| "http://127.0.0.1:8081".into()),
+            api_key: var("PAYMENT_PROVIDER_API_KEY")
+                .unwrap_or_else(|| DEV_PROVIDER_API_KEY.to_owned()),
+            timeout: Duration::from_secs(secs("PAYMENT_PROVIDER_TIMEOUT", 10, 1..=120)?),
+        };
         Ok(Config {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://data/orderflow.db".into()),
@@ -67,11 +102,17 @@ impl Config {
             temporal_namespace: var("TEMPORAL_NAMESPACE").unwrap_or_else(|| "default".into()),
             task_queue: var("ORDERFLOW_TASK_QUEUE")
                 .unwrap_or_else(|| orderflow_workflows::TASK_QUEUE.into()),
-            http_addr: var("ORDERFLOW_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            sandbox_webhook_url: var("SANDBOX_WEBHOOK_URL")
+                .unwrap_or_else(|| format!("http://{http_addr}/v1/payments/webhook")),
+            http_addr,
             payment_timeout_secs,
             webhook_secrets,
             currency,
             data_dir: var("ORDERFLOW_DATA_DIR").unwrap_or_else(|| "data".into()),
+            checkout_window_secs: secs("ORDER_CHECKOUT_WINDOW", 300, 1..=3600)?,
+            late_payment_grace_secs: secs("ORDER_LATE_PAYMENT_GRACE", 3600, 0..=604_800)?,
+            provider,
+            sandbox_addr: var("SANDBOX_ADDR").unwrap_or_else(|| "127.0.0.1:8081".into()),
         })
     }
 
@@ -84,6 +125,8 @@ impl Config {
             webhook_secrets: self.webhook_secrets.clone(),
             webhook_tolerance: Duration::from_secs(300),
             workflow_wait: Duration::from_secs(30),
+            checkout_window_secs: self.checkout_window_secs,
+            late_payment_grace_secs: self.late_payment_grace_secs,
         }
     }
 }

@@ -13,6 +13,8 @@ commands:
   worker              run the order workflows and activities (scale out: run several)
   api                 serve the REST API
   migrate [up|down]   apply all migrations (default), or revert them all
+  provider-sandbox    a card payment provider on loopback (checkout, refunds, signed
+                      webhooks, fault injection); `dev` runs one for you
 
 configuration (environment variables, with defaults):
   DATABASE_URL              sqlite://data/orderflow.db  (or postgres://user:pass@host/db)
@@ -25,6 +27,13 @@ configuration (environment variables, with defaults):
   ORDERFLOW_CURRENCY        USD
   ORDERFLOW_TASK_QUEUE      orderflow-orders
   ORDERFLOW_DATA_DIR        data (the dev server's database file for `dev`)
+  ORDER_CHECKOUT_WINDOW     300 (seconds an open checkout holds off the deadline, 1..3600)
+  ORDER_LATE_PAYMENT_GRACE  3600 (seconds a settled order stays open to refund late payments)
+  PAYMENT_PROVIDER_URL      http://127.0.0.1:8081 (the sandbox)
+  PAYMENT_PROVIDER_API_KEY  sk_sandbox_orderflow_dev (set a real one in production)
+  PAYMENT_PROVIDER_TIMEOUT  10 (seconds per provider call)
+  SANDBOX_ADDR              127.0.0.1:8081 (provider-sandbox and dev)
+  SANDBOX_WEBHOOK_URL       http://<ORDERFLOW_HTTP_ADDR>/v1/payments/webhook
   RUST_LOG                  info
 ";
 
@@ -62,6 +71,19 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ("provider-sandbox", None) => {
+            let (sandbox, listener) = run::bind_sandbox(&config).await?;
+            println!(
+                "provider sandbox on http://{}, webhooks to {}",
+                listener.local_addr()?,
+                config.sandbox_webhook_url
+            );
+            tokio::select! {
+                result = sandbox.serve(listener) => result.context("sandbox")?,
+                _ = run::shutdown_signal() => {}
+            }
+            Ok(())
+        }
         ("migrate", Some("down")) => {
             let db = run::open_db(&config.database_url, false).await?;
             orderflow_activities::db::migrate_down(&db, 0)
@@ -82,7 +104,7 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     let client =
         run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
     let runtime = run::sdk_runtime()?;
-    let mut worker = run::worker(&runtime, client, &config.task_queue, db)?;
+    let mut worker = run::worker(&runtime, client, &config.task_queue, db, &config.provider)?;
     let stop = worker.shutdown_handle();
     tracing::info!(task_queue = %config.task_queue, "worker polling");
     tokio::select! {
@@ -135,7 +157,22 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     devserver::register_search_attributes(&client, &config.temporal_namespace).await?;
     let db = run::open_db(&config.database_url, true).await?;
     let runtime = run::sdk_runtime()?;
-    let mut worker = run::worker(&runtime, client.clone(), &config.task_queue, db.clone())?;
+    // The provider sandbox, unless a real provider is configured.
+    let mut sandbox_line = String::from("(PAYMENT_PROVIDER_URL)");
+    if std::env::var("PAYMENT_PROVIDER_URL").is_err() {
+        let (sandbox, listener) = run::bind_sandbox(&config).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        config.provider.base_url = url.clone();
+        sandbox_line = format!("{url} (sandbox; pay a session with POST <pay_url>)");
+        tokio::spawn(sandbox.serve(listener));
+    }
+    let mut worker = run::worker(
+        &runtime,
+        client.clone(),
+        &config.task_queue,
+        db.clone(),
+        &config.provider,
+    )?;
     let stop = worker.shutdown_handle();
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
@@ -145,7 +182,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         .map(|s| s.ui_url.clone())
         .unwrap_or_else(|| "(the UI of your Temporal server)".into());
     println!(
-        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  webhook secret {}\n  payment timeout {} s\nCtrl-C stops everything.\n",
+        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\nCtrl-C stops everything.\n",
         config.http_addr,
         config.temporal_address,
         run::redact(&config.database_url),

@@ -5,8 +5,9 @@
 
 use crate::config::Config;
 use anyhow::{Context, anyhow};
+use orderflow_activities::provider::{PaymentProvider, ProviderConfig};
 use orderflow_activities::{Db, OrderActivitiesImpl};
-use orderflow_workflows::OrderWorkflow;
+use orderflow_workflows::{OrderWorkflow, RefundWorkflow};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -63,19 +64,43 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Builds the worker for order workflows and their activities on `task_queue`.
+/// Builds the worker for order and refund workflows and their activities on `task_queue`.
 pub fn worker(
     runtime: &Runtime,
     client: Client,
     task_queue: &str,
     db: Db,
+    provider: &ProviderConfig,
 ) -> anyhow::Result<Worker> {
+    let provider = PaymentProvider::new(provider).map_err(|e| anyhow!("{e}"))?;
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<OrderWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
-        .register_activities(OrderActivitiesImpl::new(db))
+        .register_workflow::<RefundWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
+        .register_activities(OrderActivitiesImpl::new(db, provider))
         .build();
     Worker::new(runtime, client, options).map_err(|e| anyhow!("{e}"))
+}
+
+/// The provider sandbox of `orderflow dev` and `orderflow provider-sandbox`, bound to
+/// `config.sandbox_addr`, signing webhooks with the current webhook secret.
+pub async fn bind_sandbox(
+    config: &Config,
+) -> anyhow::Result<(orderflow_sandbox::Sandbox, tokio::net::TcpListener)> {
+    let listener = tokio::net::TcpListener::bind(&config.sandbox_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (SANDBOX_ADDR)", config.sandbox_addr))?;
+    let public_url = format!("http://{}", listener.local_addr()?);
+    let sandbox = orderflow_sandbox::Sandbox::new(orderflow_sandbox::SandboxConfig {
+        api_key: config.provider.api_key.clone(),
+        webhook_url: config.sandbox_webhook_url.clone(),
+        webhook_secret: config.webhook_secrets[0].clone(),
+        public_url,
+        webhook_retry_base: std::time::Duration::from_millis(500),
+        webhook_attempts: 12,
+    });
+    Ok((sandbox, listener))
 }
 
 /// The SDK runtime on the current tokio runtime.

@@ -46,9 +46,7 @@ async fn an_order_paid_before_its_deadline_is_paid_and_everything_is_captured() 
     assert_eq!(o["is_expired"], false);
     let order_id = id(o);
 
-    let paid = app
-        .webhook(TestApp::payment_event("evt-1", &order_id, "pay-1", 2000))
-        .await;
+    let paid = app.deliver(&app.captured(&order_id, 2000)).await;
     assert_eq!(paid.status, 200, "{}", paid.body);
     app.settled(&order_id).await;
 
@@ -182,12 +180,7 @@ async fn a_paid_order_cannot_be_cancelled_yet() {
         )
         .await;
     let order_id = id(&created.body);
-    assert_eq!(
-        app.webhook(TestApp::payment_event("e", &order_id, "p", 200))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.deliver(&app.captured(&order_id, 200)).await.status, 200);
     app.settled(&order_id).await;
     let r = app.cancel(&order_id, "admin").await;
     assert_eq!((r.status, r.code()), (409, "order_not_cancellable"));
@@ -314,7 +307,7 @@ async fn ten_concurrent_duplicate_webhooks_make_one_payment() {
         )
         .await;
     let order_id = id(&created.body);
-    let event = TestApp::payment_event("evt-dup", &order_id, "pay-dup", 1500);
+    let event = serde_json::to_vec(&app.captured(&order_id, 1500)).unwrap();
     let replies = futures::future::join_all((0..10).map(|_| app.webhook(event.clone()))).await;
     assert!(
         replies.iter().all(|r| r.status == 200),
@@ -331,7 +324,7 @@ async fn ten_concurrent_duplicate_webhooks_make_one_payment() {
 }
 
 #[tokio::test]
-async fn webhooks_with_bad_signatures_or_amounts_are_refused_and_change_nothing() {
+async fn webhooks_with_bad_signatures_are_refused_and_wrong_amounts_never_pay() {
     let app = spawn_app().await;
     shop(&app).await;
     let created = app
@@ -342,10 +335,14 @@ async fn webhooks_with_bad_signatures_or_amounts_are_refused_and_change_nothing(
         .await;
     let order_id = id(&created.body);
     let now = orderflow_activities::now_ms() / 1000;
-    let body = TestApp::payment_event("evt-s", &order_id, "pay-s", 400);
+    let event = app.captured(&order_id, 400);
+    let body = serde_json::to_vec(&event).unwrap();
     let sign = |secret: &str, t: i64, b: &[u8]| Some(orderflow_api::signature::sign(secret, t, b));
 
-    let tampered = TestApp::payment_event("evt-s", &order_id, "pay-s", 1);
+    let mut tampered = event.clone();
+    tampered.amount = 1;
+    let tampered = serde_json::to_vec(&tampered).unwrap();
+    let short = app.captured(&order_id, 399);
     let cases = [
         (
             app.webhook_with(tampered, sign(SECRET, now, &body)).await,
@@ -375,18 +372,6 @@ async fn webhooks_with_bad_signatures_or_amounts_are_refused_and_change_nothing(
             401,
             "signature_malformed",
         ),
-        (
-            app.webhook(TestApp::payment_event("evt-m", &order_id, "pay-m", 399))
-                .await,
-            422,
-            "amount_mismatch",
-        ),
-        (
-            app.webhook(TestApp::payment_event("evt-u", "ord_unknown", "pay-u", 400))
-                .await,
-            422,
-            "unknown_order",
-        ),
     ];
     for (reply, status, code) in cases {
         assert_eq!(
@@ -396,6 +381,17 @@ async fn webhooks_with_bad_signatures_or_amounts_are_refused_and_change_nothing(
             reply.body
         );
     }
+    // Signed, but 399 for an order of 400: recorded, never pays. An unknown order: recorded.
+    let mismatch = app.deliver(&short).await;
+    assert_eq!(
+        (mismatch.status, mismatch.body["status"].as_str()),
+        (200, Some("amount_mismatch"))
+    );
+    let unknown = app.deliver(&app.captured("ord_unknown", 400)).await;
+    assert_eq!(
+        (unknown.status, unknown.body["status"].as_str()),
+        (200, Some("unknown_order"))
+    );
     let o = app.order(&order_id).await;
     assert_eq!(
         (
@@ -411,7 +407,23 @@ async fn webhooks_with_bad_signatures_or_amounts_are_refused_and_change_nothing(
         .await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     app.settled(&order_id).await;
-    assert_eq!(app.order(&order_id).await["status"], "paid");
+    let o = app.order(&order_id).await;
+    assert_eq!(o["status"], "paid");
+    // The short payment is owed back, and refunded once.
+    let refunds = o["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{o}");
+    assert_eq!(
+        (
+            refunds[0]["payment_id"].as_str(),
+            refunds[0]["reason"].as_str(),
+            refunds[0]["status"].as_str()
+        ),
+        (
+            Some(short.payment_id.as_str()),
+            Some("amount_mismatch"),
+            Some("succeeded")
+        )
+    );
     app.assert_invariants().await;
 }
 
@@ -496,7 +508,7 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
 }
 
 /// Webhooks land within ±200 ms of each order's deadline. Whichever the engine saw first wins,
-/// and each order ends wholly paid or wholly cancelled; a payment that lost is kept as owed.
+/// and each order ends wholly paid or wholly cancelled; a payment that lost is refunded once.
 #[tokio::test]
 async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both() {
     let app = spawn_app().await;
@@ -528,14 +540,7 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
-                let r = app
-                    .webhook(TestApp::payment_event(
-                        &format!("evt-{i}"),
-                        order_id,
-                        &format!("pay-{i}"),
-                        100,
-                    ))
-                    .await;
+                let r = app.deliver(&app.captured(order_id, 100)).await;
                 assert_eq!(r.status, 200, "{}", r.body);
             }
         });
@@ -557,6 +562,7 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
                     payments[0]["status"], "unapplied",
                     "a payment after the cancel is owed back"
                 );
+                assert_eq!(o["refunds"][0]["status"], "succeeded", "{o}");
             }
             other => panic!("order {order_id} ended {other}"),
         }

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{TestApp, spawn_app};
-use orderflow_workflows::{OrderWorkflow, workflow_id};
+use orderflow_workflows::{OrderWorkflow, RefundWorkflow, workflow_id};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +31,8 @@ async fn every_recorded_history_replays_against_the_current_workflows() {
     assert!(!files.is_empty(), "no recorded histories");
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<OrderWorkflow>()
+        .unwrap()
+        .register_workflow::<RefundWorkflow>()
         .unwrap()
         .build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
@@ -77,10 +79,8 @@ async fn record_histories() {
     // Paid, then a duplicate payment.
     let paid = app.create_order("paid", full(60, &coupons[0])).await.body;
     let id = paid["order_id"].as_str().unwrap().to_owned();
-    app.webhook(TestApp::payment_event("e1", &id, "p1", 900))
-        .await;
-    app.webhook(TestApp::payment_event("e2", &id, "p2", 900))
-        .await;
+    app.deliver(&app.captured(&id, 900)).await;
+    app.deliver(&app.captured(&id, 900)).await;
     app.settled(&id).await;
     save(&app, workflow_id(&id), "paid").await;
 

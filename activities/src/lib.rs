@@ -7,6 +7,8 @@
 //!   which make every reserve, release and capture idempotent.
 //! - [`stock`], [`coupons`], [`funds`] (points and wallet): the resources an order holds.
 //! - [`orders`]: the order row, its events and payments.
+//! - [`payments`]: checkout sessions, the webhook inbox and refunds.
+//! - [`provider`]: the payment provider's protocol, webhook signatures and HTTP client.
 //! - [`store`]: reads and admin writes used by the API.
 //! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data.
 //! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
@@ -21,6 +23,8 @@ pub mod error;
 pub mod funds;
 pub mod holds;
 pub mod orders;
+pub mod payments;
+pub mod provider;
 pub mod stock;
 pub mod store;
 pub mod worker;

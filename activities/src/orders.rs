@@ -12,29 +12,71 @@ use orderflow_workflows::model::{
 };
 use sqlx::Row;
 
-async fn append_event(
+/// One row of the operation log. `key` makes the insert idempotent: a retried activity writes
+/// the same step again, and the second insert does nothing.
+pub(crate) struct Step<'a> {
+    pub key: String,
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    pub reason: Option<&'a str>,
+    pub payment_id: Option<&'a str>,
+}
+
+impl<'a> Step<'a> {
+    /// A status change: `status:<to>`.
+    pub fn status(from: Option<&'a str>, to: &'a str, reason: Option<&'a str>) -> Self {
+        Step {
+            key: format!("status:{to}"),
+            from,
+            to,
+            reason,
+            payment_id: None,
+        }
+    }
+
+    /// A payment or refund step that leaves the status as it is.
+    pub fn within(status: &'a str, key: String, reason: Option<&'a str>) -> Self {
+        Step {
+            key,
+            from: Some(status),
+            to: status,
+            reason,
+            payment_id: None,
+        }
+    }
+
+    pub fn payment(mut self, payment_id: &'a str) -> Self {
+        self.payment_id = Some(payment_id);
+        self
+    }
+}
+
+pub(crate) async fn append_event(
     tx: &mut Tx<'_>,
     order_id: &str,
-    from: Option<&str>,
-    to: &str,
-    reason: Option<&str>,
+    step: Step<'_>,
     at: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO order_events (order_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (order_id, to_status) DO NOTHING",
+        "INSERT INTO order_events (order_id, step, from_status, to_status, reason, payment_id, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, step) DO NOTHING",
     )
     .bind(order_id)
-    .bind(from)
-    .bind(to)
-    .bind(reason)
+    .bind(&step.key)
+    .bind(step.from)
+    .bind(step.to)
+    .bind(step.reason)
+    .bind(step.payment_id)
     .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn status_of(tx: &mut Tx<'_>, order_id: &str) -> Result<Option<String>, StoreError> {
+pub(crate) async fn status_of(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+) -> Result<Option<String>, StoreError> {
     let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
         .bind(order_id)
         .fetch_optional(&mut **tx)
@@ -94,9 +136,7 @@ pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
     append_event(
         &mut tx,
         &o.order_id,
-        None,
-        input.status.as_str(),
-        code,
+        Step::status(None, input.status.as_str(), code),
         input.at_ms,
     )
     .await?;
@@ -139,15 +179,11 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
     } else {
         "nothing_payable"
     };
-    append_event(
-        &mut tx,
-        order_id,
-        Some("pending_payment"),
-        "paid",
-        Some(reason),
-        input.at_ms,
-    )
-    .await?;
+    let mut step = Step::status(Some("pending_payment"), "paid", Some(reason));
+    if let Some(p) = &input.payment {
+        step = step.payment(&p.payment_id);
+    }
+    append_event(&mut tx, order_id, step, input.at_ms).await?;
     if let Some(p) = &input.payment {
         let inserted = insert_payment(&mut tx, order_id, p, "captured", None, input.at_ms).await?;
         expect_one(inserted, order_id, "payment_conflict", || {
@@ -185,9 +221,11 @@ pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreE
     append_event(
         &mut tx,
         order_id,
-        Some("pending_payment"),
-        "cancelled",
-        Some(input.reason.as_str()),
+        Step::status(
+            Some("pending_payment"),
+            "cancelled",
+            Some(input.reason.as_str()),
+        ),
         input.at_ms,
     )
     .await?;
@@ -201,23 +239,44 @@ pub async fn record_unapplied_payment(
     input: &RecordUnappliedPayment,
 ) -> Result<(), StoreError> {
     let mut tx = db.begin().await?;
-    let inserted = insert_payment(
+    owe_back(
         &mut tx,
         &input.order_id,
         &input.payment,
-        "unapplied",
-        Some(&input.reason),
+        &input.reason,
         input.at_ms,
     )
     .await?;
-    if inserted == 0 {
-        ensure_payment(&mut tx, &input.order_id, &input.payment, "unapplied").await?;
-    }
     tx.commit().await?;
     Ok(())
 }
 
-async fn insert_payment(
+/// Records `p` as `unapplied` (owed back) for `order_id`, with its log step; a retry finds it
+/// recorded the same way. A payment recorded otherwise (captured, another order) is a conflict.
+pub(crate) async fn owe_back(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    p: &PaymentReceived,
+    reason: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    let inserted = insert_payment(tx, order_id, p, "unapplied", Some(reason), at).await?;
+    if inserted == 0 {
+        return ensure_payment(tx, order_id, p, "unapplied").await;
+    }
+    let status = status_of(tx, order_id)
+        .await?
+        .unwrap_or_else(|| "unknown".into());
+    let step = Step::within(
+        &status,
+        format!("payment:{}:unapplied", p.payment_id),
+        Some(reason),
+    )
+    .payment(&p.payment_id);
+    append_event(tx, order_id, step, at).await
+}
+
+pub(crate) async fn insert_payment(
     tx: &mut Tx<'_>,
     order_id: &str,
     p: &PaymentReceived,
@@ -243,7 +302,7 @@ async fn insert_payment(
 }
 
 /// Proves that a retried payment write already happened, with the same order and status.
-async fn ensure_payment(
+pub(crate) async fn ensure_payment(
     tx: &mut Tx<'_>,
     order_id: &str,
     p: &PaymentReceived,

@@ -73,6 +73,20 @@ pub struct Payment {
     pub received_at: i64,
 }
 
+/// A refund of one payment (at most one per payment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub reason: String,
+    pub provider_refund_id: Option<String>,
+    pub failure: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     pub order_id: String,
@@ -94,10 +108,14 @@ pub struct Order {
     pub updated_at: i64,
     pub items: Vec<OrderItem>,
     pub payments: Vec<Payment>,
+    pub refunds: Vec<Refund>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderEvent {
+    /// `status:<to>`, `checkout:<session>`, `payment:<id>:<status>`, `refund:<id>:<status>`.
+    pub step: String,
+    pub payment_id: Option<String>,
     pub from: Option<String>,
     pub to: String,
     pub reason: Option<String>,
@@ -258,6 +276,7 @@ fn order_from(row: &AnyRow) -> Order {
         updated_at: row.get(16),
         items: Vec::new(),
         payments: Vec::new(),
+        refunds: Vec::new(),
     }
 }
 
@@ -299,6 +318,26 @@ pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
         status: r.get(4),
         reason: r.get(5),
         received_at: r.get(6),
+    })
+    .collect();
+    order.refunds = sqlx::query(
+        "SELECT payment_id, amount, currency, status, reason, provider_refund_id, failure, created_at, updated_at
+         FROM refunds WHERE order_id = $1 ORDER BY created_at, payment_id",
+    )
+    .bind(order_id)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| Refund {
+        payment_id: r.get(0),
+        amount: r.get(1),
+        currency: r.get(2),
+        status: r.get(3),
+        reason: r.get(4),
+        provider_refund_id: r.get(5),
+        failure: r.get(6),
+        created_at: r.get(7),
+        updated_at: r.get(8),
     })
     .collect();
     Ok(order)
@@ -373,17 +412,19 @@ pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool),
 }
 
 pub async fn order_events(db: &Db, order_id: &str) -> Result<Vec<OrderEvent>, StoreError> {
-    let rows = sqlx::query("SELECT from_status, to_status, reason, at FROM order_events WHERE order_id = $1 ORDER BY at, to_status")
+    let rows = sqlx::query("SELECT step, payment_id, from_status, to_status, reason, at FROM order_events WHERE order_id = $1 ORDER BY at, step")
         .bind(order_id)
         .fetch_all(db)
         .await?;
     Ok(rows
         .iter()
         .map(|r| OrderEvent {
-            from: r.get(0),
-            to: r.get(1),
-            reason: r.get(2),
-            at: r.get(3),
+            step: r.get(0),
+            payment_id: r.get(1),
+            from: r.get(2),
+            to: r.get(3),
+            reason: r.get(4),
+            at: r.get(5),
         })
         .collect())
 }

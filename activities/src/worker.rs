@@ -8,21 +8,45 @@
 use crate::Db;
 use crate::error::into_activity_error;
 use crate::funds::{POINTS, WALLET};
+use crate::provider::{CreateCheckoutSession, CreateRefund, PaymentProvider, ProviderError};
 use orderflow_workflows::contract::markers;
 use orderflow_workflows::model::*;
 use std::sync::Arc;
+use std::time::Duration;
 use temporalio_macros::activities;
+use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-/// The activity implementations, sharing one database pool.
+/// The activity implementations, sharing one database pool and one provider client.
 pub struct OrderActivitiesImpl {
     pub db: Db,
+    pub provider: PaymentProvider,
 }
 
 impl OrderActivitiesImpl {
-    pub fn new(db: Db) -> Self {
-        OrderActivitiesImpl { db }
+    pub fn new(db: Db, provider: PaymentProvider) -> Self {
+        OrderActivitiesImpl { db, provider }
     }
+}
+
+/// Runs a provider call while heartbeating every second, so that the server notices a dead
+/// worker within the heartbeat timeout and retries elsewhere (with the same idempotency key).
+async fn heartbeating<T>(ctx: &ActivityContext, call: impl Future<Output = T>) -> T {
+    tokio::pin!(call);
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            _ = beat.tick() => {
+                let _ = ctx.record_heartbeat(()).await;
+            }
+        }
+    }
+}
+
+/// A provider failure the caller may retry (with the same idempotency key).
+fn provider_unavailable(e: ProviderError) -> ActivityError {
+    ActivityError::application(ApplicationFailure::new(e))
 }
 
 /// The order id an activity input is about, for its tracing span.
@@ -42,6 +66,10 @@ about_order! {
     MarkPaid => |x| &x.order_id,
     MarkCancelled => |x| &x.order_id,
     RecordUnappliedPayment => |x| &x.order_id,
+    OpenCheckout => |x| &x.order_id,
+    RecordCheckout => |x| &x.order_id,
+    RefundPayment => |x| &x.order_id,
+    RecordRefundResult => |x| &x.order_id,
 }
 
 #[activities]
@@ -234,6 +262,102 @@ impl OrderActivitiesImpl {
         input: RecordUnappliedPayment,
     ) -> Result<(), ActivityError> {
         crate::orders::record_unapplied_payment(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::OpenCheckout)]
+    #[tracing::instrument(name = "open_checkout", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn open_checkout(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: OpenCheckout,
+    ) -> Result<ProviderSession, ActivityError> {
+        let request = CreateCheckoutSession {
+            order_id: input.order_id.clone(),
+            amount: input.amount,
+            currency: input.currency.clone(),
+        };
+        let key = format!("checkout-{}-{}", input.order_id, input.attempt);
+        let call = self.provider.create_checkout_session(&request, &key);
+        match heartbeating(&ctx, call).await {
+            Ok(session) => Ok(ProviderSession {
+                session_id: session.id,
+                pay_url: session.url,
+            }),
+            Err(e @ ProviderError::Unavailable(_)) => Err(provider_unavailable(e)),
+            Err(e) => Err(ActivityError::application(
+                ApplicationFailure::non_retryable(e),
+            )),
+        }
+    }
+
+    #[activity(definition = markers::RecordCheckout)]
+    #[tracing::instrument(name = "record_checkout", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn record_checkout(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RecordCheckout,
+    ) -> Result<(), ActivityError> {
+        crate::payments::record_checkout(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::RecordRefundPending)]
+    #[tracing::instrument(name = "record_refund_pending", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id))]
+    pub async fn record_refund_pending(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RefundPayment,
+    ) -> Result<(), ActivityError> {
+        crate::payments::record_refund_pending(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    /// A refusal is returned as `Failed`, so that step 3 records it; transient failures are
+    /// errors, retried by the workflow's policy with the same idempotency key.
+    #[activity(definition = markers::CallProviderRefund)]
+    #[tracing::instrument(name = "call_provider_refund", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id))]
+    pub async fn call_provider_refund(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: RefundPayment,
+    ) -> Result<RefundOutcome, ActivityError> {
+        let request = CreateRefund {
+            payment_id: input.payment.payment_id.clone(),
+            amount: input.payment.amount,
+            reason: input.reason.clone(),
+        };
+        let key = input.idempotency_key();
+        let call = self.provider.refund(&request, &key);
+        match heartbeating(&ctx, call).await {
+            Ok(refund) => {
+                tracing::info!(refund_id = %refund.id, "refunded at the provider");
+                Ok(RefundOutcome::Succeeded {
+                    provider_refund_id: refund.id,
+                })
+            }
+            Err(ProviderError::Refused { code, message, .. }) => {
+                tracing::error!(%code, %message, "the provider refused the refund");
+                Ok(RefundOutcome::Failed { code, message })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refund call failed; it will be retried");
+                Err(provider_unavailable(e))
+            }
+        }
+    }
+
+    #[activity(definition = markers::RecordRefundResult)]
+    #[tracing::instrument(name = "record_refund_result", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment_id))]
+    pub async fn record_refund_result(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RecordRefundResult,
+    ) -> Result<(), ActivityError> {
+        crate::payments::record_refund_result(&self.db, &input)
             .await
             .map_err(into_activity_error)
     }

@@ -3,7 +3,6 @@
 //! - [`app`] builds the router from an [`AppState`]; tests call it on port 0.
 //! - [`error`]: `ApiError`, the one JSON error shape; 4xx carry a stable code, 5xx never leak.
 //! - [`extract`]: JSON and query extractors whose rejections use that shape.
-//! - [`signature`]: the webhook's `Payment-Signature` (HMAC-SHA256), signing and verifying.
 //! - [`temporal`]: every call to the Temporal server (start, update, signal) in one place.
 //! - [`view`]: the response shapes.
 //! - `routes`: orders, payments, catalogue/accounts (admin and reads).
@@ -14,9 +13,11 @@
 pub mod error;
 pub mod extract;
 mod routes;
-pub mod signature;
 pub mod temporal;
 pub mod view;
+
+/// Webhook signatures live with the provider protocol; re-exported for callers of the API.
+pub use orderflow_activities::provider::signature;
 
 use axum::Router;
 use orderflow_activities::Db;
@@ -37,6 +38,10 @@ pub struct ApiConfig {
     pub webhook_tolerance: Duration,
     /// How long `POST /v1/orders` and cancel wait for the workflow before answering 503.
     pub workflow_wait: Duration,
+    /// How long an open checkout session holds off the deadline (see README).
+    pub checkout_window_secs: u64,
+    /// How long a settled order's workflow stays open to refund late payments itself.
+    pub late_payment_grace_secs: u64,
 }
 
 /// What every handler can reach.

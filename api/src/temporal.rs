@@ -7,15 +7,16 @@
 use crate::ApiConfig;
 use crate::error::ApiError;
 use orderflow_workflows::model::{
-    CancelOutcome, CancelRequest, PaymentReceived, PlaceOrder, Placement,
+    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, PaymentReceived, PlaceOrder,
+    Placement, RefundPayment,
 };
-use orderflow_workflows::{OrderWorkflow, workflow_id};
+use orderflow_workflows::{OrderWorkflow, RefundWorkflow, refund_workflow_id, workflow_id};
 use temporalio_client::errors::{
     WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-    WorkflowSignalOptions, WorkflowUpdateWithStartOptions,
+    WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
 
 /// What asking a workflow produced.
@@ -112,6 +113,48 @@ pub async fn cancel_order(
         .await
         .map_err(|_| waiting(order_id))?;
     update_answer(order_id, result)
+}
+
+/// Asks a pending order for a checkout session.
+pub async fn checkout(
+    client: &Client,
+    config: &ApiConfig,
+    order_id: &str,
+) -> Result<Answer<CheckoutSession>, ApiError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let call = handle.execute_update(
+        OrderWorkflow::checkout,
+        CheckoutRequest::default(),
+        WorkflowExecuteUpdateOptions::default(),
+    );
+    let result = tokio::time::timeout(config.workflow_wait, call)
+        .await
+        .map_err(|_| waiting(order_id))?;
+    update_answer(order_id, result)
+}
+
+/// Starts the refund of a payment whose order workflow has closed. `refund-{payment_id}` with
+/// a reuse policy that rejects duplicates: if it exists (running or done), the payment is
+/// already being refunded, and that is the answer.
+pub async fn start_refund(
+    client: &Client,
+    config: &ApiConfig,
+    request: RefundPayment,
+) -> Result<(), ApiError> {
+    let order_id = request.order_id.clone();
+    let options = WorkflowStartOptions::new(
+        config.task_queue.clone(),
+        refund_workflow_id(&request.payment.payment_id),
+    )
+    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+    .build();
+    match client
+        .start_workflow(RefundWorkflow::run, request, options)
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(e) => Err(unavailable(&order_id, e)),
+    }
 }
 
 /// Forwards a verified payment to its order. The workflow deduplicates by `payment_id`.

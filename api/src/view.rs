@@ -38,14 +38,21 @@ pub fn order(o: &Order, now_ms: i64) -> Value {
             "payment_id": p.payment_id, "event_id": p.event_id, "amount": p.amount, "currency": p.currency,
             "status": p.status, "reason": p.reason, "received_at": rfc3339(p.received_at),
         })).collect::<Vec<_>>(),
-        "refunds": [],
+        "refunds": o.refunds.iter().map(|r| json!({
+            "payment_id": r.payment_id, "amount": r.amount, "currency": r.currency, "status": r.status,
+            "reason": r.reason, "provider_refund_id": r.provider_refund_id, "failure": r.failure,
+            "created_at": rfc3339(r.created_at), "updated_at": rfc3339(r.updated_at),
+        })).collect::<Vec<_>>(),
         "created_at": rfc3339(o.created_at),
         "updated_at": rfc3339(o.updated_at),
     })
 }
 
 pub fn event(e: &OrderEvent) -> Value {
-    json!({ "from": e.from, "to": e.to, "reason": e.reason, "at": rfc3339(e.at) })
+    json!({
+        "from": e.from, "to": e.to, "reason": e.reason, "at": rfc3339(e.at),
+        "step": e.step, "payment_id": e.payment_id,
+    })
 }
 
 pub fn sku(s: &Sku) -> Value {

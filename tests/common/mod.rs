@@ -1,14 +1,18 @@
 //! End-to-end harness: `spawn_app()` gives each test a fresh database, its own task queue and
-//! worker, and the real router on port 0, against one real `temporal server start-dev` per test
-//! binary. SQLite by default; PostgreSQL when `TEST_DATABASE_URL` is set (a fresh database is
-//! created per test). Every scenario ends with `assert_invariants()`.
+//! worker, the real router on port 0 and a real provider sandbox on port 0 (its webhooks go to
+//! that router), against one real `temporal server start-dev` per test binary. SQLite by
+//! default; PostgreSQL when `TEST_DATABASE_URL` is set (a fresh database is created per test).
+//! Every scenario ends with `assert_invariants()`: the conservation invariants, plus the money
+//! checked against the provider (every owed payment refunded exactly once).
 
 #![allow(dead_code)]
 
 use orderflow::config::Config;
 use orderflow::{devserver, run};
 use orderflow_activities::Db;
-use orderflow_workflows::{OrderWorkflow, workflow_id};
+use orderflow_activities::provider::{ProviderConfig, WebhookEvent};
+use orderflow_sandbox::{Sandbox, SandboxConfig};
+use orderflow_workflows::{OrderWorkflow, RefundWorkflow, refund_workflow_id, workflow_id};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,6 +20,20 @@ use temporalio_client::{Client, WorkflowGetResultOptions};
 
 pub const SECRET: &str = "whsec_test_current";
 pub const OLD_SECRET: &str = "whsec_test_previous";
+pub const PROVIDER_KEY: &str = "sk_test_sandbox";
+/// Late payments within this many seconds of settlement are refunded by the order workflow.
+pub const GRACE_SECS: u64 = 2;
+/// Provider calls time out after this long in tests.
+pub const PROVIDER_TIMEOUT_SECS: u64 = 2;
+
+/// Where the worker of a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// On a thread of the test process.
+    InProcess,
+    /// None: the test starts `orderflow worker` processes itself (`TestApp::worker_process`).
+    External,
+}
 
 /// The dev server shared by the tests of this binary. Started on a thread that lives as long
 /// as the process, so the server dies with it (PR_SET_PDEATHSIG).
@@ -77,11 +95,19 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub db: Db,
+    pub database_url: String,
     pub client: Client,
     pub task_queue: String,
+    pub temporal_address: String,
+    pub sandbox: Sandbox,
+    pub provider: ProviderConfig,
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(WorkerMode::InProcess).await
+}
+
+pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn,temporalio_sdk_core=error")
         .with_test_writer()
@@ -89,6 +115,27 @@ pub async fn spawn_app() -> TestApp {
     let address = temporal_address().to_owned();
     let database_url = fresh_database_url().await;
     let task_queue = format!("orderflow-test-{}", uuid::Uuid::new_v4().simple());
+
+    // The provider sandbox and the API listen before anything runs: each needs the other's URL.
+    let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_url = format!("http://{}", sandbox_listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sandbox = Sandbox::new(SandboxConfig {
+        api_key: PROVIDER_KEY.into(),
+        webhook_url: format!("{base}/v1/payments/webhook"),
+        webhook_secret: SECRET.into(),
+        public_url: sandbox_url.clone(),
+        webhook_retry_base: Duration::from_millis(200),
+        webhook_attempts: 10,
+    });
+    tokio::spawn(sandbox.clone().serve(sandbox_listener));
+    let provider = ProviderConfig {
+        base_url: sandbox_url.clone(),
+        api_key: PROVIDER_KEY.into(),
+        timeout: Duration::from_secs(PROVIDER_TIMEOUT_SECS),
+    };
+
     let config = Config {
         database_url: database_url.clone(),
         temporal_address: address.clone(),
@@ -99,6 +146,11 @@ pub async fn spawn_app() -> TestApp {
         webhook_secrets: vec![SECRET.into(), OLD_SECRET.into()],
         currency: "USD".into(),
         data_dir: String::new(),
+        checkout_window_secs: 300,
+        late_payment_grace_secs: GRACE_SECS,
+        provider: provider.clone(),
+        sandbox_addr: String::new(),
+        sandbox_webhook_url: String::new(),
     };
     let db = run::open_db(&database_url, true)
         .await
@@ -109,9 +161,18 @@ pub async fn spawn_app() -> TestApp {
 
     // The worker is not Send: it gets its own thread and runtime, for the rest of the process.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (worker_db, worker_queue, worker_address) =
-        (db.clone(), task_queue.clone(), address.clone());
+    let (worker_db, worker_queue, worker_address, worker_provider) = (
+        db.clone(),
+        task_queue.clone(),
+        address.clone(),
+        provider.clone(),
+    );
+    let in_process = mode == WorkerMode::InProcess;
     std::thread::spawn(move || {
+        if !in_process {
+            ready_tx.send(()).unwrap();
+            return;
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -122,7 +183,8 @@ pub async fn spawn_app() -> TestApp {
                 .expect("worker connects");
             let runtime = run::sdk_runtime().expect("sdk runtime");
             let mut worker =
-                run::worker(&runtime, client, &worker_queue, worker_db).expect("worker");
+                run::worker(&runtime, client, &worker_queue, worker_db, &worker_provider)
+                    .expect("worker");
             ready_tx.send(()).unwrap();
             if let Err(e) = worker.run().await {
                 eprintln!("worker stopped: {e}");
@@ -131,8 +193,6 @@ pub async fn spawn_app() -> TestApp {
     });
     ready_rx.recv().unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let (api_db, api_client) = (db.clone(), client.clone());
     tokio::spawn(async move {
         run::serve_api(
@@ -148,8 +208,30 @@ pub async fn spawn_app() -> TestApp {
         base,
         http: reqwest::Client::new(),
         db,
+        database_url,
         client,
         task_queue,
+        temporal_address: address,
+        sandbox,
+        provider,
+    }
+}
+
+/// A worker in its own `orderflow worker` process, killed when dropped.
+pub struct WorkerProcess(pub std::process::Child);
+
+impl WorkerProcess {
+    /// SIGKILL: no shutdown, no cleanup, as a crashed machine.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -253,14 +335,103 @@ impl TestApp {
         .await
     }
 
-    /// The webhook body a provider sends for a payment.
-    pub fn payment_event(event_id: &str, order_id: &str, payment_id: &str, amount: i64) -> Vec<u8> {
-        serde_json::to_vec(&json!({
-            "event_id": event_id, "type": "payment.succeeded", "order_id": order_id,
-            "payment_id": payment_id, "amount": amount, "currency": "USD",
-        }))
-        .unwrap()
+    /// Starts `orderflow worker` for this test's task queue in a child process.
+    pub fn worker_process(&self) -> WorkerProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .arg("worker")
+            .env("DATABASE_URL", &self.database_url)
+            .env("TEMPORAL_ADDRESS", &self.temporal_address)
+            .env("ORDERFLOW_TASK_QUEUE", &self.task_queue)
+            .env("PAYMENT_PROVIDER_URL", &self.provider.base_url)
+            .env("PAYMENT_PROVIDER_API_KEY", &self.provider.api_key)
+            .env(
+                "PAYMENT_PROVIDER_TIMEOUT",
+                PROVIDER_TIMEOUT_SECS.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start orderflow worker");
+        WorkerProcess(child)
     }
+
+    /// A payment the sandbox captured for `order_id`, as the (undelivered) webhook body.
+    pub fn captured(&self, order_id: &str, amount: i64) -> WebhookEvent {
+        self.sandbox.capture(order_id, amount, "USD")
+    }
+
+    /// Posts `event` as a webhook, signed now with the current secret.
+    pub async fn deliver(&self, event: &WebhookEvent) -> Reply {
+        self.webhook(serde_json::to_vec(event).unwrap()).await
+    }
+
+    /// `POST /v1/orders/{id}/pay`.
+    pub async fn checkout(&self, order_id: &str) -> Reply {
+        self.post(&format!("/v1/orders/{order_id}/pay"), json!({}))
+            .await
+    }
+
+    /// The payer pays a session at the sandbox, with an optional `Sandbox-Fault` header.
+    pub async fn pay(&self, pay_url: &str, fault: Option<&str>) -> Reply {
+        let mut req = self.http.post(pay_url);
+        if let Some(f) = fault {
+            req = req.header("Sandbox-Fault", f);
+        }
+        self.send(req).await
+    }
+
+    /// Checkout, then the payer pays; returns the sandbox's payment id.
+    pub async fn checkout_and_pay(&self, order_id: &str, fault: Option<&str>) -> String {
+        let session = self.checkout(order_id).await;
+        assert_eq!(session.status, 200, "{}", session.body);
+        let paid = self
+            .pay(session.body["pay_url"].as_str().unwrap(), fault)
+            .await;
+        assert_eq!(paid.status, 200, "{}", paid.body);
+        paid.body["payment_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for the `refund-{payment_id}` workflow to finish, and returns its outcome.
+    pub async fn refunded(&self, payment_id: &str) -> orderflow_workflows::model::RefundOutcome {
+        let handle = self
+            .client
+            .get_workflow_handle::<RefundWorkflow>(refund_workflow_id(payment_id));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match tokio::time::timeout(
+                Duration::from_secs(60),
+                handle.get_result(WorkflowGetResultOptions::default()),
+            )
+            .await
+            {
+                Ok(Ok(outcome)) => return outcome,
+                // Not started yet: the webhook that starts it may still be on its way.
+                Ok(Err(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => panic!("refund of {payment_id} did not finish: {other:?}"),
+            }
+        }
+    }
+
+    /// Polls `probe` until it returns `Some`, for up to `secs`.
+    pub async fn eventually<T, F, Fut>(&self, secs: u64, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Posts a webhook with the given signature header (or none).
     pub async fn webhook_with(&self, body: Vec<u8>, signature: Option<String>) -> Reply {
         let mut req = self
@@ -294,7 +465,10 @@ impl TestApp {
         result.unwrap_or_else(|e| panic!("order {order_id}: workflow failed: {e}"));
     }
 
-    /// The conservation invariants of DESIGN.md section 3, against the database.
+    /// The conservation invariants of DESIGN.md section 3, against the database; then the money
+    /// against the provider: every payment we recorded was captured there for that amount; every
+    /// payment owed back has exactly one refund there, and ours says `succeeded` with its id;
+    /// no payment is refunded twice, and nothing is refunded that we do not owe.
     pub async fn assert_invariants(&self) {
         let violations = orderflow_activities::audit::check(&self.db)
             .await
@@ -304,6 +478,79 @@ impl TestApp {
             "invariants violated:\n{}",
             violations.join("\n")
         );
+        // Refunds run asynchronously: wait until none is pending.
+        self.eventually(60, "no pending refunds", || async {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM refunds WHERE status = 'pending'")
+                    .fetch_one(&self.db)
+                    .await
+                    .unwrap();
+            (pending == 0).then_some(())
+        })
+        .await;
+        let provider_payments: std::collections::BTreeMap<String, i64> = self
+            .sandbox
+            .payments()
+            .into_iter()
+            .map(|p| (p.payment_id, p.amount))
+            .collect();
+        let mut provider_refunds: std::collections::BTreeMap<String, Vec<(String, i64)>> =
+            Default::default();
+        for r in self.sandbox.refunds() {
+            provider_refunds
+                .entry(r.payment_id)
+                .or_default()
+                .push((r.id, r.amount));
+        }
+        let rows = sqlx::query(
+            "SELECT p.payment_id, p.amount, p.status, r.status, r.provider_refund_id, r.amount
+             FROM payments p LEFT JOIN refunds r ON r.payment_id = p.payment_id",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        let mut owed = std::collections::BTreeSet::new();
+        for row in &rows {
+            use sqlx::Row;
+            let payment_id: String = row.get(0);
+            let amount: i64 = row.get(1);
+            let status: String = row.get(2);
+            assert_eq!(
+                provider_payments.get(&payment_id),
+                Some(&amount),
+                "payment {payment_id} is recorded but the provider never captured it for {amount}"
+            );
+            let at_provider = provider_refunds
+                .get(&payment_id)
+                .cloned()
+                .unwrap_or_default();
+            if status == "unapplied" {
+                owed.insert(payment_id.clone());
+                let refund_status: Option<String> = row.get(3);
+                let refund_id: Option<String> = row.get(4);
+                assert_eq!(
+                    refund_status.as_deref(),
+                    Some("succeeded"),
+                    "payment {payment_id} is owed back but its refund is {refund_status:?}"
+                );
+                assert_eq!(
+                    at_provider,
+                    vec![(refund_id.unwrap(), amount)],
+                    "payment {payment_id}: exactly one refund of {amount} at the provider"
+                );
+            } else {
+                assert!(
+                    at_provider.is_empty(),
+                    "captured payment {payment_id} was refunded at the provider: {at_provider:?}"
+                );
+            }
+        }
+        for payment_id in provider_refunds.keys() {
+            assert!(
+                owed.contains(payment_id),
+                "the provider refunded {payment_id}, which we do not owe"
+            );
+        }
     }
 
     pub async fn sku(&self, sku: &str) -> Value {

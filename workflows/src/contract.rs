@@ -89,6 +89,35 @@ impl OrderActivities {
     pub fn record_unapplied_payment(input: RecordUnappliedPayment) -> Result<(), ActivityError> {
         unimplemented!()
     }
+
+    /// Asks the provider for a checkout session (idempotent on `checkout-{order_id}-{attempt}`).
+    #[activity(name = "payment.open_checkout")]
+    pub fn open_checkout(input: OpenCheckout) -> Result<ProviderSession, ActivityError> {
+        unimplemented!()
+    }
+    /// Stores the session and moves `expires_at` to the session's deadline.
+    #[activity(name = "order.record_checkout")]
+    pub fn record_checkout(input: RecordCheckout) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Step 1 of a refund: records the payment as owed back (if it is not recorded yet) and a
+    /// `pending` refund row keyed by the payment, in one transaction.
+    #[activity(name = "refund.record_pending")]
+    pub fn record_refund_pending(input: RefundPayment) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Step 2: asks the provider to refund, with the idempotency key `refund-{payment_id}`.
+    /// Transient errors are retried; a refusal is a value, so that step 3 records it.
+    #[activity(name = "refund.call_provider")]
+    pub fn call_provider_refund(input: RefundPayment) -> Result<RefundOutcome, ActivityError> {
+        unimplemented!()
+    }
+    /// Step 3: `pending -> succeeded | failed`.
+    #[activity(name = "refund.record_result")]
+    pub fn record_refund_result(input: RecordRefundResult) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The marker types of the contract, for `#[activity(definition = markers::ReserveStock)]`.

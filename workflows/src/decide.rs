@@ -3,7 +3,12 @@
 //! No `ctx`, no I/O, no clocks: every function takes what it needs as arguments, so the rules
 //! are unit-tested without a server and cannot make replay non-deterministic.
 
-use crate::model::{Amounts, CancelReason, PaymentReceived, Refusal};
+use crate::model::{Amounts, CancelReason, OrderStatus, PaymentReceived, Refusal};
+
+/// How long an open checkout session holds off the deadline, unless configured.
+pub const DEFAULT_CHECKOUT_WINDOW_SECS: u64 = 300;
+/// How long a settled order's workflow stays open to refund late payments, unless configured.
+pub const DEFAULT_LATE_PAYMENT_GRACE_SECS: u64 = 3600;
 
 /// The discount a coupon may apply: never more than the order total.
 pub fn coupon_cap(total: i64) -> i64 {
@@ -81,12 +86,56 @@ pub fn wake(
     }
 }
 
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
 /// The deadline of an order created at `now_ms`.
 pub fn deadline(now_ms: i64, payment_timeout_secs: u64) -> i64 {
-    let timeout_ms = i64::try_from(payment_timeout_secs)
-        .unwrap_or(i64::MAX / 1000)
-        .saturating_mul(1000);
-    now_ms.saturating_add(timeout_ms)
+    now_ms.saturating_add(secs_to_ms(payment_timeout_secs))
+}
+
+/// The deadline once a checkout session starts at `now_ms` (README, "Checkout window").
+///
+/// An open session must not be cancelled under the payer, so the deadline moves to
+/// `session start + window` if that is later. It never moves past `original + window`: opening
+/// session after session cannot hold stock for ever. It never moves earlier.
+pub fn checkout_deadline(current_ms: i64, original_ms: i64, now_ms: i64, window_secs: u64) -> i64 {
+    let window = secs_to_ms(window_secs);
+    let extended = now_ms
+        .saturating_add(window)
+        .min(original_ms.saturating_add(window));
+    current_ms.max(extended)
+}
+
+/// Whether an open session can be handed out again instead of opening a new one: it is the
+/// same amount, and it was started within the window.
+pub fn session_reusable(started_ms: i64, now_ms: i64, window_secs: u64) -> bool {
+    now_ms < started_ms.saturating_add(secs_to_ms(window_secs))
+}
+
+/// Why a payment that did not pay for the order is refunded. Stored on the refund row.
+pub fn refund_reason(
+    status: OrderStatus,
+    payment: &PaymentReceived,
+    payable: i64,
+    currency: &str,
+) -> &'static str {
+    if !pays_for(payment, payable, currency) {
+        return "amount_mismatch";
+    }
+    match status {
+        OrderStatus::Paid => "order_already_paid",
+        OrderStatus::Rejected => "order_rejected",
+        _ => "order_cancelled",
+    }
+}
+
+/// Milliseconds from `now_ms` until `at_ms`, at least 1 (a zero timer would spin).
+pub fn until(now_ms: i64, at_ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(at_ms.saturating_sub(now_ms).max(1) as u64)
 }
 
 #[cfg(test)]
@@ -194,6 +243,44 @@ mod tests {
         assert_eq!(
             wake(&[], 5, "USD", None, Some(1_000), 1_000),
             Wake::Cancel(CancelReason::Timeout)
+        );
+    }
+
+    #[test]
+    fn a_checkout_just_before_the_deadline_extends_it_by_the_window() {
+        // Deadline at 10 s, session opened at 9 s with a 300 s window: 309 s.
+        assert_eq!(checkout_deadline(10_000, 10_000, 9_000, 300), 309_000);
+    }
+
+    #[test]
+    fn a_checkout_never_moves_the_deadline_earlier_or_past_original_plus_window() {
+        // Early session: the original deadline (30 min) is later than start + window.
+        assert_eq!(checkout_deadline(1_800_000, 1_800_000, 0, 300), 1_800_000);
+        // Sessions chained at each new deadline stop at original + window.
+        let first = checkout_deadline(10_000, 10_000, 9_000, 300);
+        assert_eq!(checkout_deadline(first, 10_000, first - 1, 300), 310_000);
+    }
+
+    #[test]
+    fn a_session_is_reused_only_within_its_window() {
+        assert!(session_reusable(1_000, 300_999, 300));
+        assert!(!session_reusable(1_000, 301_000, 300));
+    }
+
+    #[test]
+    fn refund_reasons_name_why_the_money_goes_back() {
+        let p = pay("p", 500);
+        assert_eq!(
+            refund_reason(OrderStatus::Cancelled, &p, 500, "USD"),
+            "order_cancelled"
+        );
+        assert_eq!(
+            refund_reason(OrderStatus::Paid, &p, 500, "USD"),
+            "order_already_paid"
+        );
+        assert_eq!(
+            refund_reason(OrderStatus::Paid, &p, 400, "USD"),
+            "amount_mismatch"
         );
     }
 

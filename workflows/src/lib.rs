@@ -7,6 +7,7 @@
 //! - [`decide`]: pure decision functions (pricing, what wakes a waiting order), unit-tested
 //!   without a server.
 //! - [`order`]: `OrderWorkflow`, one order from reservation to paid, cancelled or rejected.
+//! - [`refund`]: `RefundWorkflow`, the refund of one payment, exactly once.
 //!
 //! This crate must never do I/O, read a clock, or depend on axum, sqlx or reqwest.
 
@@ -14,8 +15,11 @@ pub mod contract;
 pub mod decide;
 pub mod model;
 pub mod order;
+pub mod policy;
+pub mod refund;
 
 pub use order::OrderWorkflow;
+pub use refund::RefundWorkflow;
 
 /// The task queue that order workflows and their activities run on by default.
 pub const TASK_QUEUE: &str = "orderflow-orders";
@@ -25,11 +29,19 @@ pub fn workflow_id(order_id: &str) -> String {
     format!("order-{order_id}")
 }
 
+/// The workflow id of the refund of a payment. The order workflow (as a child) and the API
+/// (after the order workflow closed) both start it with this id and a reuse policy that
+/// rejects duplicates, so a payment has at most one refund workflow, ever.
+pub fn refund_workflow_id(payment_id: &str) -> String {
+    format!("refund-{payment_id}")
+}
+
 /// Search attribute names registered with the Temporal server (see `orderflow dev`).
 pub mod search {
     use temporalio_common::search_attributes::{SearchAttributeKey, Timestamp};
 
-    /// Keyword: the order status, as in the REST API.
+    /// Keyword: the order status, as in the REST API, plus the steps ops watch: `checkout_open`
+    /// on an order; `refund_pending`, `refunded`, `refund_failed` on a refund workflow.
     pub const ORDER_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("OrderStatus");
     /// Keyword: the customer (`user_id`).
     pub const CUSTOMER_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("CustomerId");
@@ -37,10 +49,15 @@ pub mod search {
     pub const PAYMENT_DEADLINE: SearchAttributeKey<Timestamp> =
         SearchAttributeKey::datetime("PaymentDeadline");
 
+    /// Keyword: the order a workflow belongs to (set on refund workflows, whose ids name the
+    /// payment), so `OrderId = "ord_..."` finds every workflow of an order.
+    pub const ORDER_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("OrderId");
+
     /// `(name, type)` of every search attribute, for registration.
-    pub const ALL: [(&str, &str); 3] = [
+    pub const ALL: [(&str, &str); 4] = [
         ("OrderStatus", "Keyword"),
         ("CustomerId", "Keyword"),
         ("PaymentDeadline", "Datetime"),
+        ("OrderId", "Keyword"),
     ];
 }

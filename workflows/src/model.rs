@@ -28,6 +28,14 @@ pub struct PlaceOrder {
     /// Hash of the request body; the same idempotency key with another body is refused.
     pub request_hash: String,
     pub idempotency_key: String,
+    /// How long an open checkout session may hold off the deadline (`None` in orders started
+    /// before checkout existed: the default applies).
+    #[serde(default)]
+    pub checkout_window_secs: Option<u64>,
+    /// How long the workflow stays open after it settles, to refund late or duplicate
+    /// payments itself. After that the API starts a `refund-{payment_id}` workflow.
+    #[serde(default)]
+    pub late_payment_grace_secs: Option<u64>,
 }
 
 /// Order status as stored and as shown by the API and the `OrderStatus` search attribute.
@@ -252,3 +260,85 @@ pub struct OrderState {
     pub settled: bool,
     pub payments_seen: usize,
 }
+
+/// The `order.checkout` update's answer: a provider checkout session for the payable amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutSession {
+    pub session_id: String,
+    pub pay_url: String,
+    pub amount: i64,
+    pub currency: String,
+    /// Workflow time when the session was asked for.
+    pub started_ms: i64,
+    /// The order's deadline once this session is open.
+    pub expires_at_ms: i64,
+}
+
+/// Asks the provider for a checkout session. `attempt` makes the idempotency key, so a retried
+/// activity gets the same session back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenCheckout {
+    pub order_id: String,
+    pub attempt: u32,
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// What the provider answered for a checkout session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSession {
+    pub session_id: String,
+    pub pay_url: String,
+}
+
+/// Stores an opened session and moves the order's `expires_at` to the session's deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordCheckout {
+    pub order_id: String,
+    pub session: CheckoutSession,
+}
+
+/// Refund one payment in full. Input of the `refund-{payment_id}` workflow and of its activities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundPayment {
+    pub order_id: String,
+    pub user_id: String,
+    pub payment: PaymentReceived,
+    /// Why it is owed back: `order_cancelled`, `order_already_paid`, `amount_mismatch`, ...
+    pub reason: String,
+    pub requested_at_ms: i64,
+}
+
+impl RefundPayment {
+    /// The idempotency key sent to the provider: one refund per payment, whoever asks.
+    pub fn idempotency_key(&self) -> String {
+        format!("refund-{}", self.payment.payment_id)
+    }
+}
+
+/// How a refund ended at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundOutcome {
+    Succeeded {
+        provider_refund_id: String,
+    },
+    /// The provider refused for good (a business error, never a transient one).
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+/// `pending -> succeeded | failed` for the refund of `payment_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRefundResult {
+    pub order_id: String,
+    pub payment_id: String,
+    pub outcome: RefundOutcome,
+    pub at_ms: i64,
+}
+
+/// Input of the `order.checkout` update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutRequest {}

@@ -10,22 +10,35 @@
 //! 1. reserve stock, coupon, points and wallet (a saga: a refusal releases what was held, and
 //!    the order ends `rejected`); the `order.placed` update answers the HTTP caller;
 //! 2. wait for a matching payment, a cancel request or the deadline (an updatable timer);
+//!    While a checkout session is open (`order.checkout` update), the deadline moves out to
+//!    `session start + checkout window`, so the order is not cancelled under the payer;
 //! 3. settle: capture everything (`paid`), or mark `cancelled` and then release everything;
-//! 4. record every payment that did not pay for the order, so it is refunded, never dropped.
+//! 4. stay open for the late-payment grace window: every payment that did not pay for the
+//!    order (late, duplicate, wrong amount) is refunded by a `refund-{payment_id}` child
+//!    workflow. After the window the API refunds late payments itself, with the same id.
+//!
+//! Versions: `PATCH_REFUNDS` (checkout, grace window, refunds). Orders started before it record
+//! unapplied payments and end, as v1 did; `tests/histories/v1-*.json` guard that path.
 
 use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
 use crate::model::*;
-use crate::search;
+use crate::policy::{checkout_options, now_ms, reserve_options, settle_options};
+use crate::refund::RefundWorkflow;
+use crate::{refund_workflow_id, search};
 use std::collections::BTreeSet;
-use std::time::{Duration, UNIX_EPOCH};
-use temporalio_common::RetryPolicy;
+use std::time::Duration;
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, SyncWorkflowContext,
+    ActivityExecutionError, ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext,
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
+
+/// The patch that added checkout sessions, the late-payment grace window and refunds.
+pub const PATCH_REFUNDS: &str = "order-v2-checkout-and-refunds";
+
+type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The state of one order, as the engine replays it.
 #[workflow]
@@ -44,6 +57,14 @@ pub struct OrderWorkflow {
     /// The payment that paid for the order.
     applied_payment: Option<String>,
     cancel_request: Option<CancelReason>,
+    /// The deadline the order was created with; checkout extensions are capped from it.
+    original_deadline_ms: Option<i64>,
+    /// The latest checkout session, and whether one is being opened right now.
+    checkout: Option<CheckoutSession>,
+    checkout_in_flight: bool,
+    checkout_attempts: u32,
+    /// The wait for payment is over (paid, cancelled or timed out): no more checkouts.
+    wait_over: bool,
     /// Captures or releases are all done.
     settled: bool,
     /// Update handlers still waiting; the run waits for them before it returns.
@@ -65,6 +86,11 @@ impl OrderWorkflow {
             seen_payment_ids: BTreeSet::new(),
             applied_payment: None,
             cancel_request: None,
+            original_deadline_ms: None,
+            checkout: None,
+            checkout_in_flight: false,
+            checkout_attempts: 0,
+            wait_over: false,
             settled: false,
             open_handlers: 0,
         }
@@ -125,6 +151,7 @@ impl OrderWorkflow {
             s.amounts = amounts;
             s.status = OrderStatus::PendingPayment;
             s.deadline_ms = Some(deadline);
+            s.original_deadline_ms = Some(deadline);
         });
         publish(ctx, OrderStatus::PendingPayment, Some(deadline));
 
@@ -134,11 +161,10 @@ impl OrderWorkflow {
             let (wake, deadline, version) =
                 ctx.state(|s| (s.wake(now), s.deadline_ms, s.deadline_version));
             if wake != Wake::Wait {
+                ctx.state_mut(|s| s.wait_over = true);
                 break wake;
             }
-            let remaining = deadline.map_or(Duration::from_secs(3600), |d| {
-                Duration::from_millis((d - now).max(1) as u64)
-            });
+            let remaining = deadline.map_or(Duration::from_secs(3600), |d| decide::until(now, d));
             temporalio_sdk::workflows::select! {
                 _ = ctx.timer(remaining) => {}
                 _ = ctx.wait_condition(|s: &Self| s.deadline_version != version || s.wake(i64::MIN) != Wake::Wait) => {}
@@ -220,6 +246,36 @@ impl OrderWorkflow {
         })
     }
 
+    #[update_validator(checkout)]
+    fn validate_checkout(
+        &self,
+        _ctx: &WorkflowContextView,
+        _request: &CheckoutRequest,
+    ) -> Result<(), HandlerError> {
+        if self.status != OrderStatus::PendingPayment || self.wait_over {
+            let shown = if self.wait_over && self.status == OrderStatus::PendingPayment {
+                "being settled"
+            } else {
+                self.status.as_str()
+            };
+            return Err(format!("order_not_payable: the order is {shown}").into());
+        }
+        Ok(())
+    }
+
+    /// Opens (or hands out again) a provider checkout session for the payable amount, and
+    /// moves the deadline so that the order is not cancelled while the payer pays.
+    #[update(name = "order.checkout")]
+    pub async fn checkout(
+        ctx: &mut WorkflowContext<Self>,
+        request: CheckoutRequest,
+    ) -> Result<CheckoutSession, HandlerError> {
+        ctx.state_mut(|s| s.open_handlers += 1);
+        let result = open_checkout(ctx, request).await;
+        ctx.state_mut(|s| s.open_handlers -= 1);
+        result
+    }
+
     #[query(name = "order.state")]
     pub fn state(&self, _ctx: &WorkflowContextView) -> OrderState {
         OrderState {
@@ -233,6 +289,12 @@ impl OrderWorkflow {
 }
 
 impl OrderWorkflow {
+    fn checkout_window_secs(&self) -> u64 {
+        self.input
+            .checkout_window_secs
+            .unwrap_or(decide::DEFAULT_CHECKOUT_WINDOW_SECS)
+    }
+
     /// What ends the wait now; `now_ms = i64::MIN` asks about messages only, not the clock.
     fn wake(&self, now_ms: i64) -> Wake {
         decide::wake(
@@ -246,46 +308,18 @@ impl OrderWorkflow {
     }
 }
 
-/// Reservations fail fast: the HTTP caller is waiting for the outcome.
-fn reserve_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .maximum_interval(Duration::from_secs(2))
-                .maximum_attempts(5)
-                .build(),
-        )
-        .build()
-}
-
-/// Settlement retries until it succeeds: a release must never be given up on. Only a
-/// non-retryable business error stops it, and that fails the workflow visibly.
-fn settle_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .maximum_interval(Duration::from_secs(60))
-                .build(),
-        )
-        .build()
-}
-
-fn now_ms(ctx: &WorkflowContext<OrderWorkflow>) -> Result<i64, ApplicationFailure> {
-    ctx.workflow_time()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| ApplicationFailure::new("workflow time is not available"))
-}
-
 /// Upserts the search attributes that ops filter on in the Web UI. `PaymentDeadline` is only
 /// ever set, not unset: the server (1.32 dev) rejects the SDK's unset encoding for Datetime
 /// attributes, and `OrderStatus` already says whether the deadline still matters.
 fn publish(ctx: &WorkflowContext<OrderWorkflow>, status: OrderStatus, deadline_ms: Option<i64>) {
+    publish_step(ctx, status.as_str(), deadline_ms);
+}
+
+/// `publish` with a step that is not a stored status (`checkout_open`).
+fn publish_step(ctx: &WorkflowContext<OrderWorkflow>, step: &str, deadline_ms: Option<i64>) {
     let customer = ctx.state(|s| s.input.user_id.clone());
     let mut updates = vec![
-        search::ORDER_STATUS.value_set(status.as_str().to_owned()),
+        search::ORDER_STATUS.value_set(step.to_owned()),
         search::CUSTOMER_ID.value_set(customer),
     ];
     if let Some(ms) = deadline_ms {
@@ -515,9 +549,214 @@ async fn cancel(
     Ok(())
 }
 
-/// Records every payment that did not pay for the order, waits for open update handlers, and
-/// ends the workflow.
+/// Ends the workflow. Every payment that did not pay for the order is refunded, during the
+/// late-payment grace window too; then open update handlers are waited for.
+///
+/// The last look at the payments is the last thing before returning: a signal that lands in
+/// the same workflow task is seen, and one that lands later makes the server reject the
+/// completion, so the next task sees it. A payment is never acknowledged and then dropped.
 async fn finish(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    status: OrderStatus,
+) -> WorkflowResult<OrderStatus> {
+    if !ctx.patched(PATCH_REFUNDS) {
+        return finish_v1(ctx, status).await;
+    }
+    let grace_ms = ctx.state(|s| {
+        let secs = s
+            .input
+            .late_payment_grace_secs
+            .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS);
+        i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000
+    });
+    let settled_at = now_ms(ctx)?;
+    let grace_end = match status {
+        OrderStatus::Rejected => settled_at,
+        _ => settled_at.saturating_add(grace_ms),
+    };
+    let mut handled = 0;
+    loop {
+        let (applied, pending) = ctx.state(|s| {
+            (
+                s.applied_payment.clone(),
+                s.payments[handled.min(s.payments.len())..].to_vec(),
+            )
+        });
+        for payment in pending {
+            handled += 1;
+            if applied.as_deref() != Some(payment.payment_id.as_str()) {
+                refund(ctx, status, payment).await?;
+            }
+        }
+        let now = now_ms(ctx)?;
+        if now < grace_end {
+            temporalio_sdk::workflows::select! {
+                _ = ctx.timer(decide::until(now, grace_end)) => {}
+                _ = ctx.wait_condition(move |s: &OrderWorkflow| s.payments.len() > handled) => {}
+            }
+            continue;
+        }
+        ctx.wait_condition(|s: &OrderWorkflow| s.open_handlers == 0)
+            .await?;
+        if ctx.state(|s| s.payments.len()) == handled {
+            return Ok(status);
+        }
+    }
+}
+
+/// Refunds a payment that did not pay for the order through its `refund-{payment_id}` workflow,
+/// and waits for the outcome. If that workflow already exists, someone else is refunding this
+/// payment: nothing more to do.
+async fn refund(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    status: OrderStatus,
+    payment: PaymentReceived,
+) -> WorkflowResult<()> {
+    let (order_id, user_id, payable, currency) = ctx.state(|s| {
+        (
+            s.input.order_id.clone(),
+            s.input.user_id.clone(),
+            s.amounts.payable,
+            s.input.currency.clone(),
+        )
+    });
+    let reason = decide::refund_reason(status, &payment, payable, &currency);
+    let workflow_id = refund_workflow_id(&payment.payment_id);
+    let request = RefundPayment {
+        order_id,
+        user_id,
+        payment,
+        reason: reason.to_owned(),
+        requested_at_ms: now_ms(ctx)?,
+    };
+    let options = ChildWorkflowOptions::builder()
+        .workflow_id(workflow_id.clone())
+        .id_reuse_policy(temporalio_sdk::WorkflowIdReusePolicy::RejectDuplicate)
+        .parent_close_policy(temporalio_sdk::ParentClosePolicy::Abandon)
+        .build();
+    match ctx
+        .start_child_workflow(RefundWorkflow::run, request, options)
+        .await
+    {
+        Ok(started) => {
+            started.result().await.map_err(|e| {
+                ApplicationFailure::non_retryable(format!(
+                    "refund workflow {workflow_id} failed and needs an operator: {e}"
+                ))
+            })?;
+            Ok(())
+        }
+        Err(temporalio_sdk::ChildWorkflowStartError::StartFailed {
+            cause: temporalio_sdk::StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(ApplicationFailure::new(format!(
+            "cannot start refund workflow {workflow_id}: {e}"
+        ))
+        .into()),
+    }
+}
+
+/// Opens a checkout session (see `OrderWorkflow::checkout`). The deadline moves *before* the
+/// provider is called, in the same workflow task that accepted the update: the timer cannot
+/// fire between the acceptance and the extension.
+async fn open_checkout(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    _request: CheckoutRequest,
+) -> Result<CheckoutSession, HandlerError> {
+    let now = now_ms(ctx)?;
+    let not_payable = |why: &str| -> HandlerError { format!("order_not_payable: {why}").into() };
+    let (deadline, window) = ctx.state(|s| (s.deadline_ms, s.checkout_window_secs()));
+    match deadline {
+        Some(d) if now < d => {}
+        _ => return Err(not_payable("the payment deadline has passed")),
+    }
+    // Another request is opening a session: hand out the same one.
+    if ctx.state(|s| s.checkout_in_flight) {
+        ctx.wait_condition(|s: &OrderWorkflow| !s.checkout_in_flight)
+            .await?;
+    }
+    if let Some(mut session) = ctx.state(|s| s.checkout.clone())
+        && decide::session_reusable(session.started_ms, now, window)
+    {
+        session.expires_at_ms = ctx
+            .state(|s| s.deadline_ms)
+            .unwrap_or(session.expires_at_ms);
+        return Ok(session);
+    }
+    if ctx.state(|s| s.status != OrderStatus::PendingPayment || s.wait_over) {
+        return Err(not_payable("the order is no longer pending"));
+    }
+    let (order_id, amount, currency, attempt, expires_at) = ctx.state_mut(|s| {
+        let original = s.original_deadline_ms.unwrap_or(deadline.unwrap_or(now));
+        let extended =
+            decide::checkout_deadline(s.deadline_ms.unwrap_or(now), original, now, window);
+        s.deadline_ms = Some(extended);
+        s.deadline_version += 1;
+        s.checkout_in_flight = true;
+        s.checkout_attempts += 1;
+        (
+            s.input.order_id.clone(),
+            s.amounts.payable,
+            s.input.currency.clone(),
+            s.checkout_attempts,
+            extended,
+        )
+    });
+    let opened = ctx
+        .execute_activity(
+            OrderActivities::open_checkout,
+            OpenCheckout {
+                order_id: order_id.clone(),
+                attempt,
+                amount,
+                currency: currency.clone(),
+            },
+            checkout_options(),
+        )
+        .await;
+    let provider = match opened {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.state_mut(|s| s.checkout_in_flight = false);
+            return Err(format!(
+                "provider_unavailable: the payment provider did not open a session: {e}"
+            )
+            .into());
+        }
+    };
+    let session = CheckoutSession {
+        session_id: provider.session_id,
+        pay_url: provider.pay_url,
+        amount,
+        currency,
+        started_ms: now,
+        expires_at_ms: expires_at,
+    };
+    let recorded = ctx
+        .execute_activity(
+            OrderActivities::record_checkout,
+            RecordCheckout {
+                order_id,
+                session: session.clone(),
+            },
+            settle_options(),
+        )
+        .await;
+    ctx.state_mut(|s| {
+        s.checkout_in_flight = false;
+        s.checkout = Some(session.clone());
+    });
+    recorded?;
+    if ctx.state(|s| s.status == OrderStatus::PendingPayment && !s.wait_over) {
+        publish_step(ctx, "checkout_open", Some(expires_at));
+    }
+    Ok(session)
+}
+
+/// v1 of `finish`, for orders started before `PATCH_REFUNDS`: records every payment that did
+/// not pay for the order, waits for open update handlers, and ends the workflow.
+async fn finish_v1(
     ctx: &WorkflowContext<OrderWorkflow>,
     status: OrderStatus,
 ) -> WorkflowResult<OrderStatus> {

@@ -1,4 +1,4 @@
-//! `/v1/orders`: create (idempotent), read, list, events, cancel.
+//! `/v1/orders`: create (idempotent), read, list, events, cancel, pay (checkout).
 //!
 //! Creation and cancellation go through the order's workflow and answer with its outcome in the
 //! same response. Reads come from the database, which the workflow keeps up to date.
@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/orders/{order_id}", get(get_order))
         .route("/v1/orders/{order_id}/events", get(order_events))
         .route("/v1/orders/{order_id}/cancel", post(cancel_order))
+        .route("/v1/orders/{order_id}/pay", post(pay_order))
 }
 
 pub const MAX_ITEMS: usize = 100;
@@ -183,6 +184,8 @@ async fn create_order(
             .payment_timeout_secs
             .unwrap_or(state.config.payment_timeout_secs),
         currency: state.config.currency.clone(),
+        checkout_window_secs: Some(state.config.checkout_window_secs),
+        late_payment_grace_secs: Some(state.config.late_payment_grace_secs),
         request_hash: request_hash.clone(),
         idempotency_key: key,
     };
@@ -370,6 +373,56 @@ async fn cancel_order(
             other => Err(not_cancellable(other)),
         },
     }
+}
+
+/// `POST /v1/orders/{id}/pay`: a checkout session for the payable amount, through the
+/// workflow's `order.checkout` update (validated there: pending, deadline not passed).
+#[tracing::instrument(skip(state))]
+async fn pay_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let order = store::get_order(&state.db, &order_id).await?;
+    let not_payable =
+        |why: String| ApiError::conflict("order_not_payable", why).for_order(&order_id);
+    if order.status != "pending_payment" {
+        return Err(not_payable(format!(
+            "the order is {} and cannot be paid",
+            order.status
+        )));
+    }
+    match temporal::checkout(&state.temporal, &state.config, &order_id).await? {
+        Answer::Answered(session) => Ok(axum::Json(json!({
+            "order_id": order_id,
+            "payment_session_id": session.session_id,
+            "amount": session.amount,
+            "currency": session.currency,
+            "pay_url": session.pay_url,
+            "expires_at": view::rfc3339(session.expires_at_ms),
+        }))),
+        Answer::Refused(message) => {
+            let (code, why) = split_refusal(&message);
+            if code == "provider_unavailable" {
+                Err(ApiError::unavailable(
+                    "provider_unavailable",
+                    "the payment provider is unavailable; retry shortly",
+                    why,
+                )
+                .for_order(&order_id))
+            } else {
+                Err(not_payable(why.to_owned()))
+            }
+        }
+        Answer::Closed => Err(not_payable("the order is settled".into())),
+    }
+}
+
+/// A workflow refusal reads `<code>: <message>`; the code is one the API knows.
+fn split_refusal(message: &str) -> (&str, &str) {
+    message
+        .split_once(": ")
+        .filter(|(code, _)| code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .unwrap_or(("order_not_payable", message))
 }
 
 #[cfg(test)]

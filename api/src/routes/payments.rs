@@ -1,9 +1,19 @@
 //! `POST /v1/payments/webhook`: the payment provider's callback.
 //!
-//! Order of work: cap the body, verify the signature on the raw bytes (401, nothing parsed),
-//! parse, check the payment against the stored order (422, nothing changed), then hand it to
-//! the order's workflow, which deduplicates by `payment_id` and decides. A duplicate is a 200
-//! no-op. The handler never marks an order paid itself.
+//! Order of work, each step before the next:
+//! 1. cap the body (64 KiB), verify the signature on the raw bytes in constant time, with the
+//!    timestamp tolerance and either secret of a rotation (401, nothing parsed, nothing stored);
+//! 2. parse, and record the event in the inbox keyed by `event_id` (insert-or-ignore). An
+//!    event already processed is a 200 no-op: duplicates never reach the workflow twice;
+//! 3. check the order and the payment: an unknown order, a payment already captured, or an
+//!    amount or currency that is not the order's are recorded as the event's outcome. A
+//!    mismatched payment never pays the order; the workflow refunds it;
+//! 4. hand the payment on: a signal to the open workflow (which deduplicates by `payment_id`),
+//!    or, if the workflow has closed, a `refund-{payment_id}` workflow;
+//! 5. mark the event processed. If step 4 failed (Temporal down), the event stays unprocessed
+//!    and the 503 makes the provider redeliver it.
+//!
+//! The handler never marks an order paid and never moves money itself.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -14,8 +24,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use orderflow_activities::{now_ms, orders, store};
-use orderflow_workflows::model::{PaymentReceived, RecordUnappliedPayment};
+use orderflow_activities::payments::{self, Inbox, InboxEvent};
+use orderflow_activities::{now_ms, store};
+use orderflow_workflows::decide;
+use orderflow_workflows::model::{OrderStatus, PaymentReceived, RefundPayment};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -83,33 +95,55 @@ async fn webhook(
     ] {
         super::check_id(field, value)?;
     }
+    let received = InboxEvent {
+        event_id: event.event_id.clone(),
+        event_type: event.kind.clone(),
+        order_id: event.order_id.clone(),
+        payment_id: event.payment_id.clone(),
+        amount: event.amount,
+        currency: event.currency.clone(),
+        received_at: now_ms(),
+    };
+    let for_order =
+        |e: orderflow_activities::StoreError| ApiError::from(e).for_order(&event.order_id);
+    if let Inbox::Processed { outcome } = payments::receive(&state.db, &received)
+        .await
+        .map_err(for_order)?
+    {
+        tracing::info!(%outcome, "duplicate webhook event");
+        return Ok(accepted("duplicate"));
+    }
+    let outcome = hand_on(&state, &event).await?;
+    payments::processed(&state.db, &event.event_id, outcome, now_ms())
+        .await
+        .map_err(for_order)?;
+    Ok(accepted(outcome))
+}
+
+/// Step 3 and 4: decides where the payment goes and sends it there. Returns the outcome.
+async fn hand_on(state: &AppState, event: &PaymentEvent) -> Result<&'static str, ApiError> {
     let order = match store::get_order(&state.db, &event.order_id).await {
         Ok(order) => order,
         Err(orderflow_activities::StoreError::NotFound { .. }) => {
-            return Err(ApiError::unprocessable(
-                "unknown_order",
-                "the webhook names an order that does not exist",
-            )
-            .for_order(&event.order_id));
+            tracing::error!(
+                "a signed payment names an order that does not exist; recorded for ops"
+            );
+            return Ok("unknown_order");
         }
         Err(e) => return Err(ApiError::from(e).for_order(&event.order_id)),
     };
-    if order
-        .payments
-        .iter()
-        .any(|p| p.payment_id == event.payment_id)
-    {
-        return Ok(accepted("duplicate"));
-    }
-    if event.amount != order.payable_amount || event.currency != order.currency {
-        return Err(ApiError::unprocessable(
-            "amount_mismatch",
-            format!(
-                "the payment is {} {} but the order is payable {} {}",
-                event.amount, event.currency, order.payable_amount, order.currency
-            ),
-        )
-        .for_order(&order.order_id));
+    let recorded = payments::payment_status(&state.db, &event.payment_id)
+        .await
+        .map_err(|e| ApiError::from(e).for_order(&order.order_id))?;
+    match recorded {
+        Some((order_id, status)) if status == "captured" && order_id == order.order_id => {
+            return Ok("already_captured");
+        }
+        Some((order_id, _)) if order_id != order.order_id => {
+            tracing::error!(recorded_for = %order_id, "a payment id is reported for two orders; recorded for ops");
+            return Ok("payment_order_mismatch");
+        }
+        _ => {}
     }
     let payment = PaymentReceived {
         payment_id: event.payment_id.clone(),
@@ -117,21 +151,39 @@ async fn webhook(
         amount: event.amount,
         currency: event.currency.clone(),
     };
+    let mismatch = !decide::pays_for(&payment, order.payable_amount, &order.currency);
     match temporal::signal_payment(&state.temporal, &order.order_id, payment.clone()).await? {
-        Answer::Answered(()) | Answer::Refused(_) => Ok(accepted("accepted")),
+        Answer::Answered(()) | Answer::Refused(_) if mismatch => Ok("amount_mismatch"),
+        Answer::Answered(()) | Answer::Refused(_) => Ok("signalled"),
         Answer::Closed => {
-            // The order's workflow has finished (the order was settled without this payment):
-            // record the payment as owed back, so that it is never lost.
-            let input = RecordUnappliedPayment {
-                order_id: order.order_id.clone(),
-                payment,
-                reason: format!("order_{}", order.status),
-                at_ms: now_ms(),
+            let status = orderflow_activities::orders::parse_status(&order.status);
+            let Some(status @ (OrderStatus::Paid | OrderStatus::Cancelled | OrderStatus::Rejected)) =
+                status
+            else {
+                // Pending in the database with no workflow: it must be repaired (reconciliation),
+                // not refunded under an order that may still be paid. The provider redelivers.
+                return Err(ApiError::unavailable(
+                    "order_workflow_missing",
+                    "the order is pending but its workflow is not running; retry later",
+                    format!(
+                        "order {} is {} without a running workflow",
+                        order.order_id, order.status
+                    ),
+                )
+                .for_order(&order.order_id));
             };
-            orders::record_unapplied_payment(&state.db, &input)
-                .await
-                .map_err(|e| ApiError::from(e).for_order(&order.order_id))?;
-            Ok(accepted("recorded_unapplied"))
+            let reason =
+                decide::refund_reason(status, &payment, order.payable_amount, &order.currency);
+            let request = RefundPayment {
+                order_id: order.order_id.clone(),
+                user_id: order.user_id.clone(),
+                payment,
+                reason: reason.to_owned(),
+                requested_at_ms: now_ms(),
+            };
+            temporal::start_refund(&state.temporal, &state.config, request).await?;
+            tracing::info!(%reason, "late payment: refund workflow started");
+            Ok("refund_started")
         }
     }
 }

@@ -1,0 +1,206 @@
+//! The payment provider: its wire protocol and the HTTP client the activities call it with.
+//!
+//! The protocol (a card provider's, as `orderflow provider-sandbox` speaks it):
+//! - every request carries `Authorization: Bearer <api key>`; writes carry `Idempotency-Key`,
+//!   and the same key always gets the same answer back, never a second operation;
+//! - `POST /v1/checkout_sessions` `{order_id, amount, currency}` opens a session;
+//! - `POST /v1/refunds` `{payment_id, amount, reason}` refunds a captured payment;
+//! - errors are `{"error": {"code", "message"}}`;
+//! - payments are reported by signed webhooks ([`WebhookEvent`], [`signature`]).
+//!
+//! The client classifies every failure: [`ProviderError::Unavailable`] (network, timeout, 5xx,
+//! 429, our own credentials refused) is retried by the caller; [`ProviderError::Refused`] is
+//! the provider's final word. It never reports success it did not receive.
+
+pub mod signature;
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The header that makes a provider write idempotent.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateCheckoutSession {
+    pub order_id: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutSessionObject {
+    pub id: String,
+    pub order_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `open`, then `paid` once captured.
+    pub status: String,
+    /// Where the payer pays.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRefund {
+    pub payment_id: String,
+    pub amount: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundObject {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// The body of a webhook, `POST`ed to orderflow's `/v1/payments/webhook` with a
+/// `Payment-Signature` header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// The event type of a captured payment.
+pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The call may have failed or may not have happened: retry with the same idempotency key.
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider answered with a refusal that retrying cannot change.
+    #[error("payment provider refused ({status}): {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+/// Where the provider is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Base URL, for example `http://127.0.0.1:8081`.
+    pub base_url: String,
+    pub api_key: String,
+    /// The whole-request timeout of one call.
+    pub timeout: Duration,
+}
+
+/// The HTTP client of the payment provider. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PaymentProvider {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: String,
+}
+
+impl PaymentProvider {
+    pub fn new(config: &ProviderConfig) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| {
+                ProviderError::Unavailable(format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(PaymentProvider {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            api_key: config.api_key.clone(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Opens a checkout session. The same key returns the same session.
+    pub async fn create_checkout_session(
+        &self,
+        request: &CreateCheckoutSession,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSessionObject, ProviderError> {
+        self.post("/v1/checkout_sessions", request, idempotency_key)
+            .await
+    }
+
+    /// Refunds a payment. The same key returns the same refund: a retry after a timeout that
+    /// followed a success gets that success, not a second refund.
+    pub async fn refund(
+        &self,
+        request: &CreateRefund,
+        idempotency_key: &str,
+    ) -> Result<RefundObject, ProviderError> {
+        self.post("/v1/refunds", request, idempotency_key).await
+    }
+
+    async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        idempotency_key: &str,
+    ) -> Result<T, ProviderError> {
+        let url = format!("{}{path}", self.base_url);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.api_key)
+            .header(IDEMPOTENCY_HEADER, idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ProviderError::Unavailable(format!("POST {url}: {e}")))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| {
+            ProviderError::Unavailable(format!("POST {url}: reading the answer: {e}"))
+        })?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|e| {
+                // A 2xx we cannot read: the operation may have happened. Retrying with the same
+                // key is safe and is the only way to learn its result.
+                ProviderError::Unavailable(format!("POST {url}: unreadable success answer: {e}"))
+            });
+        }
+        let detail = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| ErrorDetail {
+                code: format!("http_{}", status.as_u16()),
+                message: text.chars().take(200).collect(),
+            });
+        let code = status.as_u16();
+        if status.is_server_error() || matches!(code, 401 | 403 | 408 | 409 | 429) {
+            // 401/403: our credentials are wrong; an operator must fix the configuration, and
+            // the refund must then still happen. 409: a concurrent request with the same key.
+            return Err(ProviderError::Unavailable(format!(
+                "POST {url}: {code} {}: {}",
+                detail.code, detail.message
+            )));
+        }
+        Err(ProviderError::Refused {
+            status: code,
+            code: detail.code,
+            message: detail.message,
+        })
+    }
+}

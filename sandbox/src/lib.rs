@@ -1,0 +1,644 @@
+//! orderflow-sandbox: a card payment provider on loopback, for tests and `orderflow dev`.
+//!
+//! It is the outside world orderflow cannot reach here, so it behaves like one: a real HTTP
+//! server speaking the protocol of `orderflow_activities::provider`.
+//! - `POST /v1/checkout_sessions` and `POST /v1/refunds` need `Authorization: Bearer <key>`
+//!   and are idempotent on `Idempotency-Key` (same key and body: the same answer; same key,
+//!   other body: 422 `idempotency_key_reused`). A refund never exceeds what was captured.
+//! - `POST /pay/{session_id}` is the payer paying (the session's `url`): it captures a payment
+//!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx.
+//! - Faults, per request (header `Sandbox-Fault: status=500,delay_ms=200`) or scripted for the
+//!   next matching requests (`POST /_sandbox/faults`): a delay, an HTTP status instead of the
+//!   operation, a timeout *after* the operation was performed, a duplicated webhook, a second
+//!   event for the same payment, a late webhook.
+//! - `GET /_sandbox/state`: every session, payment, refund and webhook delivery, for tests.
+//!
+//! It keeps everything in memory and must never be used to move real money.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orderflow_activities::provider::signature;
+use orderflow_activities::provider::{
+    CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody, ErrorDetail,
+    IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, RefundObject, WebhookEvent,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the sandbox is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The key clients must present as `Authorization: Bearer <key>`.
+    pub api_key: String,
+    /// Where webhooks go (orderflow's `/v1/payments/webhook`).
+    pub webhook_url: String,
+    /// The secret webhooks are signed with (orderflow's `PAYMENT_WEBHOOK_SECRET`).
+    pub webhook_secret: String,
+    /// The sandbox's own base URL, for the sessions' `url`.
+    pub public_url: String,
+    /// First webhook retry delay; doubles per attempt, capped at 30 s.
+    pub webhook_retry_base: Duration,
+    /// Attempts per webhook before giving up.
+    pub webhook_attempts: u32,
+}
+
+/// What can go wrong with a request, on purpose.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Wait this long before doing anything.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Answer this status without performing the operation.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Perform the operation, then hold the answer this long (the client times out).
+    #[serde(default)]
+    pub timeout_after_ms: Option<u64>,
+    /// Deliver the payment's webhook twice, with the same event id.
+    #[serde(default)]
+    pub duplicate_webhook: bool,
+    /// Also deliver a second event (another event id) for the same payment.
+    #[serde(default)]
+    pub second_event: bool,
+    /// Deliver the payment's webhook this late.
+    #[serde(default)]
+    pub webhook_delay_ms: u64,
+}
+
+impl Fault {
+    /// Parses the `Sandbox-Fault` header: `key=value` pairs separated by commas.
+    pub fn parse_header(header: &str) -> Result<Fault, String> {
+        let mut map = serde_json::Map::new();
+        for pair in header.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+            let value = match v {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                n => Value::from(
+                    n.parse::<u64>()
+                        .map_err(|_| format!("bad value in {pair:?}"))?,
+                ),
+            };
+            map.insert(k.to_owned(), value);
+        }
+        serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())
+    }
+}
+
+/// The operations faults can be scripted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Checkout,
+    Refund,
+    Pay,
+}
+
+/// A fault applied to the next `times` requests of `op`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptedFault {
+    pub op: Op,
+    #[serde(default = "one")]
+    pub times: u32,
+    pub fault: Fault,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub order_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentRecord {
+    pub payment_id: String,
+    pub session_id: String,
+    pub order_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub refunded: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundRecord {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    pub event_id: String,
+    pub payment_id: String,
+    pub attempt: u32,
+    /// The HTTP status orderflow answered, or 0 if the request failed.
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct Ledger {
+    sessions: BTreeMap<String, SessionRecord>,
+    payments: BTreeMap<String, PaymentRecord>,
+    refunds: Vec<RefundRecord>,
+    deliveries: Vec<DeliveryRecord>,
+    /// (operation, key) -> (request fingerprint, status, answer)
+    idempotency: BTreeMap<(String, String), (String, u16, Value)>,
+    faults: Vec<ScriptedFault>,
+    /// Requests received per operation, faults included.
+    requests: BTreeMap<String, u32>,
+}
+
+/// A running sandbox: its state, shared with the HTTP handlers.
+#[derive(Clone)]
+pub struct Sandbox {
+    config: Arc<SandboxConfig>,
+    ledger: Arc<Mutex<Ledger>>,
+    http: reqwest::Client,
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> Sandbox {
+        Sandbox {
+            config: Arc::new(config),
+            ledger: Arc::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    /// The sandbox's routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/checkout_sessions", post(create_session))
+            .route("/v1/refunds", post(create_refund))
+            .route("/pay/{session_id}", post(pay))
+            .route("/_sandbox/faults", post(add_fault))
+            .route("/_sandbox/state", get(state))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Scripts a fault for the next `times` requests of `op`.
+    pub fn add_fault(&self, fault: ScriptedFault) {
+        self.lock().faults.push(fault);
+    }
+
+    pub fn payments(&self) -> Vec<PaymentRecord> {
+        self.lock().payments.values().cloned().collect()
+    }
+
+    /// Refunds actually performed (a replayed idempotent request is not a new one).
+    pub fn refunds(&self) -> Vec<RefundRecord> {
+        self.lock().refunds.clone()
+    }
+
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.lock().deliveries.clone()
+    }
+
+    /// Captures a payment for `order_id` as if its payer had paid a session, and returns the
+    /// webhook event *without* delivering it: for tests that deliver at a chosen moment.
+    pub fn capture(&self, order_id: &str, amount: i64, currency: &str) -> WebhookEvent {
+        let mut ledger = self.lock();
+        let session_id = new_id("cs");
+        ledger.sessions.insert(
+            session_id.clone(),
+            SessionRecord {
+                id: session_id.clone(),
+                order_id: order_id.to_owned(),
+                amount,
+                currency: currency.to_owned(),
+                status: "paid".into(),
+            },
+        );
+        let payment_id = new_id("pay");
+        ledger.payments.insert(
+            payment_id.clone(),
+            PaymentRecord {
+                payment_id: payment_id.clone(),
+                session_id: session_id.clone(),
+                order_id: order_id.to_owned(),
+                amount,
+                currency: currency.to_owned(),
+                refunded: 0,
+            },
+        );
+        WebhookEvent {
+            event_id: new_id("evt"),
+            kind: PAYMENT_SUCCEEDED.into(),
+            order_id: order_id.to_owned(),
+            payment_id,
+            amount,
+            currency: currency.to_owned(),
+            session_id: Some(session_id),
+        }
+    }
+
+    /// How many requests of `op` arrived, faults and replays included.
+    pub fn requests(&self, op: Op) -> u32 {
+        self.lock().requests.get(op_name(op)).copied().unwrap_or(0)
+    }
+
+    fn take_fault(&self, op: Op, headers: &HeaderMap) -> Result<Fault, Response> {
+        let mut ledger = self.lock();
+        *ledger.requests.entry(op_name(op).to_owned()).or_default() += 1;
+        if let Some(h) = headers.get("sandbox-fault") {
+            let text = h.to_str().unwrap_or_default();
+            return Fault::parse_header(text)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_fault", &e));
+        }
+        if let Some(i) = ledger.faults.iter().position(|f| f.op == op) {
+            let scripted = &mut ledger.faults[i];
+            let fault = scripted.fault.clone();
+            scripted.times -= 1;
+            if scripted.times == 0 {
+                ledger.faults.remove(i);
+            }
+            return Ok(fault);
+        }
+        Ok(Fault::default())
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let expected = format!("Bearer {}", self.config.api_key);
+        match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some(v) if v == expected => Ok(()),
+            _ => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "a valid Authorization: Bearer <api key> is required",
+            )),
+        }
+    }
+
+    /// Delivers an event in the background: late if asked, retried with backoff on non-2xx.
+    fn deliver(&self, event: WebhookEvent, delay: Duration) {
+        let sandbox = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let body = serde_json::to_vec(&event).expect("events serialize");
+            let mut backoff = sandbox.config.webhook_retry_base;
+            for attempt in 1..=sandbox.config.webhook_attempts {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let header = signature::sign(&sandbox.config.webhook_secret, now, &body);
+                let status = match sandbox
+                    .http
+                    .post(&sandbox.config.webhook_url)
+                    .header(signature::HEADER, header)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => {
+                        tracing::warn!(event_id = %event.event_id, error = %e, "webhook delivery failed");
+                        0
+                    }
+                };
+                sandbox.lock().deliveries.push(DeliveryRecord {
+                    event_id: event.event_id.clone(),
+                    payment_id: event.payment_id.clone(),
+                    attempt,
+                    status,
+                });
+                if (200..300).contains(&status) {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            tracing::error!(event_id = %event.event_id, "webhook given up after every attempt");
+        });
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Checkout => "checkout",
+        Op::Refund => "refund",
+        Op::Pay => "pay",
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Applies the fault's delay and status. `None` means: go on and perform the operation.
+async fn before(fault: &Fault) -> Option<Response> {
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
+    }
+    let status = fault.status?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(error(
+        status,
+        "injected_fault",
+        "a fault injected by the sandbox",
+    ))
+}
+
+/// Applies `timeout_after_ms` once the operation is done.
+async fn after(fault: &Fault, answer: Response) -> Response {
+    if let Some(ms) = fault.timeout_after_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    answer
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
+    headers
+        .get(IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "writes need an Idempotency-Key header",
+            )
+        })
+}
+
+/// Runs `perform` once per idempotency key: a replay gets the stored answer.
+fn once(
+    ledger: &mut Ledger,
+    op: Op,
+    key: &str,
+    fingerprint: String,
+    perform: impl FnOnce(&mut Ledger) -> (StatusCode, Value),
+) -> Response {
+    let slot = (op_name(op).to_owned(), key.to_owned());
+    if let Some((stored, status, answer)) = ledger.idempotency.get(&slot) {
+        if *stored != fingerprint {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request",
+            );
+        }
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        return (status, Json(answer.clone())).into_response();
+    }
+    let (status, answer) = perform(ledger);
+    if status.is_success() {
+        ledger
+            .idempotency
+            .insert(slot, (fingerprint, status.as_u16(), answer.clone()));
+    }
+    (status, Json(answer)).into_response()
+}
+
+async fn create_session(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Json(req): Json<CreateCheckoutSession>,
+) -> Response {
+    if let Err(r) = sb.authorize(&headers) {
+        return r;
+    }
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let fault = match sb.take_fault(Op::Checkout, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(r) = before(&fault).await {
+        return r;
+    }
+    if req.amount <= 0 || req.currency.len() != 3 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "amount must be positive and currency a 3-letter code",
+        );
+    }
+    let fingerprint = serde_json::to_string(&req).unwrap_or_default();
+    let public = sb.config.public_url.trim_end_matches('/').to_owned();
+    let answer = once(&mut sb.lock(), Op::Checkout, &key, fingerprint, |ledger| {
+        let id = new_id("cs");
+        let session = SessionRecord {
+            id: id.clone(),
+            order_id: req.order_id.clone(),
+            amount: req.amount,
+            currency: req.currency.clone(),
+            status: "open".into(),
+        };
+        ledger.sessions.insert(id.clone(), session);
+        let object = CheckoutSessionObject {
+            id: id.clone(),
+            order_id: req.order_id.clone(),
+            amount: req.amount,
+            currency: req.currency.clone(),
+            status: "open".into(),
+            url: format!("{public}/pay/{id}"),
+        };
+        (StatusCode::OK, json!(object))
+    });
+    after(&fault, answer).await
+}
+
+/// The payer pays a session: one payment, then its webhook(s).
+async fn pay(
+    State(sb): State<Sandbox>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = match sb.take_fault(Op::Pay, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(r) = before(&fault).await {
+        return r;
+    }
+    let event = {
+        let mut ledger = sb.lock();
+        let Some(session) = ledger.sessions.get_mut(&session_id) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "no such session",
+            );
+        };
+        if session.status != "open" {
+            return error(
+                StatusCode::CONFLICT,
+                "session_already_paid",
+                "this session was paid already",
+            );
+        }
+        session.status = "paid".into();
+        let session = session.clone();
+        let payment_id = new_id("pay");
+        ledger.payments.insert(
+            payment_id.clone(),
+            PaymentRecord {
+                payment_id: payment_id.clone(),
+                session_id: session.id.clone(),
+                order_id: session.order_id.clone(),
+                amount: session.amount,
+                currency: session.currency.clone(),
+                refunded: 0,
+            },
+        );
+        WebhookEvent {
+            event_id: new_id("evt"),
+            kind: PAYMENT_SUCCEEDED.into(),
+            order_id: session.order_id,
+            payment_id,
+            amount: session.amount,
+            currency: session.currency,
+            session_id: Some(session.id),
+        }
+    };
+    let delay = Duration::from_millis(fault.webhook_delay_ms);
+    sb.deliver(event.clone(), delay);
+    if fault.duplicate_webhook {
+        sb.deliver(event.clone(), delay);
+    }
+    if fault.second_event {
+        let mut second = event.clone();
+        second.event_id = new_id("evt");
+        sb.deliver(second, delay);
+    }
+    let answer = (
+        StatusCode::OK,
+        Json(json!({"payment_id": event.payment_id, "event_id": event.event_id, "status": "captured"})),
+    )
+        .into_response();
+    after(&fault, answer).await
+}
+
+async fn create_refund(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Json(req): Json<CreateRefund>,
+) -> Response {
+    if let Err(r) = sb.authorize(&headers) {
+        return r;
+    }
+    let key = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let fault = match sb.take_fault(Op::Refund, &headers) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(r) = before(&fault).await {
+        return r;
+    }
+    let fingerprint = serde_json::to_string(&req).unwrap_or_default();
+    let answer = once(&mut sb.lock(), Op::Refund, &key, fingerprint, |ledger| {
+        let Some(payment) = ledger.payments.get_mut(&req.payment_id) else {
+            return (
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "payment_not_found", "message": "no such payment"}}),
+            );
+        };
+        if req.amount <= 0 || req.amount > payment.amount - payment.refunded {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "amount_exceeds_payment",
+                    "message": format!("{} is more than the {} left to refund", req.amount, payment.amount - payment.refunded)}}),
+            );
+        }
+        payment.refunded += req.amount;
+        let refund = RefundRecord {
+            id: new_id("re"),
+            payment_id: req.payment_id.clone(),
+            amount: req.amount,
+            idempotency_key: key.clone(),
+        };
+        ledger.refunds.push(refund.clone());
+        let object = RefundObject {
+            id: refund.id,
+            payment_id: refund.payment_id,
+            amount: refund.amount,
+            status: "succeeded".into(),
+        };
+        (StatusCode::OK, json!(object))
+    });
+    after(&fault, answer).await
+}
+
+async fn add_fault(State(sb): State<Sandbox>, Json(fault): Json<ScriptedFault>) -> StatusCode {
+    if fault.times > 0 {
+        sb.add_fault(fault);
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn state(State(sb): State<Sandbox>) -> Json<Value> {
+    let ledger = sb.lock();
+    Json(json!({
+        "sessions": ledger.sessions.values().collect::<Vec<_>>(),
+        "payments": ledger.payments.values().collect::<Vec<_>>(),
+        "refunds": ledger.refunds,
+        "deliveries": ledger.deliveries,
+        "requests": ledger.requests,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_headers_parse_into_faults_and_garbage_is_refused() {
+        let f = Fault::parse_header("status=500, delay_ms=20,duplicate_webhook").unwrap();
+        assert_eq!(
+            f,
+            Fault {
+                status: Some(500),
+                delay_ms: 20,
+                duplicate_webhook: true,
+                ..Fault::default()
+            }
+        );
+        assert!(Fault::parse_header("explode=1").is_err());
+        assert!(Fault::parse_header("delay_ms=soon").is_err());
+    }
+}

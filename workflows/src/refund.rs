@@ -1,0 +1,79 @@
+//! `RefundWorkflow` (`refund-{payment_id}`): gives one payment back, exactly once.
+//!
+//! Started by an order workflow (as a child, for payments that arrive while it is open) or by
+//! the API (for payments that arrive after it closed). Both use the same workflow id with a
+//! reuse policy that rejects duplicates, so one payment has one refund workflow, ever. Inside,
+//! three steps, each idempotent on the payment:
+//! 1. record a `pending` refund row (and the payment as owed back) — before any money moves;
+//! 2. call the provider with the idempotency key `refund-{payment_id}`; transient errors and
+//!    timeouts are retried with backoff, and a retry after a timeout that followed a success
+//!    gets the same refund back, not a second one;
+//! 3. record `succeeded` or `failed`.
+//!
+//! Deterministic code only (see `order.rs`).
+
+use crate::contract::OrderActivities;
+use crate::model::{RecordRefundResult, RefundOutcome, RefundPayment};
+use crate::policy::{now_ms, provider_options, settle_options};
+use crate::search;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
+
+#[workflow]
+pub struct RefundWorkflow {
+    request: RefundPayment,
+}
+
+#[workflow_methods]
+impl RefundWorkflow {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, request: RefundPayment) -> Self {
+        RefundWorkflow { request }
+    }
+
+    #[run(name = "refund")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<RefundOutcome> {
+        let request = ctx.state(|s| s.request.clone());
+        publish(ctx, &request, "refund_pending");
+        ctx.execute_activity(
+            OrderActivities::record_refund_pending,
+            request.clone(),
+            settle_options(),
+        )
+        .await?;
+        let outcome = ctx
+            .execute_activity(
+                OrderActivities::call_provider_refund,
+                request.clone(),
+                provider_options(),
+            )
+            .await?;
+        let result = RecordRefundResult {
+            order_id: request.order_id.clone(),
+            payment_id: request.payment.payment_id.clone(),
+            outcome: outcome.clone(),
+            at_ms: now_ms(ctx)?,
+        };
+        ctx.execute_activity(
+            OrderActivities::record_refund_result,
+            result,
+            settle_options(),
+        )
+        .await?;
+        let status = match outcome {
+            RefundOutcome::Succeeded { .. } => "refunded",
+            RefundOutcome::Failed { .. } => "refund_failed",
+        };
+        publish(ctx, &request, status);
+        Ok(outcome)
+    }
+}
+
+/// Search attributes: `OrderStatus` is the refund's step; `OrderId` and `CustomerId` find it.
+fn publish(ctx: &WorkflowContext<RefundWorkflow>, request: &RefundPayment, status: &str) {
+    ctx.upsert_search_attributes(vec![
+        search::ORDER_STATUS.value_set(status.to_owned()),
+        search::ORDER_ID.value_set(request.order_id.clone()),
+        search::CUSTOMER_ID.value_set(request.user_id.clone()),
+    ]);
+}
