@@ -372,6 +372,15 @@ async fn webhooks_with_bad_signatures_are_refused_and_wrong_amounts_never_pay() 
             401,
             "signature_malformed",
         ),
+        (
+            app.webhook_with(
+                body.clone(),
+                Some(format!("t={now},v1={}", "ab".repeat(32))),
+            )
+            .await,
+            401,
+            "signature_invalid",
+        ),
     ];
     for (reply, status, code) in cases {
         assert_eq!(
@@ -381,6 +390,11 @@ async fn webhooks_with_bad_signatures_are_refused_and_wrong_amounts_never_pay() 
             reply.body
         );
     }
+    let inbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_inbox")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(inbox, 0, "a refused webhook is not even recorded");
     // Signed, but 399 for an order of 400: recorded, never pays. An unknown order: recorded.
     let mismatch = app.deliver(&short).await;
     assert_eq!(

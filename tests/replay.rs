@@ -68,7 +68,7 @@ async fn record_histories() {
     app.credit_wallet("alice", 1000).await;
     app.credit_points("alice", 300).await;
     let mut coupons = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         coupons.push(app.create_coupon("alice", "amount", 500).await);
     }
     let full = |timeout: u64, coupon: &str| {
@@ -88,6 +88,12 @@ async fn record_histories() {
     let timeout = app.create_order("timeout", full(1, &coupons[1])).await.body;
     assert_eq!(timeout["status"], "pending_payment", "{timeout}");
     let id = timeout["order_id"].as_str().unwrap().to_owned();
+    // A payment after the timeout, while the workflow is open (v2: refunded by a child).
+    app.eventually(30, "the timeout", || async {
+        (app.order(&id).await["status"] == "cancelled").then_some(())
+    })
+    .await;
+    app.deliver(&app.captured(&id, 900)).await;
     app.settled(&id).await;
     save(&app, workflow_id(&id), "timeout").await;
 
@@ -97,6 +103,28 @@ async fn record_histories() {
     app.cancel(&id, "user").await;
     app.settled(&id).await;
     save(&app, workflow_id(&id), "user-cancel").await;
+
+    // Checkout, paid through the sandbox, then a second payment: refunded by a child workflow.
+    let checkout = app
+        .create_order("checkout", full(60, &coupons[3]))
+        .await
+        .body;
+    let id = checkout["order_id"].as_str().unwrap().to_owned();
+    app.checkout_and_pay(&id, None).await;
+    app.eventually(30, "paid", || async {
+        (app.order(&id).await["status"] == "paid").then_some(())
+    })
+    .await;
+    let second = app.captured(&id, 900);
+    app.deliver(&second).await;
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "checkout-paid-duplicate").await;
+    save(
+        &app,
+        orderflow_workflows::refund_workflow_id(&second.payment_id),
+        "refund",
+    )
+    .await;
 
     // Rejected: not enough stock.
     let rejected = app

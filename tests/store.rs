@@ -5,7 +5,7 @@
 mod common;
 
 use orderflow_activities::funds::{POINTS, WALLET};
-use orderflow_activities::{Db, StoreError, audit, coupons, funds, stock, store};
+use orderflow_activities::{Db, StoreError, audit, coupons, funds, orders, stock, store};
 use orderflow_workflows::model::*;
 
 async fn fresh_db() -> Db {
@@ -225,4 +225,183 @@ async fn migrations_roll_back_cleanly_and_apply_again() {
         Err(StoreError::NotFound { .. })
     ));
     store::put_sku(&db, "book", 1, 1).await.unwrap();
+}
+
+/// A cancelled order with one late payment, as the refund workflow finds it.
+async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
+    let coupon = reserve_everything(db, order_id).await;
+    let order = PlaceOrder {
+        order_id: order_id.into(),
+        user_id: "alice".into(),
+        items: vec![OrderLine {
+            sku: "book".into(),
+            quantity: 2,
+        }],
+        coupon_id: Some(coupon),
+        points: 50,
+        wallet_amount: 70,
+        payment_timeout_secs: 60,
+        currency: "USD".into(),
+        request_hash: "h".into(),
+        idempotency_key: "k".into(),
+        checkout_window_secs: None,
+        late_payment_grace_secs: None,
+    };
+    let amounts = Amounts {
+        total: 2000,
+        coupon: 300,
+        points: 50,
+        wallet: 70,
+        payable: 1580,
+    };
+    let record = RecordOrder {
+        order,
+        status: OrderStatus::PendingPayment,
+        amounts,
+        expires_at_ms: Some(60_000),
+        rejection: None,
+        at_ms: 1_000,
+    };
+    orders::record(db, &record).await.unwrap();
+    let cancel = MarkCancelled {
+        order_id: order_id.into(),
+        reason: CancelReason::Timeout,
+        at_ms: 1_500,
+    };
+    orders::mark_cancelled(db, &cancel).await.unwrap();
+    release_all(db, order_id).await;
+    RefundPayment {
+        order_id: order_id.into(),
+        user_id: "alice".into(),
+        payment: PaymentReceived {
+            payment_id: format!("pay_{order_id}"),
+            event_id: format!("evt_{order_id}"),
+            amount: 1330,
+            currency: "USD".into(),
+        },
+        reason: "order_cancelled".into(),
+        requested_at_ms: 2_000,
+    }
+}
+
+#[tokio::test]
+async fn each_refund_step_runs_twice_with_one_effect_and_a_second_outcome_is_refused() {
+    let db = fresh_db().await;
+    let refund = late_payment(&db, "ord_r1").await;
+    let payments = orderflow_activities::payments::record_refund_pending;
+    payments(&db, &refund).await.unwrap();
+    payments(&db, &refund).await.unwrap();
+    let ok = RecordRefundResult {
+        order_id: "ord_r1".into(),
+        payment_id: refund.payment.payment_id.clone(),
+        outcome: RefundOutcome::Succeeded {
+            provider_refund_id: "re_1".into(),
+        },
+        at_ms: 3_000,
+    };
+    let record = orderflow_activities::payments::record_refund_result;
+    record(&db, &ok).await.unwrap();
+    record(&db, &ok).await.unwrap();
+    // Another outcome for the same refund: a conflict, never Ok, and nothing changes.
+    let other = RecordRefundResult {
+        outcome: RefundOutcome::Succeeded {
+            provider_refund_id: "re_2".into(),
+        },
+        ..ok.clone()
+    };
+    let err = record(&db, &other).await.unwrap_err();
+    assert_eq!(err.code(), "refund_conflict", "{err}");
+    // A different refund of the same payment: refused too.
+    let bigger = RefundPayment {
+        payment: PaymentReceived {
+            amount: 9_999,
+            ..refund.payment.clone()
+        },
+        ..refund.clone()
+    };
+    assert!(payments(&db, &bigger).await.is_err());
+
+    let order = store::get_order(&db, "ord_r1").await.unwrap();
+    assert_eq!(order.payments.len(), 1);
+    assert_eq!(order.payments[0].status, "unapplied");
+    assert_eq!(order.refunds.len(), 1);
+    assert_eq!(
+        (
+            order.refunds[0].status.as_str(),
+            order.refunds[0].provider_refund_id.as_deref(),
+            order.refunds[0].amount
+        ),
+        ("succeeded", Some("re_1"), 1330)
+    );
+    let steps: Vec<String> = store::order_events(&db, "ord_r1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s.starts_with("refund:") || s.starts_with("payment:"))
+            .count(),
+        3,
+        "{steps:?}"
+    );
+    assert_eq!(audit::check(&db).await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_captured_payment_can_never_be_refunded_as_owed() {
+    let db = fresh_db().await;
+    let refund = late_payment(&db, "ord_r2").await;
+    // The same payment id already captured for the order: the refund step refuses it.
+    sqlx::query(
+        "INSERT INTO payments (payment_id, order_id, event_id, amount, currency, status, received_at)
+         VALUES ($1, 'ord_r2', 'e', 1330, 'USD', 'captured', 1)",
+    )
+    .bind(&refund.payment.payment_id)
+    .execute(&db)
+    .await
+    .unwrap();
+    let err = orderflow_activities::payments::record_refund_pending(&db, &refund)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "payment_conflict", "{err}");
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refunds")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "nothing was recorded");
+}
+
+#[tokio::test]
+async fn the_inbox_answers_new_then_unprocessed_then_processed() {
+    use orderflow_activities::payments::{Inbox, InboxEvent, processed, receive};
+    let db = fresh_db().await;
+    let event = InboxEvent {
+        event_id: "evt_1".into(),
+        event_type: "payment.succeeded".into(),
+        order_id: "ord_1".into(),
+        payment_id: "pay_1".into(),
+        amount: 100,
+        currency: "USD".into(),
+        received_at: 1,
+    };
+    assert_eq!(receive(&db, &event).await.unwrap(), Inbox::New);
+    // Received but not handed on (a crash, an outage): the redelivery processes it again.
+    assert_eq!(receive(&db, &event).await.unwrap(), Inbox::Unprocessed);
+    processed(&db, "evt_1", "signalled", 2).await.unwrap();
+    assert_eq!(
+        receive(&db, &event).await.unwrap(),
+        Inbox::Processed {
+            outcome: "signalled".into()
+        }
+    );
+    assert_eq!(
+        processed(&db, "evt_unknown", "signalled", 2)
+            .await
+            .unwrap_err()
+            .code(),
+        "inbox_missing"
+    );
 }

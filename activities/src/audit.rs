@@ -159,6 +159,41 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         bad.push(format!("payment captured for unknown order {order_id}"));
     }
 
+    // Refunds: only of a payment owed back (never of the one that paid), of the same order, and
+    // never more than it. At most one per payment is the table's key.
+    let refunds = sqlx::query(
+        "SELECT r.payment_id, r.order_id, r.amount, p.order_id, p.amount, p.status
+         FROM refunds r LEFT JOIN payments p ON p.payment_id = r.payment_id",
+    )
+    .fetch_all(db)
+    .await?;
+    for r in refunds {
+        let (payment_id, order_id, amount): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        let paid: Option<(String, i64, String)> = r
+            .get::<Option<String>, _>(3)
+            .map(|o| (o, r.get(4), r.get(5)));
+        match paid {
+            None => bad.push(format!(
+                "refund of payment {payment_id}: no such payment is recorded"
+            )),
+            Some((paid_order, paid_amount, status)) => {
+                if paid_order != order_id {
+                    bad.push(format!("refund of payment {payment_id}: for order {order_id}, but the payment is for {paid_order}"));
+                }
+                if amount > paid_amount {
+                    bad.push(format!(
+                        "refund of payment {payment_id}: {amount} exceeds the {paid_amount} captured"
+                    ));
+                }
+                if status != "unapplied" {
+                    bad.push(format!(
+                        "refund of payment {payment_id}: the payment is {status}, not owed back"
+                    ));
+                }
+            }
+        }
+    }
+
     // The ledger: never both a release and a capture of one hold.
     let both = sqlx::query(
         "SELECT a.order_id, a.resource FROM ledger a JOIN ledger b ON a.order_id = b.order_id AND a.resource = b.resource

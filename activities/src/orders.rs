@@ -266,7 +266,7 @@ pub(crate) async fn owe_back(
     }
     let status = status_of(tx, order_id)
         .await?
-        .unwrap_or_else(|| "unknown".into());
+        .ok_or_else(|| StoreError::not_found("order", order_id))?;
     let step = Step::within(
         &status,
         format!("payment:{}:unapplied", p.payment_id),

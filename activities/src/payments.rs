@@ -93,7 +93,7 @@ pub async fn record_refund_pending(db: &Db, input: &RefundPayment) -> Result<(),
     if inserted.rows_affected() == 1 {
         let status = status_of(&mut tx, order_id)
             .await?
-            .unwrap_or_else(|| "unknown".into());
+            .ok_or_else(|| StoreError::not_found("order", order_id))?;
         let step = Step::within(
             &status,
             format!("refund:{}:pending", p.payment_id),
@@ -182,7 +182,7 @@ pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result
     })?;
     let order_status = status_of(&mut tx, order_id)
         .await?
-        .unwrap_or_else(|| "unknown".into());
+        .ok_or_else(|| StoreError::not_found("order", order_id))?;
     let step = Step::within(
         &order_status,
         format!("refund:{}:{status}", input.payment_id),
