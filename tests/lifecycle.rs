@@ -523,6 +523,8 @@ async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
 
 /// Webhooks land within ±200 ms of each order's deadline. Whichever the engine saw first wins,
 /// and each order ends wholly paid or wholly cancelled; a payment that lost is refunded once.
+/// Prints when each webhook was sent and answered relative to `expires_at`, and the outcome.
+/// (The deadline is 5 s so that creating 24 orders does not eat into the first sends.)
 #[tokio::test]
 async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both() {
     let app = spawn_app().await;
@@ -530,7 +532,7 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
     const N: usize = 24;
     let mut orders = Vec::new();
     for i in 0..N {
-        let r = app.create_order(&format!("race-{i}"), json!({"user_id": format!("u{i}"), "items": [{"sku": "ticket", "quantity": 1}], "payment_timeout_secs": 2})).await;
+        let r = app.create_order(&format!("race-{i}"), json!({"user_id": format!("u{i}"), "items": [{"sku": "ticket", "quantity": 1}], "payment_timeout_secs": 5})).await;
         assert_eq!(r.status, 201, "{}", r.body);
         let expires = time::OffsetDateTime::parse(
             r.body["expires_at"].as_str().unwrap(),
@@ -554,11 +556,20 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
+                let sent = orderflow_activities::now_ms();
                 let r = app.deliver(&app.captured(order_id, 100)).await;
                 assert_eq!(r.status, 200, "{}", r.body);
+                // (order, planned offset, actual send offset, answered offset) to expires_at
+                let answered = orderflow_activities::now_ms();
+                (
+                    order_id.clone(),
+                    offset,
+                    sent - expires_ms,
+                    answered - expires_ms,
+                )
             }
         });
-    futures::future::join_all(sends).await;
+    let timings = futures::future::join_all(sends).await;
     let (mut paid, mut cancelled) = (0, 0);
     for (order_id, _) in &orders {
         app.settled(order_id).await;
@@ -582,6 +593,11 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
         }
     }
     println!("deadline race over {N} orders: {paid} paid, {cancelled} cancelled");
+    println!("planned / sent / answered, ms from expires_at -> outcome");
+    for (order_id, planned, sent, answered) in &timings {
+        let status = app.order(order_id).await["status"].clone();
+        println!("{planned:>5} {sent:>5} {answered:>5} -> {status}");
+    }
     let t = app.sku("ticket").await;
     assert_eq!(t["sold"].as_i64().unwrap() as usize, paid);
     assert_eq!(t["available"].as_i64().unwrap() as usize, 1000 - paid);
