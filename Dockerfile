@@ -1,4 +1,4 @@
-# orderflow: one image for `api`, `worker` and `migrate`.
+# orderflow: one image for `api`, `worker`, `migrate` and `provider-sandbox`.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
