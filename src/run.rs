@@ -7,7 +7,7 @@ use crate::config::Config;
 use anyhow::{Context, anyhow};
 use orderflow_activities::provider::{PaymentProvider, ProviderConfig};
 use orderflow_activities::{Db, OrderActivitiesImpl};
-use orderflow_workflows::{OrderWorkflow, RefundWorkflow};
+use orderflow_workflows::{OrderWorkflow, RedemptionWorkflow, RefundWorkflow};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -77,6 +77,8 @@ pub fn worker(
         .register_workflow::<OrderWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<RefundWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
+        .register_workflow::<RedemptionWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_activities(OrderActivitiesImpl::new(db, provider))
         .build();

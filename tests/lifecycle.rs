@@ -51,12 +51,12 @@ async fn an_order_paid_before_its_deadline_is_paid_and_everything_is_captured() 
     app.settled(&order_id).await;
 
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid");
+    assert_eq!(o["status"], "fulfilled");
     assert!(o["expires_at"].is_null(), "expires_at is cleared once paid");
     assert_eq!(o["payments"].as_array().unwrap().len(), 1);
     assert_eq!(
         app.sku("book").await,
-        json!({"sku": "book", "price": 1500, "available": 8, "reserved": 0, "sold": 2})
+        json!({"sku": "book", "price": 1500, "available": 8, "reserved": 0, "sold": 2, "kind": "digital", "quota": null})
     );
     let c = app.get(&format!("/v1/coupons/{coupon}")).await.body;
     assert_eq!(
@@ -79,7 +79,7 @@ async fn an_order_paid_before_its_deadline_is_paid_and_everything_is_captured() 
         .iter()
         .map(|e| e["to"].as_str().unwrap())
         .collect();
-    assert_eq!(to, ["pending_payment", "paid"]);
+    assert_eq!(to, ["pending_payment", "paid", "fulfilled"]);
     app.assert_invariants().await;
 }
 
@@ -91,8 +91,13 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_and_everything_is_restored
     let coupon = app.create_coupon("alice", "amount", 2000).await;
     let first = app.create_order("part", json!({"user_id": "alice", "items": [{"sku": "pen", "quantity": 1}], "coupon_id": coupon, "payment_timeout_secs": 60})).await;
     assert_eq!(first.status, 201, "{}", first.body);
-    // The pen costs 200, so nothing is payable: paid at creation with 200 of the coupon used.
-    assert_eq!(first.body["status"], "paid");
+    // The pen costs 200, so nothing is payable: paid at creation with 200 of the coupon used
+    // (and fulfilled right after: the pen is a digital good here).
+    assert!(
+        ["paid", "fulfilled"].contains(&first.body["status"].as_str().unwrap()),
+        "{}",
+        first.body
+    );
     app.settled(&id(&first.body)).await;
 
     let body = json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 3}], "coupon_id": coupon,
@@ -110,7 +115,7 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_and_everything_is_restored
     );
     assert_eq!(
         app.sku("book").await,
-        json!({"sku": "book", "price": 1500, "available": 10, "reserved": 0, "sold": 0})
+        json!({"sku": "book", "price": 1500, "available": 10, "reserved": 0, "sold": 0, "kind": "digital", "quota": null})
     );
     let c = app.get(&format!("/v1/coupons/{coupon}")).await.body;
     assert_eq!(
@@ -170,7 +175,7 @@ async fn a_user_cancel_answers_with_the_cancelled_order_and_releases_everything(
 }
 
 #[tokio::test]
-async fn a_paid_order_cannot_be_cancelled_yet() {
+async fn a_fulfilled_order_whose_workflow_has_ended_cannot_be_cancelled() {
     let app = spawn_app().await;
     shop(&app).await;
     let created = app
@@ -184,7 +189,7 @@ async fn a_paid_order_cannot_be_cancelled_yet() {
     app.settled(&order_id).await;
     let r = app.cancel(&order_id, "admin").await;
     assert_eq!((r.status, r.code()), (409, "order_not_cancellable"));
-    assert_eq!(app.order(&order_id).await["status"], "paid");
+    assert_eq!(app.order(&order_id).await["status"], "fulfilled");
     app.assert_invariants().await;
 }
 
@@ -317,7 +322,7 @@ async fn ten_concurrent_duplicate_webhooks_make_one_payment() {
     // After settlement, more duplicates change nothing either.
     assert_eq!(app.webhook(event).await.body["status"], "duplicate");
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid");
+    assert_eq!(o["status"], "fulfilled");
     assert_eq!(o["payments"].as_array().unwrap().len(), 1);
     assert_eq!(app.sku("book").await["sold"], 1);
     app.assert_invariants().await;
@@ -422,7 +427,7 @@ async fn webhooks_with_bad_signatures_are_refused_and_wrong_amounts_never_pay() 
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     app.settled(&order_id).await;
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid");
+    assert_eq!(o["status"], "fulfilled");
     // The short payment is owed back, and refunded once.
     let refunds = o["refunds"].as_array().unwrap();
     assert_eq!(refunds.len(), 1, "{o}");
@@ -577,7 +582,7 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
         let payments = o["payments"].as_array().unwrap();
         assert_eq!(payments.len(), 1, "the payment is recorded either way: {o}");
         match o["status"].as_str().unwrap() {
-            "paid" => {
+            "fulfilled" => {
                 paid += 1;
                 assert_eq!(payments[0]["status"], "captured");
             }

@@ -74,7 +74,7 @@ async fn fifty_concurrent_identical_webhooks_make_one_payment_and_no_refund() {
     );
     app.settled(&order_id).await;
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid");
+    assert_eq!(o["status"], "fulfilled");
     assert_eq!(o["payments"].as_array().unwrap().len(), 1);
     assert_eq!(o["refunds"].as_array().unwrap().len(), 0);
     assert!(app.sandbox.refunds().is_empty());
@@ -101,7 +101,7 @@ async fn two_events_and_a_redelivery_for_one_payment_capture_it_once() {
     .await;
     app.settled(&order_id).await;
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid");
+    assert_eq!(o["status"], "fulfilled");
     let payments = o["payments"].as_array().unwrap();
     assert_eq!(payments.len(), 1, "{o}");
     assert_eq!(
@@ -154,7 +154,7 @@ async fn a_checkout_just_before_the_deadline_paid_just_after_it_is_paid() {
     assert_eq!(paid.status, 200, "{}", paid.body);
     app.settled(&order_id).await;
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid", "{o}");
+    assert_eq!(o["status"], "fulfilled", "{o}");
     assert!(o["refunds"].as_array().unwrap().is_empty());
     let steps: Vec<String> = app.get(&format!("/v1/orders/{order_id}/events")).await.body["events"]
         .as_array()
@@ -289,7 +289,7 @@ async fn a_second_payment_for_a_paid_order_is_refunded_once() {
     let app = spawn_app().await;
     let order_id = id(&book_order(&app, "twice", 60).await);
     let first = app.checkout_and_pay(&order_id, None).await;
-    wait_status(&app, &order_id, "paid").await;
+    wait_status(&app, &order_id, "fulfilled").await;
     // The payer opens another session directly at the provider and pays it too.
     let provider = PaymentProvider::new(&app.provider).unwrap();
     let second_session = provider
@@ -309,7 +309,7 @@ async fn a_second_payment_for_a_paid_order_is_refunded_once() {
     app.settled(&order_id).await;
 
     let o = app.order(&order_id).await;
-    assert_eq!(o["status"], "paid");
+    assert_eq!(o["status"], "fulfilled");
     let refunds = o["refunds"].as_array().unwrap();
     assert_eq!(refunds.len(), 1, "{o}");
     assert_eq!(
@@ -391,7 +391,7 @@ async fn webhooks_delivered_late_pay_an_open_checkout_or_are_refunded_once() {
     app.settled(&paid_order).await;
     assert!(orderflow_activities::now_ms() > deadline + 1000);
     let o = app.order(&paid_order).await;
-    assert_eq!(o["status"], "paid", "{o}");
+    assert_eq!(o["status"], "fulfilled", "{o}");
     assert!(o["refunds"].as_array().unwrap().is_empty());
 
     // Paid, but the report arrives after the payer cancelled the order.

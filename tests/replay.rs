@@ -112,7 +112,7 @@ async fn record_histories() {
     let id = checkout["order_id"].as_str().unwrap().to_owned();
     app.checkout_and_pay(&id, None).await;
     app.eventually(30, "paid", || async {
-        (app.order(&id).await["status"] == "paid").then_some(())
+        (app.order(&id).await["status"] == "fulfilled").then_some(())
     })
     .await;
     let second = app.captured(&id, 900);

@@ -8,6 +8,15 @@ use orderflow_activities::funds::{POINTS, WALLET};
 use orderflow_activities::{Db, StoreError, audit, coupons, funds, orders, stock, store};
 use orderflow_workflows::model::*;
 
+fn sku_spec(price: i64, stock: i64) -> store::SkuSpec {
+    store::SkuSpec {
+        price,
+        stock,
+        kind: "physical".into(),
+        quota: None,
+    }
+}
+
 async fn fresh_db() -> Db {
     orderflow::run::open_db(&common::fresh_database_url().await, true)
         .await
@@ -16,7 +25,9 @@ async fn fresh_db() -> Db {
 
 /// An order holding 2 books, 300 of a coupon, 50 points and 70 wallet funds.
 async fn reserve_everything(db: &Db, order_id: &str) -> String {
-    store::put_sku(db, "book", 1000, 5).await.unwrap();
+    store::put_sku(db, "book", &sku_spec(1000, 5))
+        .await
+        .unwrap();
     store::credit(db, WALLET, "alice", 100).await.unwrap();
     store::credit(db, POINTS, "alice", 100).await.unwrap();
     let coupon = store::create_coupon(db, "alice", "amount", 500)
@@ -30,6 +41,7 @@ async fn reserve_everything(db: &Db, order_id: &str) -> String {
     let stock_in = ReserveStock {
         order_id: order_id.into(),
         items: vec![line],
+        user_id: "alice".into(),
     };
     assert_eq!(
         stock::reserve(db, &stock_in).await.unwrap(),
@@ -211,7 +223,7 @@ async fn the_audit_catches_money_created_out_of_thin_air() {
 #[tokio::test]
 async fn migrations_roll_back_cleanly_and_apply_again() {
     let db = fresh_db().await;
-    store::put_sku(&db, "book", 1, 1).await.unwrap();
+    store::put_sku(&db, "book", &sku_spec(1, 1)).await.unwrap();
     orderflow_activities::db::migrate_down(&db, 0)
         .await
         .unwrap();
@@ -224,7 +236,7 @@ async fn migrations_roll_back_cleanly_and_apply_again() {
         store::get_sku(&db, "book").await,
         Err(StoreError::NotFound { .. })
     ));
-    store::put_sku(&db, "book", 1, 1).await.unwrap();
+    store::put_sku(&db, "book", &sku_spec(1, 1)).await.unwrap();
 }
 
 /// A cancelled order with one late payment, as the refund workflow finds it.
@@ -246,6 +258,7 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
         idempotency_key: "k".into(),
         checkout_window_secs: None,
         late_payment_grace_secs: None,
+        payment_method: PaymentMethod::Online,
     };
     let amounts = Amounts {
         total: 2000,

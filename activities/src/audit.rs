@@ -68,8 +68,10 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         let status = orders.get(order_id).map(|o| o.0.as_str());
         let allowed: &[&str] = match status {
             Some("pending_payment") => &["reserved"],
-            Some("paid") => &["captured"],
-            Some("cancelled") | Some("rejected") | None => &["released"],
+            Some("paid") | Some("fulfilled") => &["captured"],
+            // Cancelled before payment: released; after payment: captured, then returned.
+            Some("cancelled") => &["released", "returned"],
+            Some("rejected") | None => &["released"],
             Some(_) => &[],
         };
         if !allowed.contains(&state.as_str()) {
@@ -136,7 +138,7 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     for (order_id, (status, payable, expires_at)) in &orders {
         let paid = captured.remove(order_id).unwrap_or_default();
         match status.as_str() {
-            "paid" => {
+            "paid" | "fulfilled" => {
                 let want: Vec<i64> = if *payable > 0 { vec![*payable] } else { vec![] };
                 if paid != want {
                     bad.push(format!(
@@ -192,6 +194,114 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
                 }
             }
         }
+    }
+
+    // Quotas: each user's usage is exactly the quota'd units of their open or captured orders
+    // plus their active redemption entitlements.
+    let mut usage: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in sqlx::query(
+        "SELECT h.subject, i.sku, i.quota_units FROM order_items i
+         JOIN holds h ON h.order_id = i.order_id AND h.resource = 'stock'
+         WHERE h.state IN ('reserved', 'captured') AND i.quota_units > 0",
+    )
+    .fetch_all(db)
+    .await?
+    {
+        *usage.entry((r.get(0), r.get(1))).or_default() += r.get::<i64, _>(2);
+    }
+    for r in sqlx::query(
+        "SELECT user_id, sku, quantity FROM entitlements WHERE source = 'redemption' AND status = 'active'",
+    )
+    .fetch_all(db)
+    .await?
+    {
+        *usage.entry((r.get(0), r.get(1))).or_default() += r.get::<i64, _>(2);
+    }
+    // (An admin may lower a quota below what users already hold: that is not a violation.)
+    for r in sqlx::query("SELECT user_id, sku, used FROM quota_usage")
+        .fetch_all(db)
+        .await?
+    {
+        let (user, sku, used): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        let want = usage.remove(&(user.clone(), sku.clone())).unwrap_or(0);
+        if used != want {
+            bad.push(format!(
+                "quota of {user} for {sku}: {used} counted, but orders and entitlements hold {want}"
+            ));
+        }
+    }
+    for ((user, sku), want) in usage {
+        bad.push(format!(
+            "quota of {user} for {sku}: orders and entitlements hold {want} but nothing is counted"
+        ));
+    }
+
+    // Redemption codes: used exactly as often as redeemed, never beyond max_uses (a CHECK).
+    for r in sqlx::query(
+        "SELECT c.code, c.used_count, (SELECT COUNT(*) FROM redemptions r WHERE r.code = c.code)
+         FROM redemption_codes c",
+    )
+    .fetch_all(db)
+    .await?
+    {
+        let (code, used, redeemed): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        if used != redeemed {
+            bad.push(format!(
+                "code {code}: used_count {used} but {redeemed} redemptions"
+            ));
+        }
+    }
+
+    // Fulfilment follows the order: active order entitlements only on paid or fulfilled orders,
+    // a shipped shipment only on a fulfilled order, an intercepted one only on a cancelled one.
+    for r in sqlx::query(
+        "SELECT e.entitlement_id, e.status, o.status FROM entitlements e
+         JOIN orders o ON o.order_id = e.source_id WHERE e.source = 'order'",
+    )
+    .fetch_all(db)
+    .await?
+    {
+        let (id, state, order): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let ok = match state.as_str() {
+            "active" => order == "fulfilled" || order == "paid",
+            _ => order == "cancelled",
+        };
+        if !ok {
+            bad.push(format!(
+                "entitlement {id} is {state} but its order is {order}"
+            ));
+        }
+    }
+    for r in sqlx::query(
+        "SELECT s.order_id, s.status, o.status FROM shipments s JOIN orders o ON o.order_id = s.order_id",
+    )
+    .fetch_all(db)
+    .await?
+    {
+        let (id, state, order): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let ok = match state.as_str() {
+            "shipped" => order == "fulfilled",
+            "intercepted" => order == "cancelled",
+            _ => order == "paid",
+        };
+        if !ok {
+            bad.push(format!("order {id}: shipment {state} but the order is {order}"));
+        }
+    }
+
+    // The ledger: a return only of what was captured.
+    let orphan_returns = sqlx::query(
+        "SELECT a.order_id, a.resource FROM ledger a WHERE a.action = 'return' AND NOT EXISTS
+         (SELECT 1 FROM ledger b WHERE b.order_id = a.order_id AND b.resource = a.resource AND b.action = 'capture')",
+    )
+    .fetch_all(db)
+    .await?;
+    for r in orphan_returns {
+        bad.push(format!(
+            "order {}: {} returned without a capture",
+            r.get::<String, _>(0),
+            r.get::<String, _>(1)
+        ));
     }
 
     // The ledger: never both a release and a capture of one hold.

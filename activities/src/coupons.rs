@@ -6,7 +6,7 @@
 //! to miss (the `WHERE status = 4` bug of the seeds).
 
 use crate::error::StoreError;
-use crate::holds::{self, Begin};
+use crate::holds::{self, Begin, Move};
 use crate::{Db, now_ms};
 use orderflow_workflows::model::{Refusal, Reservation, ReserveCoupon, Resource};
 use sqlx::Row;
@@ -92,34 +92,46 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
     )))
 }
 
-const RELEASE: &str = "UPDATE coupons SET balance = balance + $2, reserved = reserved - $2 WHERE coupon_id = $1 AND reserved >= $2";
-const CAPTURE: &str = "UPDATE coupons SET used = used + $2, reserved = reserved - $2 WHERE coupon_id = $1 AND reserved >= $2";
+fn settle_sql(how: Move) -> &'static str {
+    match how {
+        Move::Release => {
+            "UPDATE coupons SET balance = balance + $2, reserved = reserved - $2 WHERE coupon_id = $1 AND reserved >= $2"
+        }
+        Move::Capture => {
+            "UPDATE coupons SET used = used + $2, reserved = reserved - $2 WHERE coupon_id = $1 AND reserved >= $2"
+        }
+        Move::Return => {
+            "UPDATE coupons SET balance = balance + $2, used = used - $2 WHERE coupon_id = $1 AND used >= $2"
+        }
+    }
+}
 
 pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, true).await
+    settle(db, order_id, Move::Release).await
 }
 
 pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, false).await
+    settle(db, order_id, Move::Capture).await
 }
 
-async fn settle(db: &Db, order_id: &str, release: bool) -> Result<(), StoreError> {
+/// Gives a used coupon value back (a cancel after payment).
+pub async fn give_back(db: &Db, order_id: &str) -> Result<(), StoreError> {
+    settle(db, order_id, Move::Return).await
+}
+
+async fn settle(db: &Db, order_id: &str, how: Move) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = db.begin().await?;
-    let hold = if release {
-        holds::begin_release(&mut tx, order_id, Resource::Coupon, now).await?
-    } else {
-        holds::begin_capture(&mut tx, order_id, Resource::Coupon, now).await?
-    };
+    let hold = holds::begin(&mut tx, order_id, Resource::Coupon, how, now).await?;
     if let Some(hold) = hold {
-        let moved = sqlx::query(if release { RELEASE } else { CAPTURE })
+        let moved = sqlx::query(settle_sql(how))
             .bind(&hold.subject)
             .bind(hold.amount)
             .execute(&mut *tx)
             .await?;
         holds::expect_one(moved.rows_affected(), order_id, "coupon_mismatch", || {
             format!(
-                "coupon {}: less than {} reserved, or the coupon is gone",
+                "coupon {}: less than {} held, or the coupon is gone",
                 hold.subject, hold.amount
             )
         })?;

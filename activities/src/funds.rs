@@ -5,7 +5,7 @@
 //! moves it to `spent`. SQL is assembled only from the static names in [`Account`].
 
 use crate::error::StoreError;
-use crate::holds::{self, Begin};
+use crate::holds::{self, Begin, Move, Tx};
 use crate::{Db, now_ms};
 use orderflow_workflows::model::{Refusal, Reservation, ReserveFunds, Resource};
 
@@ -82,46 +82,57 @@ pub async fn reserve(
 }
 
 pub async fn release(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    settle(db, account, order_id, true).await
+    settle(db, account, order_id, Move::Release).await
 }
 
 pub async fn capture(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    settle(db, account, order_id, false).await
+    settle(db, account, order_id, Move::Capture).await
 }
 
-async fn settle(
-    db: &Db,
-    account: Account,
-    order_id: &str,
-    release: bool,
-) -> Result<(), StoreError> {
+/// Gives spent funds back to the balance (a cancel after payment).
+pub async fn give_back(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
+    settle(db, account, order_id, Move::Return).await
+}
+
+async fn settle(db: &Db, account: Account, order_id: &str, how: Move) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = db.begin().await?;
-    let hold = if release {
-        holds::begin_release(&mut tx, order_id, account.resource, now).await?
-    } else {
-        holds::begin_capture(&mut tx, order_id, account.resource, now).await?
-    };
+    settle_in(&mut tx, account, order_id, how, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `settle` inside the caller's transaction (the wallet returns with the cancel's status change).
+pub(crate) async fn settle_in(
+    tx: &mut Tx<'_>,
+    account: Account,
+    order_id: &str,
+    how: Move,
+    now: i64,
+) -> Result<(), StoreError> {
+    let hold = holds::begin(tx, order_id, account.resource, how, now).await?;
     if let Some(hold) = hold {
-        let target = if release { "balance" } else { "spent" };
+        let (to, from) = match how {
+            Move::Release => ("balance", account.held),
+            Move::Capture => ("spent", account.held),
+            Move::Return => ("balance", "spent"),
+        };
         let sql = format!(
-            "UPDATE {t} SET {target} = {target} + $2, {h} = {h} - $2, updated_at = $3 WHERE user_id = $1 AND {h} >= $2",
+            "UPDATE {t} SET {to} = {to} + $2, {from} = {from} - $2, updated_at = $3 WHERE user_id = $1 AND {from} >= $2",
             t = account.table,
-            h = account.held
         );
         let moved = sqlx::query(&sql)
             .bind(&hold.subject)
             .bind(hold.amount)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         holds::expect_one(moved.rows_affected(), order_id, "funds_mismatch", || {
             format!(
-                "{} of {}: less than {} held, or the account is gone",
+                "{} of {}: less than {} {from}, or the account is gone",
                 account.noun, hold.subject, hold.amount
             )
         })?;
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The hold state machine: what an order holds of each resource, and the ledger behind it.
 //!
 //! One `holds` row per (order, resource) moves `reserved -> released` or `reserved -> captured`,
-//! never both and never back. Each transition also inserts a `ledger` row keyed by
+//! never both, and a captured hold may later be given back: `captured -> returned` (a cancel
+//! after payment). Never back otherwise. Each transition also inserts a `ledger` row keyed by
 //! (order, resource, action) in the same transaction. Together they make every activity
 //! idempotent on its business key: a retry after a crash that followed the commit finds the
 //! transition done and does nothing. A transition the data forbids is a typed error, never `Ok`.
@@ -188,7 +189,10 @@ pub async fn begin_release(
         append_ledger(tx, order_id, resource, "release", &nothing, now).await?;
         return Ok(None);
     }
-    transition(tx, order_id, resource, "released", "release", now).await
+    transition(
+        tx, order_id, resource, "reserved", "released", "release", now,
+    )
+    .await
 }
 
 /// Moves a hold to `captured`. Returns the hold the caller must now capture, or `None` if it
@@ -199,22 +203,68 @@ pub async fn begin_capture(
     resource: Resource,
     now: i64,
 ) -> Result<Option<Hold>, StoreError> {
-    transition(tx, order_id, resource, "captured", "capture", now).await
+    transition(
+        tx, order_id, resource, "reserved", "captured", "capture", now,
+    )
+    .await
+}
+
+/// Moves a captured hold to `returned`. Returns the hold whose resource the caller must now give
+/// back, or `None` if it already was, or if nothing was ever held (no hold row at all: the
+/// order never used this resource). Returning a reserved or released hold is an error.
+pub async fn begin_return(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    now: i64,
+) -> Result<Option<Hold>, StoreError> {
+    if load(tx, order_id, resource).await?.is_none() {
+        return Ok(None);
+    }
+    transition(
+        tx, order_id, resource, "captured", "returned", "return", now,
+    )
+    .await
+}
+
+/// How a settled hold moves, for the resource modules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    Release,
+    Capture,
+    Return,
+}
+
+/// Starts `how` on the hold (see `begin_release`, `begin_capture`, `begin_return`).
+pub async fn begin(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    how: Move,
+    now: i64,
+) -> Result<Option<Hold>, StoreError> {
+    match how {
+        Move::Release => begin_release(tx, order_id, resource, now).await,
+        Move::Capture => begin_capture(tx, order_id, resource, now).await,
+        Move::Return => begin_return(tx, order_id, resource, now).await,
+    }
 }
 
 async fn transition(
     tx: &mut Tx<'_>,
     order_id: &str,
     resource: Resource,
+    from: &str,
     to: &str,
     action: &str,
     now: i64,
 ) -> Result<Option<Hold>, StoreError> {
-    let moved = sqlx::query("UPDATE holds SET state = $3, updated_at = $4 WHERE order_id = $1 AND resource = $2 AND state = 'reserved'")
+    let moved = sqlx::query("UPDATE holds SET state = $3, updated_at = $4 WHERE order_id = $1 AND resource = $2 AND state = $5")
         .bind(order_id)
         .bind(resource.as_str())
         .bind(to)
         .bind(now)
+        .bind(from)
         .execute(&mut **tx)
         .await?;
     let hold = load(tx, order_id, resource).await?;
@@ -226,10 +276,11 @@ async fn transition(
         (_, Some(hold)) if hold.state == to => Ok(None),
         (_, Some(hold)) => Err(StoreError::conflict(
             order_id,
-            if hold.state == "captured" {
-                "already_captured"
-            } else {
-                "already_released"
+            match hold.state.as_str() {
+                "captured" => "already_captured",
+                "reserved" => "not_captured",
+                "returned" => "already_returned",
+                _ => "already_released",
             },
             format!(
                 "cannot {action} {}: it is {}",

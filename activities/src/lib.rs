@@ -9,6 +9,9 @@
 //! - [`orders`]: the order row, its events and payments.
 //! - [`payments`]: checkout sessions, the webhook inbox and refunds.
 //! - [`provider`]: the payment provider's protocol, webhook signatures and HTTP client.
+//! - [`quota`]: per-user, per-SKU quotas, moved with the stock hold or the redemption.
+//! - [`fulfilment`]: entitlements, shipments, cancel after payment.
+//! - [`redemptions`]: redemption codes, granted at most once per user and never beyond `max_uses`.
 //! - [`store`]: reads and admin writes used by the API.
 //! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data.
 //! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
@@ -20,11 +23,14 @@ pub mod audit;
 pub mod coupons;
 pub mod db;
 pub mod error;
+pub mod fulfilment;
 pub mod funds;
 pub mod holds;
 pub mod orders;
 pub mod payments;
 pub mod provider;
+pub mod quota;
+pub mod redemptions;
 pub mod stock;
 pub mod store;
 pub mod worker;

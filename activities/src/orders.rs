@@ -97,8 +97,8 @@ pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO orders (order_id, user_id, status, currency, total_amount, coupon_amount, points_amount,
              wallet_amount, payable_amount, coupon_id, expires_at, reject_code, reject_message, idempotency_key,
-             request_hash, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+             request_hash, created_at, updated_at, payment_method)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17)
          ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(&o.order_id)
@@ -117,6 +117,7 @@ pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
     .bind(&o.idempotency_key)
     .bind(&o.request_hash)
     .bind(input.at_ms)
+    .bind(o.payment_method.as_str())
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -189,6 +190,22 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
         expect_one(inserted, order_id, "payment_conflict", || {
             format!("payment {} is already recorded", p.payment_id)
         })?;
+    }
+    // The user's first paid order: the key of `first_purchases` decides between concurrent ones.
+    let first = sqlx::query(
+        "INSERT INTO first_purchases (user_id, order_id, at)
+         SELECT user_id, order_id, $2 FROM orders WHERE order_id = $1
+         ON CONFLICT (user_id) DO NOTHING",
+    )
+    .bind(order_id)
+    .bind(input.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    if first.rows_affected() == 1 {
+        sqlx::query("UPDATE orders SET is_first_purchase = 1 WHERE order_id = $1")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -343,6 +360,7 @@ pub fn parse_status(s: &str) -> Option<OrderStatus> {
     Some(match s {
         "pending_payment" => OrderStatus::PendingPayment,
         "paid" => OrderStatus::Paid,
+        "fulfilled" => OrderStatus::Fulfilled,
         "cancelled" => OrderStatus::Cancelled,
         "rejected" => OrderStatus::Rejected,
         _ => return None,

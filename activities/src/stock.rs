@@ -1,9 +1,11 @@
 //! Stock holds. `available + reserved + sold` is constant per SKU: reservation moves quantity
-//! from available to reserved, release moves it back, capture moves it to sold. The lines and
+//! from available to reserved, release moves it back, capture moves it to sold, and a return
+//! (cancel after payment) moves sold back to available. Lines of quota'd SKUs take the user's
+//! quota in the same transaction, and give it back on release and return. The lines and
 //! their unit prices are written to `order_items` with the reservation.
 
 use crate::error::StoreError;
-use crate::holds::{self, Begin};
+use crate::holds::{self, Begin, Move};
 use crate::{Db, now_ms};
 use orderflow_workflows::model::{OrderLine, Refusal, Reservation, ReserveStock, Resource};
 use sqlx::Row;
@@ -13,7 +15,8 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
     let now = now_ms();
     let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
-    match holds::begin_reserve(&mut tx, order_id, Resource::Stock, "", now).await? {
+    // The stock hold's subject is the user whose quota the lines count against.
+    match holds::begin_reserve(&mut tx, order_id, Resource::Stock, &input.user_id, now).await? {
         Begin::Existing(hold) => {
             let replay = Reservation::Reserved {
                 amount: hold.amount,
@@ -67,13 +70,19 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
             )));
         };
         total = next;
+        let quota_units =
+            match crate::quota::take(&mut tx, &input.user_id, &line.sku, line.quantity).await? {
+                Ok(units) => units,
+                Err(refusal) => return Ok(Reservation::Refused(refusal)),
+            };
         let item = sqlx::query(
-            "INSERT INTO order_items (order_id, sku, quantity, unit_price) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO order_items (order_id, sku, quantity, unit_price, quota_units) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(order_id)
         .bind(&line.sku)
         .bind(line.quantity)
         .bind(price)
+        .bind(quota_units)
         .execute(&mut *tx)
         .await?;
         holds::expect_one(item.rows_affected(), order_id, "ledger_mismatch", || {
@@ -86,31 +95,44 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
 }
 
 /// How a settled hold moves each line's quantity.
-const RELEASE: &str = "UPDATE skus SET available = available + $2, reserved = reserved - $2, updated_at = $3 WHERE sku = $1 AND reserved >= $2";
-const CAPTURE: &str = "UPDATE skus SET sold = sold + $2, reserved = reserved - $2, updated_at = $3 WHERE sku = $1 AND reserved >= $2";
+fn line_sql(how: Move) -> &'static str {
+    match how {
+        Move::Release => {
+            "UPDATE skus SET available = available + $2, reserved = reserved - $2, updated_at = $3 WHERE sku = $1 AND reserved >= $2"
+        }
+        Move::Capture => {
+            "UPDATE skus SET sold = sold + $2, reserved = reserved - $2, updated_at = $3 WHERE sku = $1 AND reserved >= $2"
+        }
+        Move::Return => {
+            "UPDATE skus SET available = available + $2, sold = sold - $2, updated_at = $3 WHERE sku = $1 AND sold >= $2"
+        }
+    }
+}
 
 pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, true).await
+    settle(db, order_id, Move::Release).await
 }
 
 pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, false).await
+    settle(db, order_id, Move::Capture).await
 }
 
-async fn settle(db: &Db, order_id: &str, release: bool) -> Result<(), StoreError> {
+/// Gives sold stock back to `available` (a cancel after payment).
+pub async fn give_back(db: &Db, order_id: &str) -> Result<(), StoreError> {
+    settle(db, order_id, Move::Return).await
+}
+
+async fn settle(db: &Db, order_id: &str, how: Move) -> Result<(), StoreError> {
     let now = now_ms();
     let mut tx = db.begin().await?;
-    let hold = if release {
-        holds::begin_release(&mut tx, order_id, Resource::Stock, now).await?
-    } else {
-        holds::begin_capture(&mut tx, order_id, Resource::Stock, now).await?
-    };
-    if hold.is_some() {
-        let lines =
-            sqlx::query("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
-                .bind(order_id)
-                .fetch_all(&mut *tx)
-                .await?;
+    let hold = holds::begin(&mut tx, order_id, Resource::Stock, how, now).await?;
+    if let Some(hold) = hold {
+        let lines = sqlx::query(
+            "SELECT sku, quantity, quota_units FROM order_items WHERE order_id = $1 ORDER BY sku",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *tx)
+        .await?;
         if lines.is_empty() {
             return Err(StoreError::conflict(
                 order_id,
@@ -121,15 +143,20 @@ async fn settle(db: &Db, order_id: &str, release: bool) -> Result<(), StoreError
         for line in lines {
             let sku: String = line.get(0);
             let quantity: i64 = line.get(1);
-            let moved = sqlx::query(if release { RELEASE } else { CAPTURE })
+            let quota_units: i64 = line.get(2);
+            let moved = sqlx::query(line_sql(how))
                 .bind(&sku)
                 .bind(quantity)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
             holds::expect_one(moved.rows_affected(), order_id, "stock_mismatch", || {
-                format!("SKU {sku}: fewer than {quantity} reserved, or the SKU is gone")
+                format!("SKU {sku}: fewer than {quantity} held, or the SKU is gone")
             })?;
+            // Capture keeps the quota slot (it becomes the entitlement); the others free it.
+            if how != Move::Capture {
+                crate::quota::free(&mut tx, &hold.subject, &sku, quota_units).await?;
+            }
         }
     }
     tx.commit().await?;

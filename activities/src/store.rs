@@ -19,6 +19,19 @@ pub struct Sku {
     pub available: i64,
     pub reserved: i64,
     pub sold: i64,
+    /// `digital` (fulfilled by an entitlement) or `physical` (by a shipment).
+    pub kind: String,
+    /// Units a user may have in open orders plus active entitlements; `None`: no limit.
+    pub quota: Option<i64>,
+}
+
+/// What an admin sets on a SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuSpec {
+    pub price: i64,
+    pub stock: i64,
+    pub kind: String,
+    pub quota: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +122,12 @@ pub struct Order {
     pub items: Vec<OrderItem>,
     pub payments: Vec<Payment>,
     pub refunds: Vec<Refund>,
+    /// `online`, `wallet` or `offline` (admin orders).
+    pub payment_method: String,
+    pub is_first_purchase: bool,
+    pub fulfilled_at: Option<i64>,
+    /// The shipment's status, for orders with physical goods once paid.
+    pub shipment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,34 +148,41 @@ fn too_large(what: &str) -> StoreError {
     }
 }
 
-/// Creates a SKU or sets its price and available stock. Reserved and sold quantities belong to
-/// orders and are kept.
-pub async fn put_sku(db: &Db, sku: &str, price: i64, stock: i64) -> Result<Sku, StoreError> {
+/// Creates a SKU or sets its price, available stock, kind and quota. Reserved and sold
+/// quantities belong to orders and are kept.
+pub async fn put_sku(db: &Db, sku: &str, spec: &SkuSpec) -> Result<Sku, StoreError> {
     sqlx::query(
-        "INSERT INTO skus (sku, price, available, reserved, sold, updated_at) VALUES ($1, $2, $3, 0, 0, $4)
-         ON CONFLICT (sku) DO UPDATE SET price = excluded.price, available = excluded.available, updated_at = excluded.updated_at",
+        "INSERT INTO skus (sku, price, available, reserved, sold, updated_at, kind, quota) VALUES ($1, $2, $3, 0, 0, $4, $5, $6)
+         ON CONFLICT (sku) DO UPDATE SET price = excluded.price, available = excluded.available,
+             updated_at = excluded.updated_at, kind = excluded.kind, quota = excluded.quota",
     )
     .bind(sku)
-    .bind(price)
-    .bind(stock)
+    .bind(spec.price)
+    .bind(spec.stock)
     .bind(now_ms())
+    .bind(&spec.kind)
+    .bind(spec.quota)
     .execute(db)
     .await?;
     get_sku(db, sku).await
 }
 
 pub async fn get_sku(db: &Db, sku: &str) -> Result<Sku, StoreError> {
-    let row = sqlx::query("SELECT sku, price, available, reserved, sold FROM skus WHERE sku = $1")
-        .bind(sku)
-        .fetch_optional(db)
-        .await?
-        .ok_or_else(|| StoreError::not_found("sku", sku))?;
+    let row = sqlx::query(
+        "SELECT sku, price, available, reserved, sold, kind, quota FROM skus WHERE sku = $1",
+    )
+    .bind(sku)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::not_found("sku", sku))?;
     Ok(Sku {
         sku: row.get(0),
         price: row.get(1),
         available: row.get(2),
         reserved: row.get(3),
         sold: row.get(4),
+        kind: row.get(5),
+        quota: row.get(6),
     })
 }
 
@@ -253,7 +279,8 @@ pub async fn get_account(
 }
 
 const ORDER_COLUMNS: &str = "order_id, user_id, status, currency, total_amount, coupon_amount, points_amount, wallet_amount,
-    payable_amount, coupon_id, expires_at, cancel_reason, reject_code, reject_message, request_hash, created_at, updated_at";
+    payable_amount, coupon_id, expires_at, cancel_reason, reject_code, reject_message, request_hash, created_at, updated_at,
+    payment_method, is_first_purchase, fulfilled_at";
 
 fn order_from(row: &AnyRow) -> Order {
     Order {
@@ -277,6 +304,10 @@ fn order_from(row: &AnyRow) -> Order {
         items: Vec::new(),
         payments: Vec::new(),
         refunds: Vec::new(),
+        payment_method: row.get(17),
+        is_first_purchase: row.get::<i64, _>(18) == 1,
+        fulfilled_at: row.get(19),
+        shipment: None,
     }
 }
 
@@ -340,6 +371,11 @@ pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
         updated_at: r.get(8),
     })
     .collect();
+    order.shipment = sqlx::query("SELECT status FROM shipments WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.get(0));
     Ok(order)
 }
 

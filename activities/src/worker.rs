@@ -70,6 +70,7 @@ about_order! {
     RecordCheckout => |x| &x.order_id,
     RefundPayment => |x| &x.order_id,
     RecordRefundResult => |x| &x.order_id,
+    OrderAt => |x| &x.order_id,
 }
 
 #[activities]
@@ -358,6 +359,102 @@ impl OrderActivitiesImpl {
         input: RecordRefundResult,
     ) -> Result<(), ActivityError> {
         crate::payments::record_refund_result(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::Fulfil)]
+    #[tracing::instrument(name = "fulfil", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn fulfil(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderAt,
+    ) -> Result<Fulfilment, ActivityError> {
+        crate::fulfilment::fulfil(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::MarkShipped)]
+    #[tracing::instrument(name = "mark_shipped", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn mark_shipped(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderAt,
+    ) -> Result<(), ActivityError> {
+        crate::fulfilment::mark_shipped(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::StopFulfilment)]
+    #[tracing::instrument(name = "stop_fulfilment", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn stop_fulfilment(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderAt,
+    ) -> Result<(), ActivityError> {
+        crate::fulfilment::stop(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::CancelAfterPayment)]
+    #[tracing::instrument(name = "cancel_after_payment", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn cancel_after_payment(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: MarkCancelled,
+    ) -> Result<(), ActivityError> {
+        crate::fulfilment::cancel_after_payment(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::ReturnStock)]
+    #[tracing::instrument(name = "return_stock", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn return_stock(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderRef,
+    ) -> Result<(), ActivityError> {
+        crate::stock::give_back(&self.db, &input.order_id)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::ReturnCoupon)]
+    #[tracing::instrument(name = "return_coupon", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn return_coupon(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderRef,
+    ) -> Result<(), ActivityError> {
+        crate::coupons::give_back(&self.db, &input.order_id)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::ReturnPoints)]
+    #[tracing::instrument(name = "return_points", skip_all, fields(order_id = %input.order_id()))]
+    pub async fn return_points(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderRef,
+    ) -> Result<(), ActivityError> {
+        crate::funds::give_back(&self.db, POINTS, &input.order_id)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::Redeem)]
+    #[tracing::instrument(name = "redeem", skip_all, fields(code = %input.code, user_id = %input.user_id))]
+    pub async fn redeem(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RedeemCode,
+    ) -> Result<RedemptionOutcome, ActivityError> {
+        crate::redemptions::redeem(&self.db, &input, crate::now_ms())
             .await
             .map_err(into_activity_error)
     }

@@ -58,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::orders::router())
         .merge(routes::payments::router())
         .merge(routes::accounts::router())
+        .merge(routes::redemptions::router())
         .route(
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -7,16 +7,20 @@
 use crate::ApiConfig;
 use crate::error::ApiError;
 use orderflow_workflows::model::{
-    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, PaymentReceived, PlaceOrder,
-    Placement, RefundPayment,
+    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, OrderStatus, PaymentReceived,
+    PlaceOrder, Placement, RedeemCode, RedemptionOutcome, RefundPayment, ShipRequest,
 };
-use orderflow_workflows::{OrderWorkflow, RefundWorkflow, refund_workflow_id, workflow_id};
+use orderflow_workflows::{
+    OrderWorkflow, RedemptionWorkflow, RefundWorkflow, redemption_workflow_id, refund_workflow_id,
+    workflow_id,
+};
 use temporalio_client::errors::{
     WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
-    Client, WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-    WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowUpdateWithStartOptions,
 };
 
 /// What asking a workflow produced.
@@ -113,6 +117,57 @@ pub async fn cancel_order(
         .await
         .map_err(|_| waiting(order_id))?;
     update_answer(order_id, result)
+}
+
+/// Asks a paid order to ship.
+pub async fn ship_order(
+    client: &Client,
+    config: &ApiConfig,
+    order_id: &str,
+) -> Result<Answer<OrderStatus>, ApiError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let call = handle.execute_update(
+        OrderWorkflow::ship,
+        ShipRequest::default(),
+        WorkflowExecuteUpdateOptions::default(),
+    );
+    let result = tokio::time::timeout(config.workflow_wait, call)
+        .await
+        .map_err(|_| waiting(order_id))?;
+    update_answer(order_id, result)
+}
+
+/// Redeems a code for a user through the pair's workflow. Concurrent calls for one pair meet
+/// the running workflow (UseExisting); a call after it finished starts a new run, whose
+/// activity answers the first grant again.
+pub async fn redeem(
+    client: &Client,
+    config: &ApiConfig,
+    request: RedeemCode,
+) -> Result<RedemptionOutcome, ApiError> {
+    let id = redemption_workflow_id(&request.user_id, &request.code);
+    let options = WorkflowStartOptions::new(config.task_queue.clone(), id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .build();
+    let fail = |e: &dyn std::fmt::Display| {
+        ApiError::unavailable(
+            "temporal_unavailable",
+            "the workflow engine is unavailable; retry the redemption",
+            e.to_string(),
+        )
+    };
+    let handle = client
+        .start_workflow(RedemptionWorkflow::run, request, options)
+        .await
+        .map_err(|e| fail(&e))?;
+    let result = tokio::time::timeout(
+        config.workflow_wait,
+        handle.get_result(WorkflowGetResultOptions::default()),
+    )
+    .await
+    .map_err(|_| fail(&"timed out waiting for the redemption"))?;
+    result.map_err(|e| fail(&e))
 }
 
 /// Asks a pending order for a checkout session.

@@ -43,6 +43,10 @@ pub fn order(o: &Order, now_ms: i64) -> Value {
             "reason": r.reason, "provider_refund_id": r.provider_refund_id, "failure": r.failure,
             "created_at": rfc3339(r.created_at), "updated_at": rfc3339(r.updated_at),
         })).collect::<Vec<_>>(),
+        "payment_method": o.payment_method,
+        "is_first_purchase": o.is_first_purchase,
+        "shipment_status": o.shipment,
+        "fulfilled_at": o.fulfilled_at.map(rfc3339),
         "created_at": rfc3339(o.created_at),
         "updated_at": rfc3339(o.updated_at),
     })
@@ -56,7 +60,10 @@ pub fn event(e: &OrderEvent) -> Value {
 }
 
 pub fn sku(s: &Sku) -> Value {
-    json!({ "sku": s.sku, "price": s.price, "available": s.available, "reserved": s.reserved, "sold": s.sold })
+    json!({
+        "sku": s.sku, "price": s.price, "available": s.available, "reserved": s.reserved, "sold": s.sold,
+        "kind": s.kind, "quota": s.quota,
+    })
 }
 
 pub fn coupon(c: &Coupon) -> Value {

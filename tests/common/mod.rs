@@ -270,16 +270,18 @@ impl TestApp {
             .await
     }
 
+    /// A digital SKU: paid orders of it are fulfilled at once (an entitlement).
     pub async fn put_sku(&self, sku: &str, price: i64, stock: i64) {
-        assert_eq!(
-            self.put(
-                &format!("/v1/admin/skus/{sku}"),
-                json!({"price": price, "stock": stock})
-            )
-            .await
-            .status,
-            200
-        );
+        self.put_sku_with(
+            sku,
+            json!({"price": price, "stock": stock, "kind": "digital"}),
+        )
+        .await;
+    }
+    /// A SKU with any body (`kind`, `quota`).
+    pub async fn put_sku_with(&self, sku: &str, body: Value) {
+        let r = self.put(&format!("/v1/admin/skus/{sku}"), body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
     }
     pub async fn credit_wallet(&self, user: &str, amount: i64) {
         assert_eq!(

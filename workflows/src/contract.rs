@@ -118,6 +118,47 @@ impl OrderActivities {
     pub fn record_refund_result(input: RecordRefundResult) -> Result<(), ActivityError> {
         unimplemented!()
     }
+
+    /// Grants what a paid order bought: entitlements, or a pending shipment. A quota violation
+    /// here (the final safeguard) is a non-retryable business error.
+    #[activity(name = "order.fulfil")]
+    pub fn fulfil(input: OrderAt) -> Result<Fulfilment, ActivityError> {
+        unimplemented!()
+    }
+    /// Shipment `pending -> shipped`, order `paid -> fulfilled`.
+    #[activity(name = "order.mark_shipped")]
+    pub fn mark_shipped(input: OrderAt) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Intercepts the pending shipment and revokes the order's entitlements.
+    #[activity(name = "order.stop_fulfilment")]
+    pub fn stop_fulfilment(input: OrderAt) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// `paid | fulfilled -> cancelled`; the payment becomes owed back and the wallet funds
+    /// return, in the same transaction.
+    #[activity(name = "order.cancel_after_payment")]
+    pub fn cancel_after_payment(input: MarkCancelled) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.return_stock")]
+    pub fn return_stock(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.return_coupon")]
+    pub fn return_coupon(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    #[activity(name = "order.return_points")]
+    pub fn return_points(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
+    /// Redeems a code for a user, at most once, never beyond `max_uses`.
+    #[activity(name = "redemption.redeem")]
+    pub fn redeem(input: RedeemCode) -> Result<RedemptionOutcome, ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The marker types of the contract, for `#[activity(definition = markers::ReserveStock)]`.

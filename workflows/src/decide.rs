@@ -3,7 +3,7 @@
 //! No `ctx`, no I/O, no clocks: every function takes what it needs as arguments, so the rules
 //! are unit-tested without a server and cannot make replay non-deterministic.
 
-use crate::model::{Amounts, CancelReason, OrderStatus, PaymentReceived, Refusal};
+use crate::model::{Amounts, CancelReason, OrderStatus, PaymentMethod, PaymentReceived, Refusal};
 
 /// How long an open checkout session holds off the deadline, unless configured.
 pub const DEFAULT_CHECKOUT_WINDOW_SECS: u64 = 300;
@@ -43,6 +43,21 @@ pub fn price(total: i64, coupon: i64, points: i64, wallet: i64) -> Result<Amount
         wallet,
         payable,
     })
+}
+
+/// The wallet's share of an order: an admin order paid by wallet pays everything the coupon
+/// and points leave; other orders use what was asked for.
+pub fn wallet_share(
+    method: PaymentMethod,
+    total: i64,
+    coupon: i64,
+    points: i64,
+    requested: i64,
+) -> i64 {
+    match method {
+        PaymentMethod::Wallet => total.saturating_sub(coupon).saturating_sub(points).max(0),
+        _ => requested,
+    }
 }
 
 /// Whether a reported payment pays exactly this order.
@@ -127,7 +142,7 @@ pub fn refund_reason(
         return "amount_mismatch";
     }
     match status {
-        OrderStatus::Paid => "order_already_paid",
+        OrderStatus::Paid | OrderStatus::Fulfilled => "order_already_paid",
         OrderStatus::Rejected => "order_rejected",
         _ => "order_cancelled",
     }
@@ -282,6 +297,18 @@ mod tests {
             refund_reason(OrderStatus::Paid, &p, 400, "USD"),
             "amount_mismatch"
         );
+    }
+
+    #[test]
+    fn a_wallet_admin_order_pays_the_rest_from_the_wallet() {
+        assert_eq!(
+            wallet_share(PaymentMethod::Wallet, 3_000, 500, 200, 0),
+            2_300
+        );
+        assert_eq!(wallet_share(PaymentMethod::Wallet, 300, 500, 0, 0), 0);
+        assert_eq!(wallet_share(PaymentMethod::Online, 3_000, 500, 200, 70), 70);
+        let a = price(3_000, 500, 200, 2_300).unwrap();
+        assert_eq!(a.payable, 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   without a server.
 //! - [`order`]: `OrderWorkflow`, one order from reservation to paid, cancelled or rejected.
 //! - [`refund`]: `RefundWorkflow`, the refund of one payment, exactly once.
+//! - [`redemption`]: `RedemptionWorkflow`, one user redeeming one code.
 //!
 //! This crate must never do I/O, read a clock, or depend on axum, sqlx or reqwest.
 
@@ -16,9 +17,11 @@ pub mod decide;
 pub mod model;
 pub mod order;
 pub mod policy;
+pub mod redemption;
 pub mod refund;
 
 pub use order::OrderWorkflow;
+pub use redemption::RedemptionWorkflow;
 pub use refund::RefundWorkflow;
 
 /// The task queue that order workflows and their activities run on by default.
@@ -34,6 +37,12 @@ pub fn workflow_id(order_id: &str) -> String {
 /// rejects duplicates, so a payment has at most one refund workflow, ever.
 pub fn refund_workflow_id(payment_id: &str) -> String {
     format!("refund-{payment_id}")
+}
+
+/// The workflow id of a user's redemption of a code: the same pair always meets the same
+/// workflow, and different pairs never do (the code's length prefix makes the split unique).
+pub fn redemption_workflow_id(user_id: &str, code: &str) -> String {
+    format!("redeem-{}:{code}:{user_id}", code.len())
 }
 
 /// Search attribute names registered with the Temporal server (see `orderflow dev`).

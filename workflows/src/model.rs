@@ -36,6 +36,32 @@ pub struct PlaceOrder {
     /// payments itself. After that the API starts a `refund-{payment_id}` workflow.
     #[serde(default)]
     pub late_payment_grace_secs: Option<u64>,
+    /// How the payable amount is paid: online (the default: a checkout and a webhook), or by an
+    /// admin order at once, from the wallet or offline.
+    #[serde(default)]
+    pub payment_method: PaymentMethod,
+}
+
+/// How an order is paid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    #[default]
+    Online,
+    /// Admin order: the wallet pays everything the coupon and points leave.
+    Wallet,
+    /// Admin order: paid outside orderflow (cash, bank transfer).
+    Offline,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Online => "online",
+            PaymentMethod::Wallet => "wallet",
+            PaymentMethod::Offline => "offline",
+        }
+    }
 }
 
 /// Order status as stored and as shown by the API and the `OrderStatus` search attribute.
@@ -46,6 +72,8 @@ pub enum OrderStatus {
     Reserving,
     PendingPayment,
     Paid,
+    /// Paid and delivered: the entitlement granted, or the shipment shipped.
+    Fulfilled,
     Cancelled,
     Rejected,
 }
@@ -56,6 +84,7 @@ impl OrderStatus {
             OrderStatus::Reserving => "reserving",
             OrderStatus::PendingPayment => "pending_payment",
             OrderStatus::Paid => "paid",
+            OrderStatus::Fulfilled => "fulfilled",
             OrderStatus::Cancelled => "cancelled",
             OrderStatus::Rejected => "rejected",
         }
@@ -75,6 +104,8 @@ pub enum CancelReason {
     Timeout,
     User,
     Admin,
+    /// Fulfilment failed for good; the order was compensated.
+    FulfilmentFailed,
 }
 
 impl CancelReason {
@@ -83,6 +114,7 @@ impl CancelReason {
             CancelReason::Timeout => "timeout",
             CancelReason::User => "user",
             CancelReason::Admin => "admin",
+            CancelReason::FulfilmentFailed => "fulfilment_failed",
         }
     }
 }
@@ -148,6 +180,9 @@ impl Resource {
 pub struct ReserveStock {
     pub order_id: String,
     pub items: Vec<OrderLine>,
+    /// Whose quota the lines count against (empty in orders from before quotas).
+    #[serde(default)]
+    pub user_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,3 +377,41 @@ pub struct RecordRefundResult {
 /// Input of the `order.checkout` update.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutRequest {}
+
+/// An activity about one order at a moment of workflow time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderAt {
+    pub order_id: String,
+    pub at_ms: i64,
+}
+
+/// What fulfilling a paid order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fulfilment {
+    /// Physical goods: a shipment is pending, and the order is fulfilled when it ships.
+    /// Otherwise the order is already `fulfilled` (every line was an entitlement).
+    pub needs_shipping: bool,
+}
+
+/// Input of the `order.ship` update (admin).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipRequest {}
+
+/// Redeem a code for a user: the `redeem-...` workflow's input and its activity's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedeemCode {
+    pub code: String,
+    pub user_id: String,
+}
+
+/// What a redemption came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedemptionOutcome {
+    Granted {
+        entitlement_id: String,
+        sku: String,
+        redeemed_at_ms: i64,
+    },
+    Refused(Refusal),
+}

@@ -17,8 +17,14 @@
 //!    order (late, duplicate, wrong amount) is refunded by a `refund-{payment_id}` child
 //!    workflow. After the window the API refunds late payments itself, with the same id.
 //!
-//! Versions: `PATCH_REFUNDS` (checkout, grace window, refunds). Orders started before it record
-//! unapplied payments and end, as v1 did; `tests/histories/v1-*.json` guard that path.
+//! 5. (v3) once paid, fulfil: grant entitlements, or create a shipment and wait for the admin to
+//!    ship it. A cancel before shipping stops fulfilment, marks the order cancelled (returning
+//!    wallet funds in the same transaction), refunds the payment and returns the rest. A
+//!    fulfilment that fails for good is compensated the same way (`fulfilment_failed`).
+//!
+//! Versions: `PATCH_REFUNDS` (checkout, grace window, refunds) and `PATCH_FULFILMENT`
+//! (fulfilment, cancel after payment, admin orders, quotas). Orders started before a patch take
+//! the old path; `tests/histories/v1-*.json` and `v2-*.json` guard those paths.
 
 use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
@@ -37,6 +43,8 @@ use temporalio_sdk::{
 
 /// The patch that added checkout sessions, the late-payment grace window and refunds.
 pub const PATCH_REFUNDS: &str = "order-v2-checkout-and-refunds";
+/// The patch that added fulfilment, cancel after payment, admin orders and quotas.
+pub const PATCH_FULFILMENT: &str = "order-v3-fulfilment";
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,6 +73,14 @@ pub struct OrderWorkflow {
     checkout_attempts: u32,
     /// The wait for payment is over (paid, cancelled or timed out): no more checkouts.
     wait_over: bool,
+    /// Started with `PATCH_FULFILMENT`: fulfilment and cancel after payment apply.
+    v3: bool,
+    /// A shipment is pending, waiting for `order.ship`.
+    awaiting_shipment: bool,
+    ship_in_flight: bool,
+    shipped: bool,
+    /// The workflow is past the point where a paid order can be cancelled.
+    closing: bool,
     /// Captures or releases are all done.
     settled: bool,
     /// Update handlers still waiting; the run waits for them before it returns.
@@ -91,6 +107,11 @@ impl OrderWorkflow {
             checkout_in_flight: false,
             checkout_attempts: 0,
             wait_over: false,
+            v3: false,
+            awaiting_shipment: false,
+            ship_in_flight: false,
+            shipped: false,
+            closing: false,
             settled: false,
             open_handlers: 0,
         }
@@ -99,12 +120,14 @@ impl OrderWorkflow {
     #[run(name = "order")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<OrderStatus> {
         let input = ctx.state(|s| s.input.clone());
+        let v3 = ctx.patched(PATCH_FULFILMENT);
+        ctx.state_mut(|s| s.v3 = v3);
         publish(ctx, OrderStatus::Reserving, None);
 
         // 1. Reserve. `held` lists every resource a reservation was attempted for, so that a
         //    rejection releases (or tombstones) each of them.
         let mut held = Vec::new();
-        let priced = reserve_all(ctx, &input, &mut held).await;
+        let priced = reserve_all(ctx, &input, &mut held, v3).await;
         let now = now_ms(ctx)?;
         let amounts = match priced {
             Ok(amounts) => amounts,
@@ -129,11 +152,23 @@ impl OrderWorkflow {
             }
         };
 
-        // 2. Nothing left to pay: paid at creation, no deadline, no webhook.
-        if amounts.payable == 0 {
+        // 2. Nothing left to pay, or an admin order paid offline: paid at creation, no deadline,
+        //    no webhook.
+        let offline = v3 && input.payment_method == PaymentMethod::Offline;
+        if amounts.payable == 0 || offline {
             record_order(ctx, OrderStatus::PendingPayment, amounts, None, None, now).await?;
             ctx.state_mut(|s| s.amounts = amounts);
-            pay(ctx, &held, None).await?;
+            let payment = offline.then(|| offline_payment(&input, amounts.payable));
+            if let Some(p) = &payment {
+                ctx.state_mut(|s| {
+                    s.seen_payment_ids.insert(p.payment_id.clone());
+                    s.payments.push(p.clone());
+                });
+            }
+            pay(ctx, &held, payment).await?;
+            if v3 {
+                return after_payment(ctx, &held).await;
+            }
             return finish(ctx, OrderStatus::Paid).await;
         }
 
@@ -175,6 +210,9 @@ impl OrderWorkflow {
         let status = match outcome {
             Wake::Pay(payment) => {
                 pay(ctx, &held, Some(payment)).await?;
+                if v3 {
+                    return after_payment(ctx, &held).await;
+                }
                 OrderStatus::Paid
             }
             Wake::Cancel(reason) => {
@@ -227,6 +265,12 @@ impl OrderWorkflow {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match self.status {
             OrderStatus::Reserving | OrderStatus::PendingPayment | OrderStatus::Cancelled => Ok(()),
+            OrderStatus::Paid | OrderStatus::Fulfilled
+                if self.v3 && (self.shipped || self.ship_in_flight) =>
+            {
+                Err("order_already_shipped: the shipment has left".into())
+            }
+            OrderStatus::Paid | OrderStatus::Fulfilled if self.v3 && !self.closing => Ok(()),
             other => Err(format!("order_not_cancellable: the order is {other}").into()),
         }
     }
@@ -239,7 +283,15 @@ impl OrderWorkflow {
             s.open_handlers += 1;
             s.cancel_request.get_or_insert(request.reason);
         });
-        let _ = ctx.wait_condition(|s: &Self| s.settled).await;
+        // v3: a paid order answers once it is cancelled and compensated.
+        let _ = ctx
+            .wait_condition(|s: &Self| {
+                s.settled
+                    && (!s.v3
+                        || matches!(s.status, OrderStatus::Cancelled | OrderStatus::Rejected)
+                        || s.closing)
+            })
+            .await;
         ctx.state_mut(|s| {
             s.open_handlers -= 1;
             CancelOutcome { status: s.status }
@@ -274,6 +326,62 @@ impl OrderWorkflow {
         let result = open_checkout(ctx, request).await;
         ctx.state_mut(|s| s.open_handlers -= 1);
         result
+    }
+
+    #[update_validator(ship)]
+    fn validate_ship(
+        &self,
+        _ctx: &WorkflowContextView,
+        _request: &ShipRequest,
+    ) -> Result<(), HandlerError> {
+        if self.cancel_request.is_some() || self.status == OrderStatus::Cancelled {
+            return Err("order_not_shippable: the order is cancelled or being cancelled".into());
+        }
+        if self.shipped || self.ship_in_flight {
+            return Err("order_not_shippable: the order has shipped already".into());
+        }
+        if !self.awaiting_shipment {
+            return Err(format!(
+                "order_not_shippable: the order is {} with nothing to ship",
+                self.status
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The admin ships a paid order's goods: shipment `shipped`, order `fulfilled`. A cancel
+    /// that arrives while this runs is refused (`order_already_shipped`), and a ship that
+    /// arrives after a cancel is refused: exactly one of them wins.
+    #[update(name = "order.ship")]
+    pub async fn ship(
+        ctx: &mut WorkflowContext<Self>,
+        _request: ShipRequest,
+    ) -> Result<OrderStatus, HandlerError> {
+        ctx.state_mut(|s| {
+            s.open_handlers += 1;
+            s.ship_in_flight = true;
+        });
+        let at_ms = now_ms(ctx)?;
+        let order_id = ctx.state(|s| s.input.order_id.clone());
+        let shipped = ctx
+            .execute_activity(
+                OrderActivities::mark_shipped,
+                OrderAt { order_id, at_ms },
+                settle_options(),
+            )
+            .await;
+        ctx.state_mut(|s| {
+            s.ship_in_flight = false;
+            s.open_handlers -= 1;
+        });
+        shipped?;
+        ctx.state_mut(|s| {
+            s.shipped = true;
+            s.status = OrderStatus::Fulfilled;
+        });
+        publish(ctx, OrderStatus::Fulfilled, None);
+        Ok(OrderStatus::Fulfilled)
     }
 
     #[query(name = "order.state")]
@@ -350,12 +458,18 @@ async fn reserve_all(
     ctx: &WorkflowContext<OrderWorkflow>,
     input: &PlaceOrder,
     held: &mut Vec<Resource>,
+    v3: bool,
 ) -> Result<Amounts, Refusal> {
     let order_id = input.order_id.clone();
     held.push(Resource::Stock);
     let stock = ReserveStock {
         order_id: order_id.clone(),
         items: input.items.clone(),
+        user_id: if v3 {
+            input.user_id.clone()
+        } else {
+            String::new()
+        },
     };
     let total = reservation(
         ctx.execute_activity(OrderActivities::reserve_stock, stock, reserve_options())
@@ -376,7 +490,18 @@ async fn reserve_all(
                 .await,
         )?;
     }
-    let amounts = decide::price(total, coupon, input.points, input.wallet_amount)?;
+    let wallet = if v3 {
+        decide::wallet_share(
+            input.payment_method,
+            total,
+            coupon,
+            input.points,
+            input.wallet_amount,
+        )
+    } else {
+        input.wallet_amount
+    };
+    let amounts = decide::price(total, coupon, input.points, wallet)?;
 
     let funds = |amount| ReserveFunds {
         order_id: order_id.clone(),
@@ -585,7 +710,7 @@ async fn finish(
         for payment in pending {
             handled += 1;
             if applied.as_deref() != Some(payment.payment_id.as_str()) {
-                refund(ctx, status, payment).await?;
+                refund(ctx, status, payment, None).await?;
             }
         }
         let now = now_ms(ctx)?;
@@ -611,6 +736,7 @@ async fn refund(
     ctx: &WorkflowContext<OrderWorkflow>,
     status: OrderStatus,
     payment: PaymentReceived,
+    reason: Option<&str>,
 ) -> WorkflowResult<()> {
     let (order_id, user_id, payable, currency) = ctx.state(|s| {
         (
@@ -620,7 +746,8 @@ async fn refund(
             s.input.currency.clone(),
         )
     });
-    let reason = decide::refund_reason(status, &payment, payable, &currency);
+    let reason =
+        reason.unwrap_or_else(|| decide::refund_reason(status, &payment, payable, &currency));
     let workflow_id = refund_workflow_id(&payment.payment_id);
     let request = RefundPayment {
         order_id,
@@ -800,4 +927,192 @@ async fn finish_v1(
     ctx.wait_condition(|s: &OrderWorkflow| s.open_handlers == 0)
         .await?;
     Ok(status)
+}
+
+/// The payment an admin order paid offline: recorded like any other, never sent to a provider.
+fn offline_payment(input: &PlaceOrder, amount: i64) -> PaymentReceived {
+    PaymentReceived {
+        payment_id: format!("offline-{}", input.order_id),
+        event_id: format!("admin-{}", input.order_id),
+        amount,
+        currency: input.currency.clone(),
+    }
+}
+
+/// v3, once paid: fulfil, then wait for the shipment (physical goods), a cancel, and late or
+/// duplicate payments until the grace window after the order came to rest. Then end.
+async fn after_payment(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+) -> WorkflowResult<OrderStatus> {
+    let grace_ms = ctx.state(|s| {
+        let secs = s
+            .input
+            .late_payment_grace_secs
+            .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS);
+        i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000
+    });
+    let order_id = ctx.state(|s| s.input.order_id.clone());
+
+    // Fulfil, unless a cancel is already waiting.
+    let mut rest_since = None;
+    if ctx.state(|s| s.cancel_request.is_none()) {
+        let at_ms = now_ms(ctx)?;
+        let fulfilled = ctx
+            .execute_activity(
+                OrderActivities::fulfil,
+                OrderAt {
+                    order_id: order_id.clone(),
+                    at_ms,
+                },
+                settle_options(),
+            )
+            .await;
+        match fulfilled {
+            Ok(f) if f.needs_shipping => ctx.state_mut(|s| s.awaiting_shipment = true),
+            Ok(_) => {
+                ctx.state_mut(|s| s.status = OrderStatus::Fulfilled);
+                publish(ctx, OrderStatus::Fulfilled, None);
+                rest_since = Some(now_ms(ctx)?);
+            }
+            // Retries are unlimited: an error here is a business failure, for good.
+            Err(_) => {
+                compensate(ctx, held, CancelReason::FulfilmentFailed).await?;
+                rest_since = Some(now_ms(ctx)?);
+            }
+        }
+    }
+
+    let mut handled = 0;
+    loop {
+        // Refund every payment that did not pay for the order.
+        let (applied, pending, status) = ctx.state(|s| {
+            (
+                s.applied_payment.clone(),
+                s.payments[handled.min(s.payments.len())..].to_vec(),
+                s.status,
+            )
+        });
+        for payment in pending {
+            handled += 1;
+            if applied.as_deref() != Some(payment.payment_id.as_str()) {
+                refund(ctx, status, payment, None).await?;
+            }
+        }
+        // A cancel before shipping.
+        let cancel = ctx.state(|s| {
+            s.cancel_request
+                .filter(|_| s.status != OrderStatus::Cancelled && !s.shipped && !s.closing)
+        });
+        if let Some(reason) = cancel {
+            compensate(ctx, held, reason).await?;
+            rest_since = Some(now_ms(ctx)?);
+            continue;
+        }
+        let now = now_ms(ctx)?;
+        if rest_since.is_none() && ctx.state(|s| s.shipped) {
+            rest_since = Some(now);
+        }
+        let grace_end = rest_since.map(|t| t.saturating_add(grace_ms));
+        match grace_end {
+            Some(end) if now >= end => {
+                ctx.state_mut(|s| s.closing = true);
+                ctx.wait_condition(|s: &OrderWorkflow| s.open_handlers == 0)
+                    .await?;
+                if ctx.state(|s| s.payments.len()) == handled {
+                    return Ok(ctx.state(|s| s.status));
+                }
+            }
+            _ => {
+                let shipped = ctx.state(|s| s.shipped);
+                let woken = move |s: &OrderWorkflow| {
+                    s.payments.len() > handled
+                        || s.shipped != shipped
+                        || (s.cancel_request.is_some()
+                            && s.status != OrderStatus::Cancelled
+                            && !s.shipped)
+                };
+                match grace_end {
+                    Some(end) => {
+                        temporalio_sdk::workflows::select! {
+                            _ = ctx.timer(decide::until(now, end)) => {}
+                            _ = ctx.wait_condition(woken) => {}
+                        }
+                    }
+                    None => ctx.wait_condition(woken).await?,
+                }
+            }
+        }
+    }
+}
+
+/// Undoes a paid order: stop fulfilment (intercept the shipment, revoke entitlements), mark it
+/// cancelled (its wallet funds return in the same transaction), refund the payment, and return
+/// the stock, coupon and points. Every step is idempotent and retried until it succeeds.
+async fn compensate(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    reason: CancelReason,
+) -> WorkflowResult<()> {
+    let order_id = ctx.state(|s| s.input.order_id.clone());
+    let at_ms = now_ms(ctx)?;
+    ctx.execute_activity(
+        OrderActivities::stop_fulfilment,
+        OrderAt {
+            order_id: order_id.clone(),
+            at_ms,
+        },
+        settle_options(),
+    )
+    .await?;
+    ctx.execute_activity(
+        OrderActivities::cancel_after_payment,
+        MarkCancelled {
+            order_id: order_id.clone(),
+            reason,
+            at_ms,
+        },
+        settle_options(),
+    )
+    .await?;
+    ctx.state_mut(|s| {
+        s.status = OrderStatus::Cancelled;
+        s.awaiting_shipment = false;
+    });
+    publish(ctx, OrderStatus::Cancelled, None);
+    let applied = ctx.state(|s| {
+        s.applied_payment
+            .as_ref()
+            .and_then(|id| s.payments.iter().find(|p| &p.payment_id == id).cloned())
+    });
+    if let Some(payment) = applied {
+        let why = match reason {
+            CancelReason::FulfilmentFailed => "fulfilment_failed",
+            _ => "order_cancelled",
+        };
+        refund(ctx, OrderStatus::Cancelled, payment, Some(why)).await?;
+    }
+    for resource in held.iter().rev() {
+        let input = OrderRef {
+            order_id: order_id.clone(),
+        };
+        let opts = settle_options();
+        match resource {
+            Resource::Stock => {
+                ctx.execute_activity(OrderActivities::return_stock, input, opts)
+                    .await?
+            }
+            Resource::Coupon => {
+                ctx.execute_activity(OrderActivities::return_coupon, input, opts)
+                    .await?
+            }
+            Resource::Points => {
+                ctx.execute_activity(OrderActivities::return_points, input, opts)
+                    .await?
+            }
+            // Returned with the status change.
+            Resource::Wallet => {}
+        }
+    }
+    Ok(())
 }

@@ -41,13 +41,21 @@ impl RefundWorkflow {
             settle_options(),
         )
         .await?;
-        let outcome = ctx
-            .execute_activity(
+        // An admin order paid offline was never paid through the provider: the money goes back
+        // outside orderflow, and the refund says so (`refund_failed` in the UI, for ops).
+        let outcome = if request.payment.payment_id.starts_with("offline-") {
+            RefundOutcome::Failed {
+                code: "offline_payment".into(),
+                message: "paid offline: return the money outside orderflow".into(),
+            }
+        } else {
+            ctx.execute_activity(
                 OrderActivities::call_provider_refund,
                 request.clone(),
                 provider_options(),
             )
-            .await?;
+            .await?
+        };
         let result = RecordRefundResult {
             order_id: request.order_id.clone(),
             payment_id: request.payment.payment_id.clone(),

@@ -36,6 +36,12 @@ fn ok(status: StatusCode, body: Value) -> Reply {
 struct PutSku {
     price: i64,
     stock: i64,
+    /// `digital` or `physical` (default).
+    #[serde(default)]
+    kind: Option<String>,
+    /// Units a user may hold at once in open orders plus active entitlements; absent: no limit.
+    #[serde(default)]
+    quota: Option<i64>,
 }
 
 async fn put_sku(
@@ -46,9 +52,25 @@ async fn put_sku(
     check_id("sku", &sku)?;
     check_amount("price", body.price, 0)?;
     check_amount("stock", body.stock, 0)?;
+    let kind = body.kind.unwrap_or_else(|| "physical".into());
+    if kind != "digital" && kind != "physical" {
+        return Err(ApiError::unprocessable(
+            "invalid_sku_kind",
+            "kind must be \"digital\" or \"physical\"",
+        ));
+    }
+    if let Some(quota) = body.quota {
+        check_amount("quota", quota, 0)?;
+    }
+    let spec = store::SkuSpec {
+        price: body.price,
+        stock: body.stock,
+        kind,
+        quota: body.quota,
+    };
     ok(
         StatusCode::OK,
-        view::sku(&store::put_sku(&state.db, &sku, body.price, body.stock).await?),
+        view::sku(&store::put_sku(&state.db, &sku, &spec).await?),
     )
 }
 

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod orders;
 pub mod payments;
+pub mod redemptions;
 
 use crate::error::ApiError;
 

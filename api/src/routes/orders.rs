@@ -13,7 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use orderflow_activities::{now_ms, store};
-use orderflow_workflows::model::{CancelReason, CancelRequest, OrderLine, OrderStatus, PlaceOrder};
+use orderflow_workflows::model::{
+    CancelReason, CancelRequest, OrderLine, OrderStatus, PaymentMethod, PlaceOrder,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -26,6 +28,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/orders/{order_id}/events", get(order_events))
         .route("/v1/orders/{order_id}/cancel", post(cancel_order))
         .route("/v1/orders/{order_id}/pay", post(pay_order))
+        .route("/v1/admin/orders", post(create_admin_order))
+        .route("/v1/admin/orders/{order_id}/ship", post(ship_order))
+}
+
+/// The body of `POST /v1/admin/orders`: paid at once, by wallet or offline, with no deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminOrder {
+    pub user_id: String,
+    pub items: Vec<Item>,
+    #[serde(default)]
+    pub coupon_id: Option<String>,
+    #[serde(default)]
+    pub points: Option<i64>,
+    /// `wallet` or `offline`.
+    pub payment_method: String,
 }
 
 pub const MAX_ITEMS: usize = 100;
@@ -156,9 +174,76 @@ async fn create_order(
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let key = idempotency_key(&headers)?;
     body.validate()?;
+    let fingerprint = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+    place(state, key, body, PaymentMethod::Online, fingerprint).await
+}
+
+#[tracing::instrument(skip_all, fields(order_id))]
+async fn create_admin_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<CreateAdminOrder>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    let method = match body.payment_method.as_str() {
+        "wallet" => PaymentMethod::Wallet,
+        "offline" => PaymentMethod::Offline,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_payment_method",
+                "an admin order is paid by \"wallet\" or \"offline\"",
+            ));
+        }
+    };
+    let fingerprint = serde_json::to_vec(&body).map_err(ApiError::internal)?;
+    let order = CreateOrder {
+        user_id: body.user_id,
+        items: body.items,
+        coupon_id: body.coupon_id,
+        points: body.points,
+        wallet_amount: None,
+        payment_timeout_secs: None,
+    };
+    order.validate()?;
+    place(state, key, order, method, fingerprint).await
+}
+
+/// Refuses at once an order that would exceed a SKU's quota. The reservation checks again in
+/// its transaction; this is the fast, clear answer.
+async fn check_quotas(state: &AppState, body: &CreateOrder) -> Result<(), ApiError> {
+    for item in &body.items {
+        if let Some((used, quota)) =
+            orderflow_activities::quota::usage(&state.db, &body.user_id, &item.sku).await?
+        {
+            if used.saturating_add(item.quantity) > quota {
+                return Err(ApiError::unprocessable(
+                    "quota_exceeded",
+                    format!(
+                        "{} may hold at most {quota} of {} at once (open orders and active entitlements); {used} held",
+                        body.user_id, item.sku
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts (or finds) the order's workflow and answers with its placement.
+async fn place(
+    state: AppState,
+    key: String,
+    body: CreateOrder,
+    method: PaymentMethod,
+    fingerprint: Vec<u8>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let order_id = order_id_for(&body.user_id, &key);
     tracing::Span::current().record("order_id", order_id.as_str());
-    let request_hash = hex_sha256(&[&serde_json::to_vec(&body).map_err(ApiError::internal)?]);
+    let request_hash = hex_sha256(&[&fingerprint]);
+    // A replay of a request that already made its order is answered by that order, quota or not.
+    if store::get_order(&state.db, &order_id).await.is_err() {
+        check_quotas(&state, &body).await?;
+    }
     let reused = || {
         ApiError::unprocessable(
             "idempotency_key_reused",
@@ -186,6 +271,7 @@ async fn create_order(
         currency: state.config.currency.clone(),
         checkout_window_secs: Some(state.config.checkout_window_secs),
         late_payment_grace_secs: Some(state.config.late_payment_grace_secs),
+        payment_method: method,
         request_hash: request_hash.clone(),
         idempotency_key: key,
     };
@@ -346,9 +432,19 @@ async fn cancel_order(
         )
         .for_order(&order_id)
     };
+    let shipped = || {
+        ApiError::conflict(
+            "order_already_shipped",
+            "the order has shipped and can no longer be cancelled",
+        )
+        .for_order(&order_id)
+    };
+    if order.shipment.as_deref() == Some("shipped") {
+        return Err(shipped());
+    }
     match order.status.as_str() {
         "cancelled" => return order_response(&state, &order_id, StatusCode::OK).await,
-        "pending_payment" => {}
+        "pending_payment" | "paid" | "fulfilled" => {}
         other => return Err(not_cancellable(other)),
     }
     match temporal::cancel_order(
@@ -363,15 +459,43 @@ async fn cancel_order(
             order_response(&state, &order_id, StatusCode::OK).await
         }
         Answer::Answered(outcome) => Err(not_cancellable(outcome.status.as_str())),
+        Answer::Refused(message) if split_refusal(&message).0 == "order_already_shipped" => {
+            Err(shipped())
+        }
         // Refused or closed: the workflow settled the order another way; the row says how.
-        Answer::Refused(_) | Answer::Closed => match store::get_order(&state.db, &order_id)
-            .await?
-            .status
-            .as_str()
-        {
-            "cancelled" => order_response(&state, &order_id, StatusCode::OK).await,
-            other => Err(not_cancellable(other)),
-        },
+        Answer::Refused(_) | Answer::Closed => {
+            let order = store::get_order(&state.db, &order_id).await?;
+            match (order.status.as_str(), order.shipment.as_deref()) {
+                ("cancelled", _) => order_response(&state, &order_id, StatusCode::OK).await,
+                (_, Some("shipped")) => Err(shipped()),
+                (other, _) => Err(not_cancellable(other)),
+            }
+        }
+    }
+}
+
+/// `POST /v1/admin/orders/{id}/ship`: the pending shipment of a paid order leaves; the order
+/// is `fulfilled`. Refused with 409 `order_not_shippable` once the order is cancelled (or
+/// being cancelled), already shipped, or has nothing to ship.
+#[tracing::instrument(skip(state))]
+async fn ship_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let order = store::get_order(&state.db, &order_id).await?;
+    let not_shippable =
+        |why: String| ApiError::conflict("order_not_shippable", why).for_order(&order_id);
+    if order.shipment.as_deref() != Some("pending") {
+        return Err(not_shippable(format!(
+            "the order is {} and its shipment is {}",
+            order.status,
+            order.shipment.as_deref().unwrap_or("not there")
+        )));
+    }
+    match temporal::ship_order(&state.temporal, &state.config, &order_id).await? {
+        Answer::Answered(_) => order_response(&state, &order_id, StatusCode::OK).await,
+        Answer::Refused(message) => Err(not_shippable(split_refusal(&message).1.to_owned())),
+        Answer::Closed => Err(not_shippable("the order's workflow has ended".into())),
     }
 }
 

@@ -157,8 +157,12 @@ async fn hand_on(state: &AppState, event: &PaymentEvent) -> Result<&'static str,
         Answer::Answered(()) | Answer::Refused(_) => Ok("signalled"),
         Answer::Closed => {
             let status = orderflow_activities::orders::parse_status(&order.status);
-            let Some(status @ (OrderStatus::Paid | OrderStatus::Cancelled | OrderStatus::Rejected)) =
-                status
+            let Some(
+                status @ (OrderStatus::Paid
+                | OrderStatus::Fulfilled
+                | OrderStatus::Cancelled
+                | OrderStatus::Rejected),
+            ) = status
             else {
                 // Pending in the database with no workflow: it must be repaired (reconciliation),
                 // not refunded under an order that may still be paid. The provider redelivers.

@@ -1,0 +1,100 @@
+//! Redemption codes and entitlements: `POST /v1/admin/codes`, `POST /v1/redemptions`,
+//! `GET /v1/entitlements/{user_id}`.
+//!
+//! A redemption runs as the workflow of its `(user, code)` pair, which replaces a Redis lock;
+//! the grant itself is one transaction in the activity. The handler validates, asks, and maps
+//! the outcome to a status: it never writes a grant itself.
+
+use super::{check_amount, check_id};
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::temporal;
+use crate::{AppState, view};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use orderflow_activities::{now_ms, redemptions};
+use orderflow_workflows::model::{RedeemCode, RedemptionOutcome};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/codes", post(create_code))
+        .route("/v1/redemptions", post(redeem))
+        .route("/v1/entitlements/{user_id}", get(entitlements))
+}
+
+type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCode {
+    code: String,
+    sku: String,
+    max_uses: i64,
+}
+
+async fn create_code(State(state): State<AppState>, Json(body): Json<CreateCode>) -> Reply {
+    check_id("code", &body.code)?;
+    check_id("sku", &body.sku)?;
+    check_amount("max_uses", body.max_uses, 1)?;
+    let code =
+        redemptions::create_code(&state.db, &body.code, &body.sku, body.max_uses, now_ms()).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "code": code.code, "sku": code.sku, "max_uses": code.max_uses, "used_count": code.used_count,
+        })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Redeem {
+    user_id: String,
+    code: String,
+}
+
+#[tracing::instrument(skip(state))]
+async fn redeem(State(state): State<AppState>, Json(body): Json<Redeem>) -> Reply {
+    check_id("user_id", &body.user_id)?;
+    check_id("code", &body.code)?;
+    let request = RedeemCode {
+        code: body.code.clone(),
+        user_id: body.user_id.clone(),
+    };
+    match temporal::redeem(&state.temporal, &state.config, request).await? {
+        RedemptionOutcome::Granted {
+            entitlement_id,
+            sku,
+            redeemed_at_ms,
+        } => Ok((
+            StatusCode::CREATED,
+            axum::Json(json!({
+                "user_id": body.user_id, "code": body.code, "sku": sku,
+                "entitlement_id": entitlement_id, "redeemed_at": view::rfc3339(redeemed_at_ms),
+            })),
+        )),
+        RedemptionOutcome::Refused(r) => Err(match r.code.as_str() {
+            "unknown_code" => ApiError::not_found("code_not_found", r.message),
+            "code_exhausted" => ApiError::conflict("code_exhausted", r.message),
+            _ => ApiError::unprocessable(&r.code, r.message),
+        }),
+    }
+}
+
+async fn entitlements(State(state): State<AppState>, Path(user_id): Path<String>) -> Reply {
+    check_id("user_id", &user_id)?;
+    let list = redemptions::entitlements(&state.db, &user_id).await?;
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({
+            "user_id": user_id,
+            "entitlements": list.iter().map(|(id, sku, quantity, source)| json!({
+                "entitlement_id": id, "sku": sku, "quantity": quantity, "source": source,
+            })).collect::<Vec<_>>(),
+        })),
+    ))
+}
