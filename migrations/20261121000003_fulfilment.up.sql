@@ -118,6 +118,8 @@ CREATE TABLE redemptions (
     user_id        TEXT NOT NULL,
     entitlement_id TEXT NOT NULL,
     redeemed_at    BIGINT NOT NULL,
+    -- Units counted against the SKU's quota (0 if it had none).
+    quota_units    BIGINT NOT NULL DEFAULT 0 CHECK (quota_units >= 0),
     PRIMARY KEY (code, user_id)
 );
 

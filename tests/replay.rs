@@ -126,6 +126,38 @@ async fn record_histories() {
     )
     .await;
 
+    // v3: a physical order paid and shipped; another paid and cancelled before shipping.
+    app.put_sku_with(
+        "lamp",
+        json!({"price": 1000, "stock": 10, "kind": "physical"}),
+    )
+    .await;
+    let lamp = |key: &'static str| {
+        app.create_order(
+            key,
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "wallet_amount": 100}),
+        )
+    };
+    for (key, cancel) in [("shipped", false), ("cancelled-after-pay", true)] {
+        let id = lamp(key).await.body["order_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.checkout_and_pay(&id, None).await;
+        app.eventually(30, "a pending shipment", || async {
+            (app.order(&id).await["shipment_status"] == "pending").then_some(())
+        })
+        .await;
+        if cancel {
+            app.cancel(&id, "user").await;
+        } else {
+            app.post(&format!("/v1/admin/orders/{id}/ship"), json!({}))
+                .await;
+        }
+        app.settled(&id).await;
+        save(&app, workflow_id(&id), key).await;
+    }
+
     // Rejected: not enough stock.
     let rejected = app
         .create_order(

@@ -210,7 +210,9 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         *usage.entry((r.get(0), r.get(1))).or_default() += r.get::<i64, _>(2);
     }
     for r in sqlx::query(
-        "SELECT user_id, sku, quantity FROM entitlements WHERE source = 'redemption' AND status = 'active'",
+        "SELECT r.user_id, e.sku, r.quota_units FROM redemptions r
+         JOIN entitlements e ON e.entitlement_id = r.entitlement_id
+         WHERE e.status = 'active' AND r.quota_units > 0",
     )
     .fetch_all(db)
     .await?

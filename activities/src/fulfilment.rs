@@ -241,7 +241,10 @@ pub async fn cancel_after_payment(db: &Db, input: &MarkCancelled) -> Result<(), 
         "UPDATE payments SET status = 'unapplied', reason = $2 WHERE order_id = $1 AND status = 'captured'",
     )
     .bind(order_id)
-    .bind(format!("order_{reason}"))
+    .bind(match input.reason {
+        orderflow_workflows::model::CancelReason::FulfilmentFailed => "fulfilment_failed",
+        _ => "order_cancelled",
+    })
     .execute(&mut *tx)
     .await?;
     funds::settle_in(&mut tx, WALLET, order_id, Move::Return, at).await?;

@@ -128,9 +128,16 @@ pub async fn redeem(db: &Db, input: &RedeemCode, at: i64) -> Result<RedemptionOu
             format!("code {} has been used as often as it may be", input.code),
         )));
     }
-    if let Err(refusal) = quota::take(&mut tx, &input.user_id, &sku, 1).await? {
-        return Ok(RedemptionOutcome::Refused(refusal));
-    }
+    let quota_units = match quota::take(&mut tx, &input.user_id, &sku, 1).await? {
+        Ok(units) => units,
+        Err(refusal) => return Ok(RedemptionOutcome::Refused(refusal)),
+    };
+    sqlx::query("UPDATE redemptions SET quota_units = $3 WHERE code = $1 AND user_id = $2")
+        .bind(&input.code)
+        .bind(&input.user_id)
+        .bind(quota_units)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO entitlements (entitlement_id, user_id, sku, quantity, source, source_id, status, granted_at)
          VALUES ($1, $2, $3, 1, 'redemption', $4, 'active', $5)",

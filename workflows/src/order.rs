@@ -81,6 +81,10 @@ pub struct OrderWorkflow {
     shipped: bool,
     /// The workflow is past the point where a paid order can be cancelled.
     closing: bool,
+    /// The fulfil activity has answered (or was skipped for a cancel).
+    fulfil_done: bool,
+    /// A paid order is being compensated (cancel after payment): not answered yet.
+    compensating: bool,
     /// Captures or releases are all done.
     settled: bool,
     /// Update handlers still waiting; the run waits for them before it returns.
@@ -112,6 +116,8 @@ impl OrderWorkflow {
             ship_in_flight: false,
             shipped: false,
             closing: false,
+            fulfil_done: false,
+            compensating: false,
             settled: false,
             open_handlers: 0,
         }
@@ -279,16 +285,30 @@ impl OrderWorkflow {
     /// won the race, the answer says `paid`.
     #[update(name = "order.cancel")]
     pub async fn cancel(ctx: &mut WorkflowContext<Self>, request: CancelRequest) -> CancelOutcome {
-        ctx.state_mut(|s| {
+        // v3: a ship that got in first (its handler is running or done) wins; the cancel then
+        // answers with the shipped order. Check and set happen in one step, like the ship's.
+        let shipping = ctx.state_mut(|s| {
             s.open_handlers += 1;
-            s.cancel_request.get_or_insert(request.reason);
+            let shipping = s.v3 && (s.ship_in_flight || s.shipped);
+            if !shipping {
+                s.cancel_request.get_or_insert(request.reason);
+            }
+            shipping
         });
+        if shipping {
+            let _ = ctx.wait_condition(|s: &Self| !s.ship_in_flight).await;
+            return ctx.state_mut(|s| {
+                s.open_handlers -= 1;
+                CancelOutcome { status: s.status }
+            });
+        }
         // v3: a paid order answers once it is cancelled and compensated.
         let _ = ctx
             .wait_condition(|s: &Self| {
                 s.settled
                     && (!s.v3
-                        || matches!(s.status, OrderStatus::Cancelled | OrderStatus::Rejected)
+                        || (s.status == OrderStatus::Cancelled && !s.compensating)
+                        || s.status == OrderStatus::Rejected
                         || s.closing)
             })
             .await;
@@ -340,7 +360,9 @@ impl OrderWorkflow {
         if self.shipped || self.ship_in_flight {
             return Err("order_not_shippable: the order has shipped already".into());
         }
-        if !self.awaiting_shipment {
+        // Paid and not fulfilled yet: the handler waits for fulfilment to say what to ship.
+        let fulfilling = self.v3 && self.status == OrderStatus::Paid && !self.fulfil_done;
+        if !self.awaiting_shipment && !fulfilling {
             return Err(format!(
                 "order_not_shippable: the order is {} with nothing to ship",
                 self.status
@@ -358,10 +380,29 @@ impl OrderWorkflow {
         ctx: &mut WorkflowContext<Self>,
         _request: ShipRequest,
     ) -> Result<OrderStatus, HandlerError> {
-        ctx.state_mut(|s| {
-            s.open_handlers += 1;
-            s.ship_in_flight = true;
+        ctx.state_mut(|s| s.open_handlers += 1);
+        let _ = ctx
+            .wait_condition(|s: &Self| s.fulfil_done || s.cancel_request.is_some())
+            .await;
+        let refusal = ctx.state_mut(|s| {
+            let refusal = if s.cancel_request.is_some() || s.status == OrderStatus::Cancelled {
+                Some("order_not_shippable: the order is cancelled or being cancelled")
+            } else if s.shipped || s.ship_in_flight {
+                Some("order_not_shippable: the order has shipped already")
+            } else if !s.awaiting_shipment {
+                Some("order_not_shippable: the order has nothing to ship")
+            } else {
+                None
+            };
+            match refusal {
+                Some(_) => s.open_handlers -= 1,
+                None => s.ship_in_flight = true,
+            }
+            refusal
         });
+        if let Some(why) = refusal {
+            return Err(why.into());
+        }
         let at_ms = now_ms(ctx)?;
         let order_id = ctx.state(|s| s.input.order_id.clone());
         let shipped = ctx
@@ -956,7 +997,9 @@ async fn after_payment(
 
     // Fulfil, unless a cancel is already waiting.
     let mut rest_since = None;
-    if ctx.state(|s| s.cancel_request.is_none()) {
+    if ctx.state(|s| s.cancel_request.is_some()) {
+        ctx.state_mut(|s| s.fulfil_done = true);
+    } else {
         let at_ms = now_ms(ctx)?;
         let fulfilled = ctx
             .execute_activity(
@@ -968,6 +1011,7 @@ async fn after_payment(
                 settle_options(),
             )
             .await;
+        ctx.state_mut(|s| s.fulfil_done = true);
         match fulfilled {
             Ok(f) if f.needs_shipping => ctx.state_mut(|s| s.awaiting_shipment = true),
             Ok(_) => {
@@ -1056,6 +1100,7 @@ async fn compensate(
 ) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let at_ms = now_ms(ctx)?;
+    ctx.state_mut(|s| s.compensating = true);
     ctx.execute_activity(
         OrderActivities::stop_fulfilment,
         OrderAt {
@@ -1114,5 +1159,6 @@ async fn compensate(
             Resource::Wallet => {}
         }
     }
+    ctx.state_mut(|s| s.compensating = false);
     Ok(())
 }

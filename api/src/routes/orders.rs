@@ -458,12 +458,12 @@ async fn cancel_order(
         Answer::Answered(outcome) if outcome.status == OrderStatus::Cancelled => {
             order_response(&state, &order_id, StatusCode::OK).await
         }
-        Answer::Answered(outcome) => Err(not_cancellable(outcome.status.as_str())),
         Answer::Refused(message) if split_refusal(&message).0 == "order_already_shipped" => {
             Err(shipped())
         }
-        // Refused or closed: the workflow settled the order another way; the row says how.
-        Answer::Refused(_) | Answer::Closed => {
+        // Not cancelled (a payment or a shipment won), refused or closed: the workflow settled
+        // the order another way; the row says how.
+        Answer::Answered(_) | Answer::Refused(_) | Answer::Closed => {
             let order = store::get_order(&state.db, &order_id).await?;
             match (order.status.as_str(), order.shipment.as_deref()) {
                 ("cancelled", _) => order_response(&state, &order_id, StatusCode::OK).await,

@@ -1,0 +1,558 @@
+//! After payment, end to end (issue 4): fulfilment of digital and physical goods, cancel after
+//! payment and its race with shipping, admin one-step orders, redemption codes, quotas and the
+//! first-purchase flag. Real Temporal dev server, real database, real provider sandbox. Every
+//! test ends with `assert_invariants()` (conservation, quotas, codes, fulfilment vs status, and
+//! every refund against the provider).
+
+mod common;
+
+use common::{TestApp, spawn_app};
+use serde_json::{Value, json};
+
+fn id(v: &Value) -> String {
+    v["order_id"].as_str().expect("order_id").to_owned()
+}
+
+/// Alice's accounts and a coupon; a physical `lamp` (1000) and a digital `course` (800).
+async fn shop(app: &TestApp) -> String {
+    app.put_sku_with(
+        "lamp",
+        json!({"price": 1000, "stock": 50, "kind": "physical"}),
+    )
+    .await;
+    app.put_sku_with(
+        "course",
+        json!({"price": 800, "stock": 50, "kind": "digital"}),
+    )
+    .await;
+    app.credit_wallet("alice", 1000).await;
+    app.credit_points("alice", 300).await;
+    app.create_coupon("alice", "amount", 500).await
+}
+
+async fn wait_status(app: &TestApp, order_id: &str, status: &str) -> Value {
+    app.eventually(30, status, || async {
+        let o = app.order(order_id).await;
+        (o["status"] == status).then_some(o)
+    })
+    .await
+}
+
+async fn ship(app: &TestApp, order_id: &str) -> common::Reply {
+    app.post(&format!("/v1/admin/orders/{order_id}/ship"), json!({}))
+        .await
+}
+
+async fn entitlements(app: &TestApp, user: &str) -> Vec<Value> {
+    app.get(&format!("/v1/entitlements/{user}")).await.body["entitlements"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn digital_goods_are_fulfilled_at_payment_and_physical_goods_when_shipped() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    let course = id(&app
+        .create_order(
+            "digital",
+            json!({"user_id": "alice", "items": [{"sku": "course", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    app.checkout_and_pay(&course, None).await;
+    let o = wait_status(&app, &course, "fulfilled").await;
+    assert!(o["shipment_status"].is_null());
+    let granted = entitlements(&app, "alice").await;
+    assert_eq!(granted.len(), 1, "{granted:?}");
+    assert_eq!(granted[0]["sku"], "course");
+
+    let lamp = id(&app
+        .create_order(
+            "physical",
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 2}]}),
+        )
+        .await
+        .body);
+    app.checkout_and_pay(&lamp, None).await;
+    app.eventually(30, "a pending shipment", || async {
+        (app.order(&lamp).await["shipment_status"] == "pending").then_some(())
+    })
+    .await;
+    assert_eq!(app.order(&lamp).await["status"], "paid");
+    let shipped = ship(&app, &lamp).await;
+    assert_eq!(shipped.status, 200, "{}", shipped.body);
+    assert_eq!(
+        (
+            shipped.body["status"].as_str(),
+            shipped.body["shipment_status"].as_str()
+        ),
+        (Some("fulfilled"), Some("shipped"))
+    );
+    // Shipping twice: refused, nothing changes.
+    let again = ship(&app, &lamp).await;
+    assert_eq!((again.status, again.code()), (409, "order_not_shippable"));
+    // A digital order has nothing to ship.
+    let r = ship(&app, &course).await;
+    assert_eq!((r.status, r.code()), (409, "order_not_shippable"));
+    app.settled(&course).await;
+    app.settled(&lamp).await;
+    assert_eq!(app.sku("lamp").await["sold"], 2);
+    app.assert_invariants().await;
+}
+
+/// A paid physical order with coupon, points and wallet, cancelled before it ships: shipment
+/// intercepted, payment refunded once, stock, coupon, points and wallet all back. A paid digital
+/// order cancelled: its entitlement revoked.
+#[tokio::test]
+async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
+    let app = spawn_app().await;
+    let coupon = shop(&app).await;
+    let body = json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 2}], "coupon_id": coupon,
+                      "points": 200, "wallet_amount": 300});
+    let order_id = id(&app.create_order("cap", body).await.body);
+    let payment = app.checkout_and_pay(&order_id, None).await;
+    app.eventually(30, "a pending shipment", || async {
+        (app.order(&order_id).await["shipment_status"] == "pending").then_some(())
+    })
+    .await;
+    assert_eq!(app.get("/v1/wallets/alice").await.body["spent"], 300);
+
+    let r = app.cancel(&order_id, "user").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let o = &r.body;
+    assert_eq!(
+        (
+            o["status"].as_str(),
+            o["cancel_reason"].as_str(),
+            o["shipment_status"].as_str()
+        ),
+        (Some("cancelled"), Some("user"), Some("intercepted"))
+    );
+    // Answered after the whole sequence: refunded and everything returned.
+    let refunds = o["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{o}");
+    assert_eq!(
+        (
+            refunds[0]["payment_id"].as_str(),
+            refunds[0]["status"].as_str(),
+            refunds[0]["reason"].as_str()
+        ),
+        (
+            Some(payment.as_str()),
+            Some("succeeded"),
+            Some("order_cancelled")
+        )
+    );
+    assert_eq!(
+        app.sku("lamp").await["available"],
+        50,
+        "stock back on the shelf"
+    );
+    assert_eq!(app.sku("lamp").await["sold"], 0);
+    let c = app.get(&format!("/v1/coupons/{coupon}")).await.body;
+    assert_eq!(
+        (c["balance"].as_i64(), c["used"].as_i64()),
+        (Some(500), Some(0))
+    );
+    assert_eq!(
+        app.get("/v1/wallets/alice").await.body,
+        json!({"user_id": "alice", "balance": 1000, "frozen": 0, "spent": 0})
+    );
+    assert_eq!(app.get("/v1/points/alice").await.body["points"], 300);
+    let steps: Vec<String> = app.get(&format!("/v1/orders/{order_id}/events")).await.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["step"].as_str().unwrap().to_owned())
+        .collect();
+    for step in [
+        "status:paid",
+        "shipment:pending",
+        "fulfilment:stopped",
+        "status:cancelled",
+    ] {
+        assert!(
+            steps.contains(&step.to_owned()),
+            "{step} missing: {steps:?}"
+        );
+    }
+
+    // Digital: fulfilled at once; a cancel (while the workflow is open) revokes the grant.
+    let course = id(&app
+        .create_order(
+            "cap-digital",
+            json!({"user_id": "alice", "items": [{"sku": "course", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    app.checkout_and_pay(&course, None).await;
+    wait_status(&app, &course, "fulfilled").await;
+    assert_eq!(entitlements(&app, "alice").await.len(), 1);
+    let r = app.cancel(&course, "user").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    assert!(entitlements(&app, "alice").await.is_empty(), "revoked");
+    app.settled(&order_id).await;
+    app.settled(&course).await;
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn cancel_after_ship_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    let order_id = id(&app
+        .create_order(
+            "shipped",
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "wallet_amount": 100}),
+        )
+        .await
+        .body);
+    app.checkout_and_pay(&order_id, None).await;
+    app.eventually(30, "a pending shipment", || async {
+        (app.order(&order_id).await["shipment_status"] == "pending").then_some(())
+    })
+    .await;
+    assert_eq!(ship(&app, &order_id).await.status, 200);
+    let before = (
+        app.order(&order_id).await,
+        app.sku("lamp").await,
+        app.get("/v1/wallets/alice").await.body,
+    );
+    let r = app.cancel(&order_id, "user").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "order_already_shipped"),
+        "{}",
+        r.body
+    );
+    let after = (
+        app.order(&order_id).await,
+        app.sku("lamp").await,
+        app.get("/v1/wallets/alice").await.body,
+    );
+    assert_eq!(before, after, "nothing changed");
+    app.settled(&order_id).await;
+    app.assert_invariants().await;
+}
+
+/// Ship and cancel sent at the same moment, 20 times: each order ends wholly one way.
+#[tokio::test]
+async fn cancel_racing_ship_resolves_to_exactly_one_of_them() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    app.credit_wallet("alice", 100_000).await;
+    let mut orders = Vec::new();
+    for i in 0..20 {
+        let order_id = id(&app
+            .create_order(
+                &format!("race-{i}"),
+                json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "wallet_amount": 100}),
+            )
+            .await
+            .body);
+        app.checkout_and_pay(&order_id, None).await;
+        orders.push(order_id);
+    }
+    for order_id in &orders {
+        app.eventually(30, "a pending shipment", || async {
+            (app.order(order_id).await["shipment_status"] == "pending").then_some(())
+        })
+        .await;
+    }
+    let races = orders.iter().map(|order_id| {
+        let app = &app;
+        async move {
+            let (shipped, cancelled) =
+                tokio::join!(ship(app, order_id), app.cancel(order_id, "user"));
+            (order_id.clone(), shipped, cancelled)
+        }
+    });
+    let (mut ships, mut cancels) = (0, 0);
+    for (order_id, shipped, cancelled) in futures::future::join_all(races).await {
+        let o = app.order(&order_id).await;
+        match (shipped.status, cancelled.status) {
+            (200, 409) => {
+                ships += 1;
+                assert_eq!(cancelled.code(), "order_already_shipped");
+                assert_eq!(
+                    (o["status"].as_str(), o["shipment_status"].as_str()),
+                    (Some("fulfilled"), Some("shipped"))
+                );
+                assert!(o["refunds"].as_array().unwrap().is_empty());
+            }
+            (409, 200) => {
+                cancels += 1;
+                assert_eq!(shipped.code(), "order_not_shippable");
+                assert_eq!(
+                    (o["status"].as_str(), o["shipment_status"].as_str()),
+                    (Some("cancelled"), Some("intercepted"))
+                );
+                assert_eq!(o["refunds"][0]["status"], "succeeded", "{o}");
+            }
+            other => panic!(
+                "order {order_id}: ship {} / cancel {}: {} {}",
+                other.0, other.1, shipped.body, cancelled.body
+            ),
+        }
+    }
+    println!("cancel racing ship over 20 orders: {ships} shipped, {cancels} cancelled");
+    let lamp = app.sku("lamp").await;
+    assert_eq!(lamp["sold"].as_i64().unwrap(), ships);
+    for order_id in &orders {
+        app.settled(order_id).await;
+    }
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_admin_wallet_order_has_no_deadline_and_a_cancel_returns_the_wallet_funds() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    let r = app
+        .send(
+            app.http
+                .post(format!("{}/v1/admin/orders", app.base))
+                .header("Idempotency-Key", "admin-1")
+                .json(&json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "points": 100, "payment_method": "wallet"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let order_id = id(&r.body);
+    let o = app.order(&order_id).await;
+    assert!(o["expires_at"].is_null(), "no deadline: {o}");
+    assert_eq!(
+        (
+            o["payment_method"].as_str(),
+            o["wallet_amount"].as_i64(),
+            o["payable_amount"].as_i64()
+        ),
+        (Some("wallet"), Some(900), Some(0))
+    );
+    assert!(["paid", "fulfilled"].contains(&o["status"].as_str().unwrap()));
+    app.eventually(30, "the wallet charged", || async {
+        (app.get("/v1/wallets/alice").await.body["spent"] == 900).then_some(())
+    })
+    .await;
+    let cancelled = app.cancel(&order_id, "admin").await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(
+        app.get("/v1/wallets/alice").await.body,
+        json!({"user_id": "alice", "balance": 1000, "frozen": 0, "spent": 0})
+    );
+    assert_eq!(app.get("/v1/points/alice").await.body["points"], 300);
+    assert!(
+        cancelled.body["refunds"].as_array().unwrap().is_empty(),
+        "no online payment to refund"
+    );
+
+    // Online is not an admin method; a deadline is not an admin field.
+    let bad = app
+        .send(
+            app.http
+                .post(format!("{}/v1/admin/orders", app.base))
+                .header("Idempotency-Key", "admin-2")
+                .json(&json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "payment_method": "online"})),
+        )
+        .await;
+    assert_eq!((bad.status, bad.code()), (422, "invalid_payment_method"));
+    app.settled(&order_id).await;
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn fifty_users_racing_for_a_code_with_ten_uses_get_exactly_ten_grants() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    let r = app
+        .post(
+            "/v1/admin/codes",
+            json!({"code": "LAUNCH10", "sku": "course", "max_uses": 10}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let replies = futures::future::join_all((0..50).map(|i| {
+        app.post(
+            "/v1/redemptions",
+            json!({"user_id": format!("user{i}"), "code": "LAUNCH10"}),
+        )
+    }))
+    .await;
+    let granted = replies.iter().filter(|r| r.status == 201).count();
+    let exhausted = replies
+        .iter()
+        .filter(|r| (r.status, r.code()) == (409, "code_exhausted"))
+        .count();
+    assert_eq!(
+        (granted, exhausted),
+        (10, 40),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let unknown = app
+        .post("/v1/redemptions", json!({"user_id": "u", "code": "NOPE"}))
+        .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "code_not_found"));
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn one_user_redeeming_a_code_ten_times_at_once_is_granted_once() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    app.post(
+        "/v1/admin/codes",
+        json!({"code": "ONCE", "sku": "course", "max_uses": 5}),
+    )
+    .await;
+    let body = json!({"user_id": "bob", "code": "ONCE"});
+    let replies =
+        futures::future::join_all((0..10).map(|_| app.post("/v1/redemptions", body.clone()))).await;
+    assert!(
+        replies.iter().all(|r| r.status == 201),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let ids: std::collections::BTreeSet<&str> = replies
+        .iter()
+        .map(|r| r.body["entitlement_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "the same grant every time");
+    assert_eq!(entitlements(&app, "bob").await.len(), 1);
+    // Later, again: the same grant, not a second one.
+    let again = app
+        .post("/v1/redemptions", json!({"user_id": "bob", "code": "ONCE"}))
+        .await;
+    assert_eq!(again.body["entitlement_id"], *ids.iter().next().unwrap());
+    assert_eq!(entitlements(&app, "bob").await.len(), 1);
+    app.assert_invariants().await;
+}
+
+/// One active subscription per user: 20 concurrent orders, one gets it.
+#[tokio::test]
+async fn a_quota_of_one_holds_under_twenty_concurrent_orders() {
+    let app = spawn_app().await;
+    app.put_sku_with(
+        "pro",
+        json!({"price": 900, "stock": 100, "kind": "digital", "quota": 1}),
+    )
+    .await;
+    let keys: Vec<String> = (0..20).map(|i| format!("sub-{i}")).collect();
+    let replies = futures::future::join_all(keys.iter().map(|key| {
+        app.create_order(
+            key,
+            json!({"user_id": "carol", "items": [{"sku": "pro", "quantity": 1}]}),
+        )
+    }))
+    .await;
+    let placed: Vec<&common::Reply> = replies.iter().filter(|r| r.status == 201).collect();
+    let refused = replies
+        .iter()
+        .filter(|r| (r.status, r.code()) == (422, "quota_exceeded"))
+        .count();
+    assert_eq!((placed.len(), refused), (1, 19));
+    // After it is paid, the entitlement keeps the slot taken.
+    let order_id = id(&placed[0].body);
+    app.checkout_and_pay(&order_id, None).await;
+    wait_status(&app, &order_id, "fulfilled").await;
+    let more = app
+        .create_order(
+            "sub-more",
+            json!({"user_id": "carol", "items": [{"sku": "pro", "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!((more.status, more.code()), (422, "quota_exceeded"));
+    // Another user is not affected.
+    let dave = app
+        .create_order(
+            "sub-dave",
+            json!({"user_id": "dave", "items": [{"sku": "pro", "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(dave.status, 201, "{}", dave.body);
+    app.cancel(&id(&dave.body), "user").await;
+    app.settled(&order_id).await;
+    app.assert_invariants().await;
+}
+
+/// The quota was lowered after the order was placed: fulfilment refuses it for good, and the
+/// order is compensated and refunded once.
+#[tokio::test]
+async fn a_permanent_fulfilment_failure_is_compensated_and_refunded_once() {
+    let app = spawn_app().await;
+    app.put_sku_with(
+        "pro",
+        json!({"price": 900, "stock": 10, "kind": "digital", "quota": 1}),
+    )
+    .await;
+    let order_id = id(&app
+        .create_order(
+            "doomed",
+            json!({"user_id": "erin", "items": [{"sku": "pro", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    app.put_sku_with(
+        "pro",
+        json!({"price": 900, "stock": 9, "kind": "digital", "quota": 0}),
+    )
+    .await;
+    let payment = app.checkout_and_pay(&order_id, None).await;
+    let o = wait_status(&app, &order_id, "cancelled").await;
+    assert_eq!(o["cancel_reason"], "fulfilment_failed");
+    app.settled(&order_id).await;
+    let o = app.order(&order_id).await;
+    let refunds = o["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{o}");
+    assert_eq!(
+        (
+            refunds[0]["payment_id"].as_str(),
+            refunds[0]["status"].as_str(),
+            refunds[0]["reason"].as_str()
+        ),
+        (
+            Some(payment.as_str()),
+            Some("succeeded"),
+            Some("fulfilment_failed")
+        )
+    );
+    assert!(entitlements(&app, "erin").await.is_empty());
+    let pro = app.sku("pro").await;
+    assert_eq!(
+        (pro["available"].as_i64(), pro["sold"].as_i64()),
+        (Some(10), Some(0))
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn exactly_one_of_a_users_concurrent_orders_is_their_first_purchase() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        orders.push(id(&app
+            .create_order(
+                &format!("first-{i}"),
+                json!({"user_id": "frank", "items": [{"sku": "course", "quantity": 1}]}),
+            )
+            .await
+            .body));
+    }
+    futures::future::join_all(orders.iter().map(|o| app.checkout_and_pay(o, None))).await;
+    let mut firsts = 0;
+    for order_id in &orders {
+        let o = wait_status(&app, order_id, "fulfilled").await;
+        if o["is_first_purchase"] == true {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+    for order_id in &orders {
+        app.settled(order_id).await;
+    }
+    app.assert_invariants().await;
+}
