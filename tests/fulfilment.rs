@@ -30,14 +30,6 @@ async fn shop(app: &TestApp) -> String {
     app.create_coupon("alice", "amount", 500).await
 }
 
-async fn wait_status(app: &TestApp, order_id: &str, status: &str) -> Value {
-    app.eventually(30, status, || async {
-        let o = app.order(order_id).await;
-        (o["status"] == status).then_some(o)
-    })
-    .await
-}
-
 async fn ship(app: &TestApp, order_id: &str) -> common::Reply {
     app.post(&format!("/v1/admin/orders/{order_id}/ship"), json!({}))
         .await
@@ -62,7 +54,7 @@ async fn digital_goods_are_fulfilled_at_payment_and_physical_goods_when_shipped(
         .await
         .body);
     app.checkout_and_pay(&course, None).await;
-    let o = wait_status(&app, &course, "fulfilled").await;
+    let o = app.wait_status(&course, "fulfilled").await;
     assert!(o["shipment_status"].is_null());
     let granted = entitlements(&app, "alice").await;
     assert_eq!(granted.len(), 1, "{granted:?}");
@@ -188,7 +180,7 @@ async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
         .await
         .body);
     app.checkout_and_pay(&course, None).await;
-    wait_status(&app, &course, "fulfilled").await;
+    app.wait_status(&course, "fulfilled").await;
     assert_eq!(entitlements(&app, "alice").await.len(), 1);
     let r = app.cancel(&course, "user").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -457,7 +449,7 @@ async fn a_quota_of_one_holds_under_twenty_concurrent_orders() {
     // After it is paid, the entitlement keeps the slot taken.
     let order_id = id(&placed[0].body);
     app.checkout_and_pay(&order_id, None).await;
-    wait_status(&app, &order_id, "fulfilled").await;
+    app.wait_status(&order_id, "fulfilled").await;
     let more = app
         .create_order(
             "sub-more",
@@ -501,7 +493,7 @@ async fn a_permanent_fulfilment_failure_is_compensated_and_refunded_once() {
     )
     .await;
     let payment = app.checkout_and_pay(&order_id, None).await;
-    let o = wait_status(&app, &order_id, "cancelled").await;
+    let o = app.wait_status(&order_id, "cancelled").await;
     assert_eq!(o["cancel_reason"], "fulfilment_failed");
     app.settled(&order_id).await;
     let o = app.order(&order_id).await;
@@ -545,7 +537,7 @@ async fn exactly_one_of_a_users_concurrent_orders_is_their_first_purchase() {
     futures::future::join_all(orders.iter().map(|o| app.checkout_and_pay(o, None))).await;
     let mut firsts = 0;
     for order_id in &orders {
-        let o = wait_status(&app, order_id, "fulfilled").await;
+        let o = app.wait_status(order_id, "fulfilled").await;
         if o["is_first_purchase"] == true {
             firsts += 1;
         }

@@ -46,13 +46,6 @@ async fn book_order(app: &TestApp, key: &str, timeout_secs: u64) -> Value {
     r.body
 }
 
-async fn wait_status(app: &TestApp, order_id: &str, status: &str) {
-    app.eventually(30, status, || async {
-        (app.order(order_id).await["status"] == status).then_some(())
-    })
-    .await;
-}
-
 fn refunds_at_provider(app: &TestApp, payment_id: &str) -> usize {
     app.sandbox
         .refunds()
@@ -203,7 +196,7 @@ async fn a_checkout_after_the_deadline_or_on_an_unknown_order_is_refused() {
 async fn a_late_payment_within_the_grace_window_replayed_five_times_is_refunded_once() {
     let app = spawn_app().await;
     let order_id = id(&book_order(&app, "late-1s", 1).await);
-    wait_status(&app, &order_id, "cancelled").await;
+    app.wait_status(&order_id, "cancelled").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let event = app.captured(&order_id, 1500);
     let replies = futures::future::join_all((0..5).map(|_| app.deliver(&event))).await;
@@ -289,7 +282,7 @@ async fn a_second_payment_for_a_paid_order_is_refunded_once() {
     let app = spawn_app().await;
     let order_id = id(&book_order(&app, "twice", 60).await);
     let first = app.checkout_and_pay(&order_id, None).await;
-    wait_status(&app, &order_id, "fulfilled").await;
+    app.wait_status(&order_id, "fulfilled").await;
     // The payer opens another session directly at the provider and pays it too.
     let provider = PaymentProvider::new(&app.provider).unwrap();
     let second_session = provider

@@ -415,6 +415,15 @@ impl TestApp {
         }
     }
 
+    /// Waits until the order has `status`, and returns it.
+    pub async fn wait_status(&self, order_id: &str, status: &str) -> Value {
+        self.eventually(30, status, || async {
+            let o = self.order(order_id).await;
+            (o["status"] == status).then_some(o)
+        })
+        .await
+    }
+
     /// Polls `probe` until it returns `Some`, for up to `secs`.
     pub async fn eventually<T, F, Fut>(&self, secs: u64, what: &str, mut probe: F) -> T
     where

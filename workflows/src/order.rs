@@ -438,6 +438,15 @@ impl OrderWorkflow {
 }
 
 impl OrderWorkflow {
+    /// The late-payment grace window, in milliseconds.
+    fn grace_ms(&self) -> i64 {
+        let secs = self
+            .input
+            .late_payment_grace_secs
+            .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS);
+        i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000
+    }
+
     fn checkout_window_secs(&self) -> u64 {
         self.input
             .checkout_window_secs
@@ -728,13 +737,7 @@ async fn finish(
     if !ctx.patched(PATCH_REFUNDS) {
         return finish_v1(ctx, status).await;
     }
-    let grace_ms = ctx.state(|s| {
-        let secs = s
-            .input
-            .late_payment_grace_secs
-            .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS);
-        i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000
-    });
+    let grace_ms = ctx.state(|s| s.grace_ms());
     let settled_at = now_ms(ctx)?;
     let grace_end = match status {
         OrderStatus::Rejected => settled_at,
@@ -986,13 +989,7 @@ async fn after_payment(
     ctx: &WorkflowContext<OrderWorkflow>,
     held: &[Resource],
 ) -> WorkflowResult<OrderStatus> {
-    let grace_ms = ctx.state(|s| {
-        let secs = s
-            .input
-            .late_payment_grace_secs
-            .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS);
-        i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000
-    });
+    let grace_ms = ctx.state(|s| s.grace_ms());
     let order_id = ctx.state(|s| s.input.order_id.clone());
 
     // Fulfil, unless a cancel is already waiting.
