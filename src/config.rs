@@ -40,7 +40,14 @@ pub struct Config {
     pub sandbox_addr: String,
     /// `SANDBOX_WEBHOOK_URL`: where the sandbox sends webhooks (default: this API's webhook).
     pub sandbox_webhook_url: String,
+    /// `ORDERFLOW_JWT_SECRET`: the HS256 secret of client tokens (default: a dev secret).
+    pub jwt_secret: String,
+    /// `ORDER_MAX_OPEN_PER_USER`: unpaid orders a user may have open at once (default 10).
+    pub max_open_orders_per_user: i64,
 }
+
+/// The JWT secret `orderflow dev` uses when none is configured. Never use it in production.
+pub const DEV_JWT_SECRET: &str = "orderflow-dev-jwt-secret";
 
 /// The sandbox's API key in `orderflow dev`. Never use it in production.
 pub const DEV_PROVIDER_API_KEY: &str = "sk_sandbox_orderflow_dev";
@@ -113,6 +120,8 @@ impl Config {
             late_payment_grace_secs: secs("ORDER_LATE_PAYMENT_GRACE", 3600, 0..=604_800)?,
             provider,
             sandbox_addr: var("SANDBOX_ADDR").unwrap_or_else(|| "127.0.0.1:8081".into()),
+            jwt_secret: var("ORDERFLOW_JWT_SECRET").unwrap_or_else(|| DEV_JWT_SECRET.to_owned()),
+            max_open_orders_per_user: secs("ORDER_MAX_OPEN_PER_USER", 10, 1..=10_000)? as i64,
         })
     }
 
@@ -127,6 +136,8 @@ impl Config {
             workflow_wait: Duration::from_secs(30),
             checkout_window_secs: self.checkout_window_secs,
             late_payment_grace_secs: self.late_payment_grace_secs,
+            jwt_secret: self.jwt_secret.clone(),
+            max_open_orders_per_user: self.max_open_orders_per_user,
         }
     }
 }

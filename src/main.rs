@@ -13,6 +13,8 @@ commands:
   worker              run the order workflows and activities (scale out: run several)
   api                 serve the REST API
   migrate [up|down]   apply all migrations (default), or revert them all
+  token --sub <user> [--role user|admin] [--ttl <seconds>]
+                      mint a client token (HS256 with ORDERFLOW_JWT_SECRET; default 1 day)
   provider-sandbox    a card payment provider on loopback (checkout, refunds, signed
                       webhooks, fault injection); `dev` runs one for you
 
@@ -34,6 +36,8 @@ configuration (environment variables, with defaults):
   PAYMENT_PROVIDER_TIMEOUT  10 (seconds per provider call)
   SANDBOX_ADDR              127.0.0.1:8081 (provider-sandbox and dev)
   SANDBOX_WEBHOOK_URL       http://<ORDERFLOW_HTTP_ADDR>/v1/payments/webhook
+  ORDERFLOW_JWT_SECRET      orderflow-dev-jwt-secret (set a real one in production)
+  ORDER_MAX_OPEN_PER_USER   10 (unpaid orders a user may have open at once)
   RUST_LOG                  info
 ";
 
@@ -71,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ("token", _) => {
+            println!("{}", mint_token(&config, &args[1..])?);
+            Ok(())
+        }
         ("provider-sandbox", None) => {
             let (sandbox, listener) = run::bind_sandbox(&config).await?;
             println!(
@@ -97,6 +105,40 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => bail!("unknown command {:?}\n\n{USAGE}", args.join(" ")),
     }
+}
+
+/// `orderflow token --sub alice [--role admin] [--ttl 3600]`.
+fn mint_token(config: &Config, args: &[String]) -> anyhow::Result<String> {
+    let (mut sub, mut role, mut ttl) = (None, orderflow_api::auth::Role::User, 86_400u64);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))?;
+        match flag.as_str() {
+            "--sub" => sub = Some(value.clone()),
+            "--role" => {
+                role = match value.as_str() {
+                    "user" => orderflow_api::auth::Role::User,
+                    "admin" => orderflow_api::auth::Role::Admin,
+                    other => bail!("--role must be user or admin, got {other:?}"),
+                }
+            }
+            "--ttl" => {
+                ttl = value
+                    .parse()
+                    .with_context(|| format!("--ttl {value:?} is not a number of seconds"))?
+            }
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    let sub = sub.with_context(|| format!("token needs --sub <user>\n\n{USAGE}"))?;
+    Ok(orderflow_api::auth::mint(
+        &config.jwt_secret,
+        &sub,
+        role,
+        ttl,
+    ))
 }
 
 async fn worker(config: Config) -> anyhow::Result<()> {
@@ -177,12 +219,24 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let user_token = orderflow_api::auth::mint(
+        &config.jwt_secret,
+        "alice",
+        orderflow_api::auth::Role::User,
+        86_400,
+    );
+    let admin_token = orderflow_api::auth::mint(
+        &config.jwt_secret,
+        "admin",
+        orderflow_api::auth::Role::Admin,
+        86_400,
+    );
     let ui = _server
         .as_ref()
         .map(|s| s.ui_url.clone())
         .unwrap_or_else(|| "(the UI of your Temporal server)".into());
     println!(
-        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\nCtrl-C stops everything.\n",
+        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\n  user token     {user_token}   (alice, 1 day)\n  admin token    {admin_token}   (1 day)\nCtrl-C stops everything.\n",
         config.http_addr,
         config.temporal_address,
         run::redact(&config.database_url),

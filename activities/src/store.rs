@@ -464,3 +464,13 @@ pub async fn order_events(db: &Db, order_id: &str) -> Result<Vec<OrderEvent>, St
         })
         .collect())
 }
+
+/// How many unpaid orders a user has open.
+pub async fn open_orders(db: &Db, user_id: &str) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders WHERE user_id = $1 AND status = 'pending_payment'",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await?)
+}

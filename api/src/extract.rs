@@ -25,6 +25,15 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 e.body_text(),
             ),
+            JsonRejection::BytesRejection(e)
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                ApiError::client(
+                    e.status(),
+                    "body_too_large",
+                    "the request body is larger than this route accepts",
+                )
+            }
             JsonRejection::BytesRejection(e) => {
                 ApiError::client(e.status(), "invalid_body", e.body_text())
             }

@@ -1,6 +1,7 @@
 //! orderflow-api: the REST edge (DESIGN.md section 6).
 //!
 //! - [`app`] builds the router from an [`AppState`]; tests call it on port 0.
+//! - [`auth`]: bearer JWTs (HS256): who calls, and what they may touch.
 //! - [`error`]: `ApiError`, the one JSON error shape; 4xx carry a stable code, 5xx never leak.
 //! - [`extract`]: JSON and query extractors whose rejections use that shape.
 //! - [`temporal`]: every call to the Temporal server (start, update, signal) in one place.
@@ -10,6 +11,7 @@
 //! Handlers validate input, then either read the database or ask an order's workflow. They
 //! never change an order's status themselves: the workflow is the only writer of that.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod routes;
@@ -42,6 +44,10 @@ pub struct ApiConfig {
     pub checkout_window_secs: u64,
     /// How long a settled order's workflow stays open to refund late payments itself.
     pub late_payment_grace_secs: u64,
+    /// The HS256 secret client tokens are signed with.
+    pub jwt_secret: String,
+    /// At most this many unpaid orders per user (429 `too_many_open_orders` beyond).
+    pub max_open_orders_per_user: i64,
 }
 
 /// What every handler can reach.

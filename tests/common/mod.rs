@@ -21,6 +21,7 @@ use temporalio_client::{Client, WorkflowGetResultOptions};
 pub const SECRET: &str = "whsec_test_current";
 pub const OLD_SECRET: &str = "whsec_test_previous";
 pub const PROVIDER_KEY: &str = "sk_test_sandbox";
+pub const JWT_SECRET: &str = "jwt_test_secret";
 /// Late payments within this many seconds of settlement are refunded by the order workflow.
 pub const GRACE_SECS: u64 = 2;
 /// Provider calls time out after this long in tests.
@@ -151,6 +152,8 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
         provider: provider.clone(),
         sandbox_addr: String::new(),
         sandbox_webhook_url: String::new(),
+        jwt_secret: JWT_SECRET.into(),
+        max_open_orders_per_user: 50,
     };
     let db = run::open_db(&database_url, true)
         .await
@@ -247,9 +250,29 @@ impl Reply {
     }
 }
 
+/// A token for `user` (role `user`), signed with the test secret.
+pub fn user_token(user: &str) -> String {
+    orderflow_api::auth::mint(JWT_SECRET, user, orderflow_api::auth::Role::User, 3600)
+}
+
+/// An admin token: requests that carry no token of their own are sent with it.
+pub fn admin_token() -> String {
+    orderflow_api::auth::mint(JWT_SECRET, "ops", orderflow_api::auth::Role::Admin, 3600)
+}
+
 impl TestApp {
+    /// Sends `req`; with an admin token unless it carries an `Authorization` header (or is
+    /// marked with `x-no-auth` to go without one).
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
-        let res = req.send().await.expect("HTTP request");
+        let mut request = req.build().expect("a request");
+        let headers = request.headers_mut();
+        if headers.remove("x-no-auth").is_none() && !headers.contains_key("authorization") {
+            headers.insert(
+                "authorization",
+                format!("Bearer {}", admin_token()).parse().unwrap(),
+            );
+        }
+        let res = self.http.execute(request).await.expect("HTTP request");
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
         Reply {

@@ -1,6 +1,7 @@
 //! Catalogue, coupons, wallets and points: the admin writes that set up state, and the reads.
 
-use super::{check_amount, check_id};
+use super::{check_amount, check_id, hidden};
+use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::{AppState, view};
@@ -13,6 +14,9 @@ use orderflow_activities::store;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// Request bodies of these routes are capped (413 `body_too_large` beyond).
+pub const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/skus/{sku}", put(put_sku))
@@ -23,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/wallets/{user_id}", get(get_wallet))
         .route("/v1/admin/points/{user_id}/credit", post(credit_points))
         .route("/v1/points/{user_id}", get(get_points))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
 }
 
 type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
@@ -45,6 +50,7 @@ struct PutSku {
 }
 
 async fn put_sku(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(sku): Path<String>,
     Json(body): Json<PutSku>,
@@ -74,7 +80,7 @@ async fn put_sku(
     )
 }
 
-async fn get_sku(State(state): State<AppState>, Path(sku): Path<String>) -> Reply {
+async fn get_sku(_caller: Caller, State(state): State<AppState>, Path(sku): Path<String>) -> Reply {
     ok(
         StatusCode::OK,
         view::sku(&store::get_sku(&state.db, &sku).await?),
@@ -89,7 +95,11 @@ struct CreateCoupon {
     amount: i64,
 }
 
-async fn create_coupon(State(state): State<AppState>, Json(body): Json<CreateCoupon>) -> Reply {
+async fn create_coupon(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Json(body): Json<CreateCoupon>,
+) -> Reply {
     check_id("user_id", &body.user_id)?;
     if body.kind != "amount" && body.kind != "discount" {
         return Err(ApiError::unprocessable(
@@ -106,11 +116,16 @@ async fn create_coupon(State(state): State<AppState>, Json(body): Json<CreateCou
     )
 }
 
-async fn get_coupon(State(state): State<AppState>, Path(coupon_id): Path<String>) -> Reply {
-    ok(
-        StatusCode::OK,
-        view::coupon(&store::get_coupon(&state.db, &coupon_id).await?),
-    )
+async fn get_coupon(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(coupon_id): Path<String>,
+) -> Reply {
+    let coupon = store::get_coupon(&state.db, &coupon_id).await?;
+    if !caller.owns(&coupon.user_id) {
+        return Err(hidden("coupon", &coupon_id));
+    }
+    ok(StatusCode::OK, view::coupon(&coupon))
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +135,7 @@ struct CreditWallet {
 }
 
 async fn credit_wallet(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(body): Json<CreditWallet>,
@@ -132,7 +148,14 @@ async fn credit_wallet(
     )
 }
 
-async fn get_wallet(State(state): State<AppState>, Path(user_id): Path<String>) -> Reply {
+async fn get_wallet(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Reply {
+    if !caller.owns(&user_id) {
+        return Err(hidden("wallet", &user_id));
+    }
     ok(
         StatusCode::OK,
         view::wallet(&store::get_account(&state.db, WALLET, &user_id).await?),
@@ -146,6 +169,7 @@ struct CreditPoints {
 }
 
 async fn credit_points(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(body): Json<CreditPoints>,
@@ -158,7 +182,14 @@ async fn credit_points(
     )
 }
 
-async fn get_points(State(state): State<AppState>, Path(user_id): Path<String>) -> Reply {
+async fn get_points(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Reply {
+    if !caller.owns(&user_id) {
+        return Err(hidden("points", &user_id));
+    }
     ok(
         StatusCode::OK,
         view::points(&store::get_account(&state.db, POINTS, &user_id).await?),

@@ -29,3 +29,8 @@ pub fn check_amount(field: &str, value: i64, min: i64) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// What another user's object answers: exactly what a missing one does, so ids do not leak.
+pub fn hidden(entity: &'static str, id: &str) -> ApiError {
+    ApiError::from(orderflow_activities::StoreError::not_found(entity, id))
+}

@@ -3,7 +3,8 @@
 //! Creation and cancellation go through the order's workflow and answer with its outcome in the
 //! same response. Reads come from the database, which the workflow keeps up to date.
 
-use super::{check_amount, check_id};
+use super::{check_amount, check_id, hidden};
+use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
 use crate::temporal::{self, Answer};
@@ -21,6 +22,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
+/// Request bodies of these routes are capped (413 `body_too_large` beyond).
+pub const MAX_ORDER_BODY_BYTES: usize = 64 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/orders", post(create_order).get(list_orders))
@@ -30,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/orders/{order_id}/pay", post(pay_order))
         .route("/v1/admin/orders", post(create_admin_order))
         .route("/v1/admin/orders/{order_id}/ship", post(ship_order))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_ORDER_BODY_BYTES))
 }
 
 /// The body of `POST /v1/admin/orders`: paid at once, by wallet or offline, with no deadline.
@@ -55,7 +60,9 @@ pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
-    pub user_id: String,
+    /// Taken from the token if absent; must be the token's subject unless the caller is admin.
+    #[serde(default)]
+    pub user_id: Option<String>,
     pub items: Vec<Item>,
     #[serde(default)]
     pub coupon_id: Option<String>,
@@ -75,8 +82,13 @@ pub struct Item {
 }
 
 impl CreateOrder {
+    /// The user the order is for (resolved from the token before `validate`).
+    fn user(&self) -> &str {
+        self.user_id.as_deref().unwrap_or("")
+    }
+
     fn validate(&self) -> Result<(), ApiError> {
-        check_id("user_id", &self.user_id)?;
+        check_id("user_id", self.user())?;
         if self.items.is_empty() || self.items.len() > MAX_ITEMS {
             return Err(ApiError::unprocessable(
                 "invalid_items",
@@ -168,18 +180,22 @@ async fn order_response(
 
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn create_order(
+    caller: Caller,
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<CreateOrder>,
+    Json(mut body): Json<CreateOrder>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    body.user_id = Some(caller.user_for(body.user_id.as_deref())?);
     let key = idempotency_key(&headers)?;
     body.validate()?;
+    check_open_orders(&state, body.user()).await?;
     let fingerprint = serde_json::to_vec(&body).map_err(ApiError::internal)?;
     place(state, key, body, PaymentMethod::Online, fingerprint).await
 }
 
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn create_admin_order(
+    _admin: Admin,
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<CreateAdminOrder>,
@@ -197,7 +213,7 @@ async fn create_admin_order(
     };
     let fingerprint = serde_json::to_vec(&body).map_err(ApiError::internal)?;
     let order = CreateOrder {
-        user_id: body.user_id,
+        user_id: Some(body.user_id),
         items: body.items,
         coupon_id: body.coupon_id,
         points: body.points,
@@ -213,14 +229,15 @@ async fn create_admin_order(
 async fn check_quotas(state: &AppState, body: &CreateOrder) -> Result<(), ApiError> {
     for item in &body.items {
         if let Some((used, quota)) =
-            orderflow_activities::quota::usage(&state.db, &body.user_id, &item.sku).await?
+            orderflow_activities::quota::usage(&state.db, body.user(), &item.sku).await?
         {
             if used.saturating_add(item.quantity) > quota {
                 return Err(ApiError::unprocessable(
                     "quota_exceeded",
                     format!(
                         "{} may hold at most {quota} of {} at once (open orders and active entitlements); {used} held",
-                        body.user_id, item.sku
+                        body.user(),
+                        item.sku
                     ),
                 ));
             }
@@ -237,7 +254,7 @@ async fn place(
     method: PaymentMethod,
     fingerprint: Vec<u8>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    let order_id = order_id_for(&body.user_id, &key);
+    let order_id = order_id_for(body.user(), &key);
     tracing::Span::current().record("order_id", order_id.as_str());
     let request_hash = hex_sha256(&[&fingerprint]);
     // A replay of a request that already made its order is answered by that order, quota or not.
@@ -253,7 +270,7 @@ async fn place(
     };
     let input = PlaceOrder {
         order_id: order_id.clone(),
-        user_id: body.user_id.clone(),
+        user_id: body.user().to_owned(),
         items: body
             .items
             .iter()
@@ -304,20 +321,50 @@ async fn place(
     order_response(&state, &order_id, StatusCode::CREATED).await
 }
 
-#[tracing::instrument(skip(state))]
+/// Too many unpaid orders at once hold stock that others cannot buy: refuse more (429).
+async fn check_open_orders(state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    let open = store::open_orders(&state.db, user_id).await?;
+    let cap = state.config.max_open_orders_per_user;
+    if open >= cap {
+        return Err(ApiError::client(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_open_orders",
+            format!("{user_id} has {open} unpaid orders; pay or cancel one first (at most {cap})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The order, if the caller may see it; another user's order is "not found", like a missing one.
+async fn owned_order(
+    state: &AppState,
+    caller: &Caller,
+    order_id: &str,
+) -> Result<store::Order, ApiError> {
+    let order = store::get_order(&state.db, order_id).await?;
+    if !caller.owns(&order.user_id) {
+        return Err(hidden("order", order_id));
+    }
+    Ok(order)
+}
+
+#[tracing::instrument(skip(state, caller))]
 async fn get_order(
+    caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    owned_order(&state, &caller, &order_id).await?;
     order_response(&state, &order_id, StatusCode::OK).await
 }
 
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, caller))]
 async fn order_events(
+    caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    store::get_order(&state.db, &order_id).await?;
+    owned_order(&state, &caller, &order_id).await?;
     let events = store::order_events(&state.db, &order_id).await?;
     Ok(axum::Json(
         json!({ "order_id": order_id, "events": events.iter().map(view::event).collect::<Vec<_>>() }),
@@ -343,11 +390,15 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, id.to_owned()))
 }
 
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, caller))]
 async fn list_orders(
+    caller: Caller,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    Query(mut q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    if !caller.is_admin() {
+        q.user_id = Some(caller.user_for(q.user_id.as_deref())?);
+    }
     if let Some(status) = &q.status {
         if !STATUSES.contains(&status.as_str()) {
             return Err(ApiError::unprocessable(
@@ -407,12 +458,22 @@ pub struct CancelBody {
     reason: String,
 }
 
-#[tracing::instrument(skip(state, body))]
+#[tracing::instrument(skip(state, body, caller))]
 async fn cancel_order(
+    caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Json(body): Json<CancelBody>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    owned_order(&state, &caller, &order_id).await?;
+    if body.reason == "admin" && !caller.is_admin() {
+        return Err(ApiError::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an admin cancels with reason \"admin\"",
+        )
+        .for_order(&order_id));
+    }
     let reason = match body.reason.as_str() {
         "user" => CancelReason::User,
         "admin" => CancelReason::Admin,
@@ -477,8 +538,9 @@ async fn cancel_order(
 /// `POST /v1/admin/orders/{id}/ship`: the pending shipment of a paid order leaves; the order
 /// is `fulfilled`. Refused with 409 `order_not_shippable` once the order is cancelled (or
 /// being cancelled), already shipped, or has nothing to ship.
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, _admin))]
 async fn ship_order(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
@@ -501,12 +563,13 @@ async fn ship_order(
 
 /// `POST /v1/orders/{id}/pay`: a checkout session for the payable amount, through the
 /// workflow's `order.checkout` update (validated there: pending, deadline not passed).
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, caller))]
 async fn pay_order(
+    caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let order = store::get_order(&state.db, &order_id).await?;
+    let order = owned_order(&state, &caller, &order_id).await?;
     let not_payable =
         |why: String| ApiError::conflict("order_not_payable", why).for_order(&order_id);
     if order.status != "pending_payment" {

@@ -5,7 +5,8 @@
 //! the grant itself is one transaction in the activity. The handler validates, asks, and maps
 //! the outcome to a status: it never writes a grant itself.
 
-use super::{check_amount, check_id};
+use super::{check_amount, check_id, hidden};
+use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::temporal;
@@ -19,11 +20,17 @@ use orderflow_workflows::model::{RedeemCode, RedemptionOutcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Request bodies of these routes are capped (413 `body_too_large` beyond).
+pub const MAX_REDEMPTION_BODY_BYTES: usize = 4 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/codes", post(create_code))
         .route("/v1/redemptions", post(redeem))
         .route("/v1/entitlements/{user_id}", get(entitlements))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            MAX_REDEMPTION_BODY_BYTES,
+        ))
 }
 
 type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
@@ -36,7 +43,11 @@ struct CreateCode {
     max_uses: i64,
 }
 
-async fn create_code(State(state): State<AppState>, Json(body): Json<CreateCode>) -> Reply {
+async fn create_code(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Json(body): Json<CreateCode>,
+) -> Reply {
     check_id("code", &body.code)?;
     check_id("sku", &body.sku)?;
     check_amount("max_uses", body.max_uses, 1)?;
@@ -53,17 +64,20 @@ async fn create_code(State(state): State<AppState>, Json(body): Json<CreateCode>
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Redeem {
-    user_id: String,
+    /// Taken from the token if absent.
+    #[serde(default)]
+    user_id: Option<String>,
     code: String,
 }
 
-#[tracing::instrument(skip(state))]
-async fn redeem(State(state): State<AppState>, Json(body): Json<Redeem>) -> Reply {
-    check_id("user_id", &body.user_id)?;
+#[tracing::instrument(skip(state, caller))]
+async fn redeem(caller: Caller, State(state): State<AppState>, Json(body): Json<Redeem>) -> Reply {
+    let user_id = caller.user_for(body.user_id.as_deref())?;
+    check_id("user_id", &user_id)?;
     check_id("code", &body.code)?;
     let request = RedeemCode {
         code: body.code.clone(),
-        user_id: body.user_id.clone(),
+        user_id: user_id.clone(),
     };
     match temporal::redeem(&state.temporal, &state.config, request).await? {
         RedemptionOutcome::Granted {
@@ -73,7 +87,7 @@ async fn redeem(State(state): State<AppState>, Json(body): Json<Redeem>) -> Repl
         } => Ok((
             StatusCode::CREATED,
             axum::Json(json!({
-                "user_id": body.user_id, "code": body.code, "sku": sku,
+                "user_id": user_id, "code": body.code, "sku": sku,
                 "entitlement_id": entitlement_id, "redeemed_at": view::rfc3339(redeemed_at_ms),
             })),
         )),
@@ -85,8 +99,15 @@ async fn redeem(State(state): State<AppState>, Json(body): Json<Redeem>) -> Repl
     }
 }
 
-async fn entitlements(State(state): State<AppState>, Path(user_id): Path<String>) -> Reply {
+async fn entitlements(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Reply {
     check_id("user_id", &user_id)?;
+    if !caller.owns(&user_id) {
+        return Err(hidden("entitlements", &user_id));
+    }
     let list = redemptions::entitlements(&state.db, &user_id).await?;
     Ok((
         StatusCode::OK,
