@@ -44,6 +44,9 @@ pub struct Config {
     pub jwt_secret: String,
     /// `ORDER_MAX_OPEN_PER_USER`: unpaid orders a user may have open at once (default 10).
     pub max_open_orders_per_user: i64,
+    /// `ORDERFLOW_WORKER_METRICS_ADDR`: where the worker serves the SDK's Prometheus metrics
+    /// (default `127.0.0.1:9464`; `off` disables).
+    pub worker_metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The JWT secret `orderflow dev` uses when none is configured. Never use it in production.
@@ -122,6 +125,13 @@ impl Config {
             sandbox_addr: var("SANDBOX_ADDR").unwrap_or_else(|| "127.0.0.1:8081".into()),
             jwt_secret: var("ORDERFLOW_JWT_SECRET").unwrap_or_else(|| DEV_JWT_SECRET.to_owned()),
             max_open_orders_per_user: secs("ORDER_MAX_OPEN_PER_USER", 10, 1..=10_000)? as i64,
+            worker_metrics_addr: match var("ORDERFLOW_WORKER_METRICS_ADDR").as_deref() {
+                Some("off") => None,
+                Some(a) => Some(a.parse().with_context(|| {
+                    format!("ORDERFLOW_WORKER_METRICS_ADDR={a:?} is not host:port")
+                })?),
+                None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            },
         })
     }
 

@@ -38,6 +38,7 @@ configuration (environment variables, with defaults):
   SANDBOX_WEBHOOK_URL       http://<ORDERFLOW_HTTP_ADDR>/v1/payments/webhook
   ORDERFLOW_JWT_SECRET      orderflow-dev-jwt-secret (set a real one in production)
   ORDER_MAX_OPEN_PER_USER   10 (unpaid orders a user may have open at once)
+  ORDERFLOW_WORKER_METRICS_ADDR  127.0.0.1:9464 (the worker's Temporal metrics; off disables)
   RUST_LOG                  info
 ";
 
@@ -145,10 +146,10 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     let db = run::open_db(&config.database_url, false).await?;
     let client =
         run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
-    let runtime = run::sdk_runtime()?;
+    let (runtime, metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
     let mut worker = run::worker(&runtime, client, &config.task_queue, db, &config.provider)?;
     let stop = worker.shutdown_handle();
-    tracing::info!(task_queue = %config.task_queue, "worker polling");
+    tracing::info!(task_queue = %config.task_queue, metrics = ?metrics, "worker polling");
     tokio::select! {
         result = worker.run() => result.context("worker")?,
         _ = run::shutdown_signal() => {
@@ -198,7 +199,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
     devserver::register_search_attributes(&client, &config.temporal_namespace).await?;
     let db = run::open_db(&config.database_url, true).await?;
-    let runtime = run::sdk_runtime()?;
+    let (runtime, worker_metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
     // The provider sandbox, unless a real provider is configured.
     let mut sandbox_line = String::from("(PAYMENT_PROVIDER_URL)");
     if std::env::var("PAYMENT_PROVIDER_URL").is_err() {
@@ -219,6 +220,9 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let worker_metrics = worker_metrics
+        .map(|a| format!("http://{a}/metrics"))
+        .unwrap_or_else(|| "off".into());
     let user_token = orderflow_api::auth::mint(
         &config.jwt_secret,
         "alice",
@@ -236,10 +240,11 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         .map(|s| s.ui_url.clone())
         .unwrap_or_else(|| "(the UI of your Temporal server)".into());
     println!(
-        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\n  user token     {user_token}   (alice, 1 day)\n  admin token    {admin_token}   (1 day)\nCtrl-C stops everything.\n",
+        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\n  metrics        http://{}/metrics (API), {worker_metrics} (worker)\n  user token     {user_token}   (alice, 1 day)\n  admin token    {admin_token}   (1 day)\nCtrl-C stops everything.\n",
         config.http_addr,
         config.temporal_address,
         run::redact(&config.database_url),
+        config.http_addr,
         config.webhook_secrets[0],
         config.payment_timeout_secs
     );

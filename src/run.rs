@@ -105,9 +105,39 @@ pub async fn bind_sandbox(
     Ok((sandbox, listener))
 }
 
-/// The SDK runtime on the current tokio runtime.
-pub fn sdk_runtime() -> anyhow::Result<Runtime> {
-    Runtime::from_current_tokio(Default::default()).map_err(|e| anyhow!("{e}"))
+/// The SDK runtime on the current tokio runtime. With `metrics_addr`, the SDK's Prometheus
+/// exporter serves the worker's own metrics (task slots, polls, latencies) there; the address
+/// it bound is returned (port 0 picks one).
+pub fn sdk_runtime(
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(Runtime, Option<std::net::SocketAddr>)> {
+    use temporalio_common::telemetry::{
+        PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+    };
+    let Some(addr) = metrics_addr else {
+        let runtime =
+            Runtime::from_current_tokio(Default::default()).map_err(|e| anyhow!("{e}"))?;
+        return Ok((runtime, None));
+    };
+    let exporter = start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(addr)
+            .counters_total_suffix(true)
+            .build(),
+    )
+    .with_context(|| format!("cannot serve worker metrics on {addr}"))?;
+    let telemetry =
+        TelemetryOptions::builder()
+            .metrics(
+                exporter.meter.clone() as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>
+            )
+            .build();
+    let options = temporalio_sdk::runtime::RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(|e| anyhow!("{e}"))?;
+    let runtime = Runtime::from_current_tokio(options).map_err(|e| anyhow!("{e}"))?;
+    Ok((runtime, Some(exporter.bound_addr)))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes requests in flight.
@@ -122,6 +152,7 @@ pub async fn serve_api(
         db,
         temporal: client,
         config: Arc::new(config.api()),
+        metrics: Arc::new(orderflow_api::metrics::Metrics::new()),
     };
     axum::serve(listener, orderflow_api::app(state))
         .with_graceful_shutdown(shutdown)

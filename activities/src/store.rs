@@ -474,3 +474,35 @@ pub async fn open_orders(db: &Db, user_id: &str) -> Result<i64, StoreError> {
     .fetch_one(db)
     .await?)
 }
+
+/// Order counts for metrics: `(status, cancel_reason, reject_code, was_paid, count)`.
+pub async fn order_counts(db: &Db) -> Result<Vec<(String, String, String, bool, i64)>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT status, COALESCE(cancel_reason, ''), COALESCE(reject_code, ''),
+                CASE WHEN paid_at IS NULL THEN 0 ELSE 1 END, COUNT(*)
+         FROM orders GROUP BY status, cancel_reason, reject_code, CASE WHEN paid_at IS NULL THEN 0 ELSE 1 END",
+    )
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get::<i64, _>(3) == 1, r.get(4)))
+    .collect())
+}
+
+/// Refund counts by status, for metrics.
+pub async fn refund_counts(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(
+        sqlx::query("SELECT status, COUNT(*) FROM refunds GROUP BY status")
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+    )
+}
+
+/// Whether the database answers.
+pub async fn ping(db: &Db) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(db).await?;
+    Ok(())
+}

@@ -89,6 +89,15 @@ impl ApiError {
         self
     }
 
+    /// The stable code of this error (`internal_error` for a 500).
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::Client { code, .. } => code,
+            ApiError::Unavailable { code, .. } => code,
+            ApiError::Internal { .. } => "internal_error",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,

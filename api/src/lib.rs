@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 mod routes;
 pub mod temporal;
 pub mod view;
@@ -56,6 +57,7 @@ pub struct AppState {
     pub db: Db,
     pub temporal: temporalio_client::Client,
     pub config: Arc<ApiConfig>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The whole API.
@@ -69,7 +71,48 @@ pub fn app(state: AppState) -> Router {
             "/healthz",
             axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(|| async { error::ApiError::not_found("route_not_found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /readyz`: 200 when the database and Temporal both answer, 503 naming what does not.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let db = tokio::time::timeout(
+        Duration::from_secs(3),
+        orderflow_activities::store::ping(&state.db),
+    )
+    .await;
+    let db_ok = matches!(db, Ok(Ok(_)));
+    let mut workflow_service = state.temporal.connection().workflow_service();
+    let temporal = tokio::time::timeout(
+        Duration::from_secs(3),
+        workflow_service.get_system_info(temporalio_client::tonic::Request::new(
+            temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest::default(),
+        )),
+    )
+    .await;
+    let temporal_ok = matches!(temporal, Ok(Ok(_)));
+    let status = if db_ok && temporal_ok {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": word(db_ok && temporal_ok),
+            "database": word(db_ok),
+            "temporal": word(temporal_ok),
+        })),
+    )
 }

@@ -102,6 +102,8 @@ pub struct TestApp {
     pub temporal_address: String,
     pub sandbox: Sandbox,
     pub provider: ProviderConfig,
+    /// Where the in-process worker serves the SDK's Prometheus metrics.
+    pub worker_metrics: Option<std::net::SocketAddr>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -153,7 +155,8 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
         sandbox_addr: String::new(),
         sandbox_webhook_url: String::new(),
         jwt_secret: JWT_SECRET.into(),
-        max_open_orders_per_user: 50,
+        max_open_orders_per_user: 20,
+        worker_metrics_addr: None,
     };
     let db = run::open_db(&database_url, true)
         .await
@@ -173,7 +176,7 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
     let in_process = mode == WorkerMode::InProcess;
     std::thread::spawn(move || {
         if !in_process {
-            ready_tx.send(()).unwrap();
+            ready_tx.send(None).unwrap();
             return;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -184,17 +187,18 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
             let client = run::connect_temporal(&worker_address, "default")
                 .await
                 .expect("worker connects");
-            let runtime = run::sdk_runtime().expect("sdk runtime");
+            let metrics_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let (runtime, metrics) = run::sdk_runtime(Some(metrics_port)).expect("sdk runtime");
             let mut worker =
                 run::worker(&runtime, client, &worker_queue, worker_db, &worker_provider)
                     .expect("worker");
-            ready_tx.send(()).unwrap();
+            ready_tx.send(metrics).unwrap();
             if let Err(e) = worker.run().await {
                 eprintln!("worker stopped: {e}");
             }
         });
     });
-    ready_rx.recv().unwrap();
+    let worker_metrics = ready_rx.recv().unwrap();
 
     let (api_db, api_client) = (db.clone(), client.clone());
     tokio::spawn(async move {
@@ -217,6 +221,7 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
         temporal_address: address,
         sandbox,
         provider,
+        worker_metrics,
     }
 }
 
@@ -374,6 +379,7 @@ impl TestApp {
                 PROVIDER_TIMEOUT_SECS.to_string(),
             )
             .env("RUST_LOG", "warn")
+            .env("ORDERFLOW_WORKER_METRICS_ADDR", "off")
             .spawn()
             .expect("start orderflow worker");
         WorkerProcess(child)

@@ -55,9 +55,24 @@ fn accepted(outcome: &str) -> (StatusCode, axum::Json<Value>) {
     (StatusCode::OK, axum::Json(json!({ "status": outcome })))
 }
 
-#[tracing::instrument(skip_all, fields(order_id, payment_id))]
+/// Counts each webhook by outcome: the `status` it was answered with, or the error code.
 async fn webhook(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let result = handle_webhook(&state, headers, body).await;
+    let outcome = match &result {
+        Ok((_, body)) => body.0["status"].as_str().unwrap_or("ok").to_owned(),
+        Err(e) => e.code().to_owned(),
+    };
+    state.metrics.webhook(&outcome);
+    result
+}
+
+#[tracing::instrument(skip_all, fields(order_id, payment_id))]
+async fn handle_webhook(
+    state: &AppState,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
@@ -113,7 +128,7 @@ async fn webhook(
         tracing::info!(%outcome, "duplicate webhook event");
         return Ok(accepted("duplicate"));
     }
-    let outcome = hand_on(&state, &event).await?;
+    let outcome = hand_on(state, &event).await?;
     payments::processed(&state.db, &event.event_id, outcome, now_ms())
         .await
         .map_err(for_order)?;

@@ -1,0 +1,223 @@
+//! `/metrics` in the Prometheus text format.
+//!
+//! - Measured in this process: HTTP requests and their latency per route (a middleware on the
+//!   matched route, so ids do not explode the label space), and webhook requests by outcome.
+//! - Counted from the database at scrape time, so that they are right across API and worker
+//!   processes and restarts: orders created, paid, cancelled by reason, rejected by code;
+//!   refunds by outcome. (One grouped query per table per scrape.)
+//! - The Temporal worker's own metrics are on the worker's port (`ORDERFLOW_WORKER_METRICS_ADDR`),
+//!   through the SDK's Prometheus exporter.
+//!
+//! Never label with an order id, a user id or anything else unbounded.
+
+use crate::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Instant;
+
+/// The API's own metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    webhooks: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "orderflow_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "orderflow_http_request_duration_seconds",
+                "HTTP request latency by route and method",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "orderflow_webhook_requests_total",
+                "Payment webhooks by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(webhooks.clone()),
+        ] {
+            registry.register(m).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            webhooks,
+        }
+    }
+
+    /// Counts a webhook request: its `status` when answered 2xx, its error code otherwise.
+    pub fn webhook(&self, outcome: &str) {
+        self.webhooks.with_label_values(&[outcome]).inc();
+    }
+
+    /// The whole exposition: this process's metrics, then the database-derived ones.
+    pub async fn render(
+        &self,
+        db: &orderflow_activities::Db,
+    ) -> Result<String, orderflow_activities::StoreError> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        let mut text = String::from_utf8(out).expect("utf-8 exposition");
+        text.push_str(&order_metrics(db).await?);
+        Ok(text)
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &BTreeMap<String, i64>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn label(key: &str, value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("{{{key}=\"{escaped}\"}}")
+}
+
+async fn order_metrics(
+    db: &orderflow_activities::Db,
+) -> Result<String, orderflow_activities::StoreError> {
+    use orderflow_activities::store;
+    let (mut created, mut paid) = (0i64, 0i64);
+    let (mut cancelled, mut rejected, mut current) =
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for (status, reason, code, was_paid, n) in store::order_counts(db).await? {
+        created += n;
+        if was_paid {
+            paid += n;
+        }
+        *current.entry(label("status", &status)).or_insert(0) += n;
+        match status.as_str() {
+            "cancelled" => *cancelled.entry(label("reason", &reason)).or_insert(0) += n,
+            "rejected" => *rejected.entry(label("code", &code)).or_insert(0) += n,
+            _ => {}
+        }
+    }
+    let mut refunds = BTreeMap::new();
+    for (status, n) in store::refund_counts(db).await? {
+        refunds.insert(label("outcome", &status), n);
+    }
+    let mut out = String::new();
+    let one = |v: i64| BTreeMap::from([(String::new(), v)]);
+    family(
+        &mut out,
+        "orderflow_orders_created_total",
+        "counter",
+        "Orders created (rejected ones included)",
+        &one(created),
+    );
+    family(
+        &mut out,
+        "orderflow_orders_paid_total",
+        "counter",
+        "Orders paid (later cancellations included)",
+        &one(paid),
+    );
+    family(
+        &mut out,
+        "orderflow_orders_cancelled_total",
+        "counter",
+        "Orders cancelled, by reason",
+        &cancelled,
+    );
+    family(
+        &mut out,
+        "orderflow_orders_rejected_total",
+        "counter",
+        "Orders rejected at creation, by code",
+        &rejected,
+    );
+    family(
+        &mut out,
+        "orderflow_orders",
+        "gauge",
+        "Orders by current status",
+        &current,
+    );
+    family(
+        &mut out,
+        "orderflow_refunds_total",
+        "counter",
+        "Refunds by outcome (pending, succeeded, failed)",
+        &refunds,
+    );
+    Ok(out)
+}
+
+/// Middleware: counts and times every request by its matched route.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.latency
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    m.requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render(&state.db).await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => crate::error::ApiError::unavailable(
+            "database_unavailable",
+            "metrics need the database",
+            e,
+        )
+        .into_response(),
+    }
+}
