@@ -6,6 +6,7 @@
 //! - [`extract`]: JSON and query extractors whose rejections use that shape.
 //! - [`temporal`]: every call to the Temporal server (start, update, signal) in one place.
 //! - [`view`]: the response shapes.
+//! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json` and Swagger UI at `/docs`.
 //! - `routes`: orders, payments, catalogue/accounts (admin and reads).
 //!
 //! Handlers validate input, then either read the database or ask an order's workflow. They
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 mod routes;
 pub mod temporal;
 pub mod view;
@@ -67,12 +69,10 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::payments::router())
         .merge(routes::accounts::router())
         .merge(routes::redemptions::router())
-        .route(
-            "/healthz",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics::metrics))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(|| async { error::ApiError::not_found("route_not_found", "no such route") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -80,6 +80,11 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: 200 when the database and Temporal both answer, 503 naming what does not.

@@ -1,10 +1,14 @@
-//! Response shapes of DESIGN.md section 6. Fields may be added; the listed ones are never
-//! renamed. Times are RFC 3339 in UTC; money is integer minor units.
+//! Response shapes of DESIGN.md section 6, as typed structs: the same definitions serialize the
+//! responses and describe them in the OpenAPI document, so the two cannot drift. Fields may be
+//! added; the listed ones are never renamed. Times are RFC 3339 in UTC; money is integer minor
+//! units.
 
 use orderflow_activities::store::{Account, Coupon, Order, OrderEvent, Sku};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 /// RFC 3339 for Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -14,69 +18,241 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+fn value<T: Serialize>(v: T) -> Value {
+    serde_json::to_value(v).expect("views serialize")
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemView {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub payment_id: String,
+    pub event_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `captured` (paid the order) or `unapplied` (owed back: refunded).
+    pub status: String,
+    pub reason: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundView {
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    pub reason: String,
+    pub provider_refund_id: Option<String>,
+    pub failure: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// An order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    pub user_id: String,
+    /// `pending_payment`, `paid`, `fulfilled`, `cancelled` or `rejected`.
+    pub status: String,
+    pub items: Vec<ItemView>,
+    pub total_amount: i64,
+    pub coupon_amount: i64,
+    pub points_amount: i64,
+    pub wallet_amount: i64,
+    pub payable_amount: i64,
+    pub currency: String,
+    pub coupon_id: Option<String>,
+    pub expires_at: Option<String>,
+    pub is_expired: bool,
+    pub cancel_reason: Option<String>,
+    pub reject_code: Option<String>,
+    pub payments: Vec<PaymentView>,
+    pub refunds: Vec<RefundView>,
+    /// `online`, `wallet` or `offline`.
+    pub payment_method: String,
+    pub is_first_purchase: bool,
+    /// `pending`, `shipped` or `intercepted`, for physical goods once paid.
+    pub shipment_status: Option<String>,
+    pub fulfilled_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 pub fn order(o: &Order, now_ms: i64) -> Value {
     let is_expired = o.status == "pending_payment" && o.expires_at.is_some_and(|e| e <= now_ms);
-    json!({
-        "order_id": o.order_id,
-        "user_id": o.user_id,
-        "status": o.status,
-        "items": o.items.iter().map(|i| json!({
-            "sku": i.sku, "quantity": i.quantity, "unit_price": i.unit_price,
-        })).collect::<Vec<_>>(),
-        "total_amount": o.total_amount,
-        "coupon_amount": o.coupon_amount,
-        "points_amount": o.points_amount,
-        "wallet_amount": o.wallet_amount,
-        "payable_amount": o.payable_amount,
-        "currency": o.currency,
-        "coupon_id": o.coupon_id,
-        "expires_at": o.expires_at.map(rfc3339),
-        "is_expired": is_expired,
-        "cancel_reason": o.cancel_reason,
-        "reject_code": o.reject_code,
-        "payments": o.payments.iter().map(|p| json!({
-            "payment_id": p.payment_id, "event_id": p.event_id, "amount": p.amount, "currency": p.currency,
-            "status": p.status, "reason": p.reason, "received_at": rfc3339(p.received_at),
-        })).collect::<Vec<_>>(),
-        "refunds": o.refunds.iter().map(|r| json!({
-            "payment_id": r.payment_id, "amount": r.amount, "currency": r.currency, "status": r.status,
-            "reason": r.reason, "provider_refund_id": r.provider_refund_id, "failure": r.failure,
-            "created_at": rfc3339(r.created_at), "updated_at": rfc3339(r.updated_at),
-        })).collect::<Vec<_>>(),
-        "payment_method": o.payment_method,
-        "is_first_purchase": o.is_first_purchase,
-        "shipment_status": o.shipment,
-        "fulfilled_at": o.fulfilled_at.map(rfc3339),
-        "created_at": rfc3339(o.created_at),
-        "updated_at": rfc3339(o.updated_at),
+    value(OrderView {
+        order_id: o.order_id.clone(),
+        user_id: o.user_id.clone(),
+        status: o.status.clone(),
+        items: o
+            .items
+            .iter()
+            .map(|i| ItemView {
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+                unit_price: i.unit_price,
+            })
+            .collect(),
+        total_amount: o.total_amount,
+        coupon_amount: o.coupon_amount,
+        points_amount: o.points_amount,
+        wallet_amount: o.wallet_amount,
+        payable_amount: o.payable_amount,
+        currency: o.currency.clone(),
+        coupon_id: o.coupon_id.clone(),
+        expires_at: o.expires_at.map(rfc3339),
+        is_expired,
+        cancel_reason: o.cancel_reason.clone(),
+        reject_code: o.reject_code.clone(),
+        payments: o
+            .payments
+            .iter()
+            .map(|p| PaymentView {
+                payment_id: p.payment_id.clone(),
+                event_id: p.event_id.clone(),
+                amount: p.amount,
+                currency: p.currency.clone(),
+                status: p.status.clone(),
+                reason: p.reason.clone(),
+                received_at: rfc3339(p.received_at),
+            })
+            .collect(),
+        refunds: o
+            .refunds
+            .iter()
+            .map(|r| RefundView {
+                payment_id: r.payment_id.clone(),
+                amount: r.amount,
+                currency: r.currency.clone(),
+                status: r.status.clone(),
+                reason: r.reason.clone(),
+                provider_refund_id: r.provider_refund_id.clone(),
+                failure: r.failure.clone(),
+                created_at: rfc3339(r.created_at),
+                updated_at: rfc3339(r.updated_at),
+            })
+            .collect(),
+        payment_method: o.payment_method.clone(),
+        is_first_purchase: o.is_first_purchase,
+        shipment_status: o.shipment.clone(),
+        fulfilled_at: o.fulfilled_at.map(rfc3339),
+        created_at: rfc3339(o.created_at),
+        updated_at: rfc3339(o.updated_at),
     })
+}
+
+/// One step of an order's operation log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: Option<String>,
+    pub at: String,
+    /// `status:<to>`, `checkout:<session>`, `payment:<id>:unapplied`, `refund:<id>:<status>`,
+    /// `shipment:pending`, `fulfilment:stopped`.
+    pub step: String,
+    pub payment_id: Option<String>,
 }
 
 pub fn event(e: &OrderEvent) -> Value {
-    json!({
-        "from": e.from, "to": e.to, "reason": e.reason, "at": rfc3339(e.at),
-        "step": e.step, "payment_id": e.payment_id,
+    value(EventView {
+        from: e.from.clone(),
+        to: e.to.clone(),
+        reason: e.reason.clone(),
+        at: rfc3339(e.at),
+        step: e.step.clone(),
+        payment_id: e.payment_id.clone(),
     })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkuView {
+    pub sku: String,
+    pub price: i64,
+    pub available: i64,
+    pub reserved: i64,
+    pub sold: i64,
+    /// `digital` or `physical`.
+    pub kind: String,
+    pub quota: Option<i64>,
 }
 
 pub fn sku(s: &Sku) -> Value {
-    json!({
-        "sku": s.sku, "price": s.price, "available": s.available, "reserved": s.reserved, "sold": s.sold,
-        "kind": s.kind, "quota": s.quota,
+    value(SkuView {
+        sku: s.sku.clone(),
+        price: s.price,
+        available: s.available,
+        reserved: s.reserved,
+        sold: s.sold,
+        kind: s.kind.clone(),
+        quota: s.quota,
     })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CouponView {
+    pub coupon_id: String,
+    pub user_id: String,
+    /// `amount` or `discount`.
+    pub kind: String,
+    pub amount: i64,
+    pub balance: i64,
+    pub reserved: i64,
+    pub used: i64,
+    pub status: String,
 }
 
 pub fn coupon(c: &Coupon) -> Value {
-    json!({
-        "coupon_id": c.coupon_id, "user_id": c.user_id, "kind": c.kind, "amount": c.amount,
-        "balance": c.balance, "reserved": c.reserved, "used": c.used, "status": c.status(),
+    value(CouponView {
+        coupon_id: c.coupon_id.clone(),
+        user_id: c.user_id.clone(),
+        kind: c.kind.clone(),
+        amount: c.amount,
+        balance: c.balance,
+        reserved: c.reserved,
+        used: c.used,
+        status: c.status().to_owned(),
     })
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WalletView {
+    pub user_id: String,
+    pub balance: i64,
+    pub frozen: i64,
+    pub spent: i64,
+}
+
 pub fn wallet(a: &Account) -> Value {
-    json!({ "user_id": a.user_id, "balance": a.balance, "frozen": a.held, "spent": a.spent })
+    value(WalletView {
+        user_id: a.user_id.clone(),
+        balance: a.balance,
+        frozen: a.held,
+        spent: a.spent,
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PointsView {
+    pub user_id: String,
+    pub points: i64,
+    pub reserved: i64,
+    pub spent: i64,
 }
 
 pub fn points(a: &Account) -> Value {
-    json!({ "user_id": a.user_id, "points": a.balance, "reserved": a.held, "spent": a.spent })
+    value(PointsView {
+        user_id: a.user_id.clone(),
+        points: a.balance,
+        reserved: a.held,
+        spent: a.spent,
+    })
 }

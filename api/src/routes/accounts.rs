@@ -36,9 +36,9 @@ fn ok(status: StatusCode, body: Value) -> Reply {
     Ok((status, axum::Json(body)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutSku {
+pub struct PutSku {
     price: i64,
     stock: i64,
     /// `digital` or `physical` (default).
@@ -49,6 +49,7 @@ struct PutSku {
     quota: Option<i64>,
 }
 
+#[utoipa::path(put, path = "/v1/admin/skus/{sku}", tag = "admin", summary = "Create or update a SKU", security(("bearer" = [])), request_body = PutSku, params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn put_sku(
     _admin: Admin,
     State(state): State<AppState>,
@@ -80,6 +81,7 @@ async fn put_sku(
     )
 }
 
+#[utoipa::path(get, path = "/v1/skus/{sku}", tag = "catalogue", summary = "A SKU", security(("bearer" = [])), params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn get_sku(_caller: Caller, State(state): State<AppState>, Path(sku): Path<String>) -> Reply {
     ok(
         StatusCode::OK,
@@ -87,14 +89,15 @@ async fn get_sku(_caller: Caller, State(state): State<AppState>, Path(sku): Path
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateCoupon {
+pub struct CreateCoupon {
     user_id: String,
     kind: String,
     amount: i64,
 }
 
+#[utoipa::path(post, path = "/v1/admin/coupons", tag = "admin", summary = "Create a coupon for a user", security(("bearer" = [])), request_body = CreateCoupon, responses((status = 201, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn create_coupon(
     _admin: Admin,
     State(state): State<AppState>,
@@ -116,6 +119,7 @@ async fn create_coupon(
     )
 }
 
+#[utoipa::path(get, path = "/v1/coupons/{coupon_id}", tag = "accounts", summary = "A coupon", security(("bearer" = [])), params(("coupon_id" = String, Path)), responses((status = 200, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn get_coupon(
     caller: Caller,
     State(state): State<AppState>,
@@ -128,12 +132,13 @@ async fn get_coupon(
     ok(StatusCode::OK, view::coupon(&coupon))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreditWallet {
+pub struct CreditWallet {
     amount: i64,
 }
 
+#[utoipa::path(post, path = "/v1/admin/wallets/{user_id}/credit", tag = "admin", summary = "Credit a wallet", security(("bearer" = [])), request_body = CreditWallet, params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn credit_wallet(
     _admin: Admin,
     State(state): State<AppState>,
@@ -148,6 +153,7 @@ async fn credit_wallet(
     )
 }
 
+#[utoipa::path(get, path = "/v1/wallets/{user_id}", tag = "accounts", summary = "A wallet", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn get_wallet(
     caller: Caller,
     State(state): State<AppState>,
@@ -162,12 +168,13 @@ async fn get_wallet(
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreditPoints {
+pub struct CreditPoints {
     points: i64,
 }
 
+#[utoipa::path(post, path = "/v1/admin/points/{user_id}/credit", tag = "admin", summary = "Credit points", security(("bearer" = [])), request_body = CreditPoints, params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn credit_points(
     _admin: Admin,
     State(state): State<AppState>,
@@ -182,6 +189,7 @@ async fn credit_points(
     )
 }
 
+#[utoipa::path(get, path = "/v1/points/{user_id}", tag = "accounts", summary = "A points account", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn get_points(
     caller: Caller,
     State(state): State<AppState>,

@@ -38,7 +38,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The body of `POST /v1/admin/orders`: paid at once, by wallet or offline, with no deadline.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminOrder {
     pub user_id: String,
@@ -57,7 +57,7 @@ pub const MIN_TIMEOUT_SECS: u64 = 1;
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 
 /// The body of `POST /v1/orders`. Its serialized form is the idempotency fingerprint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     /// Taken from the token if absent; must be the token's subject unless the caller is admin.
@@ -74,7 +74,7 @@ pub struct CreateOrder {
     pub payment_timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     pub sku: String,
@@ -178,6 +178,7 @@ async fn order_response(
     Ok((status, axum::Json(view::order(&order, now_ms()))))
 }
 
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", summary = "Create an order (idempotent on Idempotency-Key)", security(("bearer" = [])), request_body = CreateOrder, params(("Idempotency-Key" = String, Header, description = "one order per user and key")), responses((status = 201, description = "the order, pending_payment (or paid)", body = crate::view::OrderView), (status = 400, description = "missing or invalid Idempotency-Key", body = crate::openapi::ErrorBody), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 429, description = "too many unpaid orders", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn create_order(
     caller: Caller,
@@ -193,6 +194,7 @@ async fn create_order(
     place(state, key, body, PaymentMethod::Online, fingerprint).await
 }
 
+#[utoipa::path(post, path = "/v1/admin/orders", tag = "admin", summary = "Create an order paid at once by wallet or offline", security(("bearer" = [])), request_body = CreateAdminOrder, params(("Idempotency-Key" = String, Header, description = "one order per user and key")), responses((status = 201, description = "the order, paid", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn create_admin_order(
     _admin: Admin,
@@ -348,6 +350,7 @@ async fn owned_order(
     Ok(order)
 }
 
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", summary = "An order", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "the order", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, caller))]
 async fn get_order(
     caller: Caller,
@@ -358,6 +361,7 @@ async fn get_order(
     order_response(&state, &order_id, StatusCode::OK).await
 }
 
+#[utoipa::path(get, path = "/v1/orders/{order_id}/events", tag = "orders", summary = "The operation log of an order", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "its events", body = crate::openapi::EventList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, caller))]
 async fn order_events(
     caller: Caller,
@@ -371,8 +375,9 @@ async fn order_events(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     user_id: Option<String>,
     status: Option<String>,
@@ -390,6 +395,7 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, id.to_owned()))
 }
 
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", summary = "List orders, newest first", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "a page of orders", body = crate::openapi::OrderList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "another user's list", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, caller))]
 async fn list_orders(
     caller: Caller,
@@ -452,12 +458,13 @@ async fn list_orders(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", summary = "Cancel an order (before it ships)", security(("bearer" = [])), request_body = CancelBody, params(("order_id" = String, Path)), responses((status = 200, description = "the cancelled order, everything undone", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "reason admin needs an admin", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, body, caller))]
 async fn cancel_order(
     caller: Caller,
@@ -538,6 +545,7 @@ async fn cancel_order(
 /// `POST /v1/admin/orders/{id}/ship`: the pending shipment of a paid order leaves; the order
 /// is `fulfilled`. Refused with 409 `order_not_shippable` once the order is cancelled (or
 /// being cancelled), already shipped, or has nothing to ship.
+#[utoipa::path(post, path = "/v1/admin/orders/{order_id}/ship", tag = "admin", summary = "Ship a paid order's goods", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "the fulfilled order", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, _admin))]
 async fn ship_order(
     _admin: Admin,
@@ -563,6 +571,7 @@ async fn ship_order(
 
 /// `POST /v1/orders/{id}/pay`: a checkout session for the payable amount, through the
 /// workflow's `order.checkout` update (validated there: pending, deadline not passed).
+#[utoipa::path(post, path = "/v1/orders/{order_id}/pay", tag = "payments", summary = "Open a checkout session", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "the session", body = crate::openapi::CheckoutView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, caller))]
 async fn pay_order(
     caller: Caller,

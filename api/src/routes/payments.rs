@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PaymentEvent {
     pub event_id: String,
     #[serde(rename = "type")]
@@ -56,6 +56,7 @@ fn accepted(outcome: &str) -> (StatusCode, axum::Json<Value>) {
 }
 
 /// Counts each webhook by outcome: the `status` it was answered with, or the error code.
+#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments", summary = "Payment provider callback (signed, no token)", security(("payment_signature" = [])), request_body = PaymentEvent, responses((status = 200, description = "handled: signalled, refund_started, duplicate, already_captured, amount_mismatch, unknown_order or ignored", body = crate::openapi::WebhookAnswer), (status = 401, description = "signature missing, malformed, expired or invalid", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -35,14 +35,15 @@ pub fn router() -> Router<AppState> {
 
 type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateCode {
+pub struct CreateCode {
     code: String,
     sku: String,
     max_uses: i64,
 }
 
+#[utoipa::path(post, path = "/v1/admin/codes", tag = "admin", summary = "Create a redemption code", security(("bearer" = [])), request_body = CreateCode, responses((status = 201, description = "the code", body = crate::openapi::CodeView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn create_code(
     _admin: Admin,
     State(state): State<AppState>,
@@ -61,15 +62,16 @@ async fn create_code(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Redeem {
+pub struct Redeem {
     /// Taken from the token if absent.
     #[serde(default)]
     user_id: Option<String>,
     code: String,
 }
 
+#[utoipa::path(post, path = "/v1/redemptions", tag = "redemptions", summary = "Redeem a code (at most once per user)", security(("bearer" = [])), request_body = Redeem, responses((status = 201, description = "the grant", body = crate::openapi::RedemptionView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "another user", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(skip(state, caller))]
 async fn redeem(caller: Caller, State(state): State<AppState>, Json(body): Json<Redeem>) -> Reply {
     let user_id = caller.user_for(body.user_id.as_deref())?;
@@ -99,6 +101,7 @@ async fn redeem(caller: Caller, State(state): State<AppState>, Json(body): Json<
     }
 }
 
+#[utoipa::path(get, path = "/v1/entitlements/{user_id}", tag = "accounts", summary = "A user's active entitlements", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the entitlements", body = crate::openapi::EntitlementList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn entitlements(
     caller: Caller,
     State(state): State<AppState>,
