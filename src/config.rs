@@ -47,6 +47,16 @@ pub struct Config {
     /// `ORDERFLOW_WORKER_METRICS_ADDR`: where the worker serves the SDK's Prometheus metrics
     /// (default `127.0.0.1:9464`; `off` disables).
     pub worker_metrics_addr: Option<std::net::SocketAddr>,
+    /// `ORDERFLOW_RECONCILE_EVERY`: seconds between reconciliation runs (default 60).
+    pub reconcile_every_secs: u64,
+    /// `ORDER_RECONCILE_STALE_AFTER`: a pending order this many seconds past its deadline is
+    /// looked at (default 300).
+    pub reconcile_stale_after_secs: u64,
+    /// `WEBHOOK_INBOX_RETENTION`: seconds processed webhook events are kept (default 30 days).
+    pub inbox_retention_secs: u64,
+    /// `ORDERFLOW_SHUTDOWN_GRACE`: on SIGTERM, seconds the API lets requests in flight finish and
+    /// the worker lets running activities finish, before exiting anyway (default 30).
+    pub shutdown_grace_secs: u64,
 }
 
 /// The JWT secret `orderflow dev` uses when none is configured. Never use it in production.
@@ -132,7 +142,23 @@ impl Config {
                 })?),
                 None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
             },
+            reconcile_every_secs: secs("ORDERFLOW_RECONCILE_EVERY", 60, 10..=86_400)?,
+            reconcile_stale_after_secs: secs("ORDER_RECONCILE_STALE_AFTER", 300, 0..=604_800)?,
+            inbox_retention_secs: secs(
+                "WEBHOOK_INBOX_RETENTION",
+                30 * 86_400,
+                3_600..=3_650 * 86_400,
+            )?,
+            shutdown_grace_secs: secs("ORDERFLOW_SHUTDOWN_GRACE", 30, 1..=3_600)?,
         })
+    }
+
+    /// The reconciliation schedule's input.
+    pub fn reconcile_input(&self) -> orderflow_workflows::model::ReconcileInput {
+        orderflow_workflows::model::ReconcileInput {
+            stale_after_secs: self.reconcile_stale_after_secs,
+            inbox_retention_secs: self.inbox_retention_secs,
+        }
     }
 
     /// The settings the API needs per request.

@@ -10,7 +10,9 @@ const USAGE: &str = "usage: orderflow <command>
 commands:
   dev                 everything on one machine: a Temporal dev server (started if none is
                       reachable), migrations, the worker and the API in one process
-  worker              run the order workflows and activities (scale out: run several)
+  worker [--schedules]
+                      run the order workflows and activities (scale out: run several);
+                      --schedules also creates the reconciliation Schedule (every minute)
   api                 serve the REST API
   migrate [up|down]   apply all migrations (default), or revert them all
   token --sub <user> [--role user|admin] [--ttl <seconds>]
@@ -39,6 +41,10 @@ configuration (environment variables, with defaults):
   ORDERFLOW_JWT_SECRET      orderflow-dev-jwt-secret (set a real one in production)
   ORDER_MAX_OPEN_PER_USER   10 (unpaid orders a user may have open at once)
   ORDERFLOW_WORKER_METRICS_ADDR  127.0.0.1:9464 (the worker's Temporal metrics; off disables)
+  ORDERFLOW_RECONCILE_EVERY 60 (seconds between reconciliation runs)
+  ORDER_RECONCILE_STALE_AFTER  300 (seconds past its deadline before a pending order is examined)
+  WEBHOOK_INBOX_RETENTION   2592000 (seconds processed webhook events are kept: 30 days)
+  ORDERFLOW_SHUTDOWN_GRACE  30 (seconds to finish requests and activities after SIGTERM)
   RUST_LOG                  info
 ";
 
@@ -66,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match (command.unwrap_or_default(), args.get(1).map(String::as_str)) {
         ("dev", None) => dev(config).await,
-        ("worker", None) => worker(config).await,
+        ("worker", None) => worker(config, false).await,
+        ("worker", Some("--schedules")) => worker(config, true).await,
         ("api", None) => api(config).await,
         ("migrate", None | Some("up")) => {
             run::open_db(&config.database_url, true).await?;
@@ -142,10 +149,36 @@ fn mint_token(config: &Config, args: &[String]) -> anyhow::Result<String> {
     ))
 }
 
-async fn worker(config: Config) -> anyhow::Result<()> {
+/// The reconciliation Schedule's id.
+const RECONCILE_SCHEDULE: &str = "orderflow-reconcile";
+
+async fn reconcile_schedule(
+    client: &temporalio_client::Client,
+    config: &Config,
+) -> anyhow::Result<()> {
+    run::ensure_reconcile_schedule(
+        client,
+        RECONCILE_SCHEDULE,
+        &config.task_queue,
+        std::time::Duration::from_secs(config.reconcile_every_secs),
+        config.reconcile_input(),
+    )
+    .await?;
+    tracing::info!(
+        schedule = RECONCILE_SCHEDULE,
+        every_secs = config.reconcile_every_secs,
+        "reconciliation scheduled"
+    );
+    Ok(())
+}
+
+async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
     let db = run::open_db(&config.database_url, false).await?;
     let client =
         run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
+    if schedules {
+        reconcile_schedule(&client, &config).await?;
+    }
     let (runtime, metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
     let mut worker = run::worker(&runtime, client, &config.task_queue, db, &config.provider)?;
     let stop = worker.shutdown_handle();
@@ -153,9 +186,14 @@ async fn worker(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         result = worker.run() => result.context("worker")?,
         _ = run::shutdown_signal() => {
-            tracing::info!("stopping the worker: no new tasks, running activities finish");
+            tracing::info!(grace_secs = config.shutdown_grace_secs, "stopping the worker: no new tasks, running activities finish");
             stop();
-            worker.run().await.context("worker shutdown")?;
+            let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+            match tokio::time::timeout(grace, worker.run()).await {
+                Ok(result) => result.context("worker shutdown")?,
+                // Unfinished activities time out on the server and are retried by another worker.
+                Err(_) => tracing::warn!("activities still running after the grace period are handed back"),
+            }
         }
     }
     Ok(())
@@ -169,7 +207,34 @@ async fn api(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     tracing::info!(addr = %config.http_addr, "API listening");
-    run::serve_api(listener, db, client, &config, run::shutdown_signal()).await
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let config = config.clone();
+        async move {
+            run::serve_api(listener, db, client, &config, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    run::shutdown_signal().await;
+    tracing::info!(
+        grace_secs = config.shutdown_grace_secs,
+        "stopping the API: no new connections, requests in flight finish"
+    );
+    let _ = stop.send(());
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(config.shutdown_grace_secs),
+        server,
+    )
+    .await
+    {
+        Ok(joined) => joined.context("API task")?,
+        Err(_) => {
+            tracing::warn!("requests still in flight after the grace period are cut off");
+            Ok(())
+        }
+    }
 }
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
@@ -199,6 +264,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
     devserver::register_search_attributes(&client, &config.temporal_namespace).await?;
     let db = run::open_db(&config.database_url, true).await?;
+    reconcile_schedule(&client, &config).await?;
     let (runtime, worker_metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
     // The provider sandbox, unless a real provider is configured.
     let mut sandbox_line = String::from("(PAYMENT_PROVIDER_URL)");

@@ -7,7 +7,8 @@ use crate::config::Config;
 use anyhow::{Context, anyhow};
 use orderflow_activities::provider::{PaymentProvider, ProviderConfig};
 use orderflow_activities::{Db, OrderActivitiesImpl};
-use orderflow_workflows::{OrderWorkflow, RedemptionWorkflow, RefundWorkflow};
+use orderflow_workflows::model::ReconcileInput;
+use orderflow_workflows::{OrderWorkflow, ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub fn worker(
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<RedemptionWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
+        .register_workflow::<ReconcileWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
         .register_activities(OrderActivitiesImpl::new(db, provider))
         .build();
     Worker::new(runtime, client, options).map_err(|e| anyhow!("{e}"))
@@ -103,6 +106,40 @@ pub async fn bind_sandbox(
         webhook_attempts: 12,
     });
     Ok((sandbox, listener))
+}
+
+/// Creates the Schedule that runs the `reconcile` workflow every `every` on `task_queue`. An
+/// existing schedule of that id is kept as it is (its runs and history stay visible).
+pub async fn ensure_reconcile_schedule(
+    client: &Client,
+    schedule_id: &str,
+    task_queue: &str,
+    every: std::time::Duration,
+    input: ReconcileInput,
+) -> anyhow::Result<temporalio_client::schedules::ScheduleHandle<Client>> {
+    use temporalio_client::schedules::{
+        CreateScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
+    };
+    let options = CreateScheduleOptions::builder()
+        .action(ScheduleAction::start_workflow(
+            ReconcileWorkflow::run,
+            input,
+            task_queue,
+            format!("{schedule_id}-run"),
+        ))
+        .spec(ScheduleSpec::from_interval(every))
+        .overlap_policy(ScheduleOverlapPolicy::Skip)
+        .note("orderflow: repairs orders whose row and workflow disagree; purges the webhook inbox")
+        .build();
+    match client.create_schedule(schedule_id, options).await {
+        Ok(handle) => Ok(handle),
+        Err(temporalio_client::schedules::ScheduleError::Rpc(status))
+            if status.code() == temporalio_client::tonic::Code::AlreadyExists =>
+        {
+            Ok(client.get_schedule_handle(schedule_id))
+        }
+        Err(e) => Err(anyhow!("cannot create the schedule {schedule_id}: {e}")),
+    }
 }
 
 /// The SDK runtime on the current tokio runtime. With `metrics_addr`, the SDK's Prometheus

@@ -11,6 +11,7 @@
 //! - [`provider`]: the payment provider's protocol, webhook signatures and HTTP client.
 //! - [`quota`]: per-user, per-SKU quotas, moved with the stock hold or the redemption.
 //! - [`fulfilment`]: entitlements, shipments, cancel after payment.
+//! - [`reconcile`]: what reconciliation finds (asking Temporal too), logs and purges.
 //! - [`redemptions`]: redemption codes, granted at most once per user and never beyond `max_uses`.
 //! - [`store`]: reads and admin writes used by the API.
 //! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data.
@@ -30,6 +31,7 @@ pub mod orders;
 pub mod payments;
 pub mod provider;
 pub mod quota;
+pub mod reconcile;
 pub mod redemptions;
 pub mod stock;
 pub mod store;

@@ -76,7 +76,7 @@ about_order! {
 #[activities]
 impl OrderActivitiesImpl {
     #[activity(definition = markers::ReserveStock)]
-    #[tracing::instrument(name = "reserve_stock", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "reserve_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn reserve_stock(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -88,7 +88,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReserveCoupon)]
-    #[tracing::instrument(name = "reserve_coupon", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "reserve_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn reserve_coupon(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -100,7 +100,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReservePoints)]
-    #[tracing::instrument(name = "reserve_points", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "reserve_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn reserve_points(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -112,7 +112,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReserveWallet)]
-    #[tracing::instrument(name = "reserve_wallet", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "reserve_wallet", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn reserve_wallet(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -124,7 +124,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReleaseStock)]
-    #[tracing::instrument(name = "release_stock", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "release_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn release_stock(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -136,7 +136,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReleaseCoupon)]
-    #[tracing::instrument(name = "release_coupon", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "release_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn release_coupon(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -148,7 +148,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReleasePoints)]
-    #[tracing::instrument(name = "release_points", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "release_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn release_points(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -160,7 +160,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReleaseWallet)]
-    #[tracing::instrument(name = "release_wallet", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "release_wallet", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn release_wallet(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -172,7 +172,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::CaptureStock)]
-    #[tracing::instrument(name = "capture_stock", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "capture_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn capture_stock(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -184,7 +184,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::CaptureCoupon)]
-    #[tracing::instrument(name = "capture_coupon", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "capture_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn capture_coupon(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -196,7 +196,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::CapturePoints)]
-    #[tracing::instrument(name = "capture_points", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "capture_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn capture_points(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -208,7 +208,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::CaptureWallet)]
-    #[tracing::instrument(name = "capture_wallet", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "capture_wallet", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn capture_wallet(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -220,7 +220,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::RecordOrder)]
-    #[tracing::instrument(name = "record_order", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "record_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_order(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -232,7 +232,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::MarkPaid)]
-    #[tracing::instrument(name = "mark_paid", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "mark_paid", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn mark_paid(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -244,7 +244,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::MarkCancelled)]
-    #[tracing::instrument(name = "mark_cancelled", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "mark_cancelled", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn mark_cancelled(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -256,7 +256,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::RecordUnappliedPayment)]
-    #[tracing::instrument(name = "record_unapplied_payment", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "record_unapplied_payment", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_unapplied_payment(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -268,7 +268,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::OpenCheckout)]
-    #[tracing::instrument(name = "open_checkout", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "open_checkout", skip_all, fields(order_id = %input.order_id(), workflow_id = ?ctx.info().workflow_id))]
     pub async fn open_checkout(
         self: Arc<Self>,
         ctx: ActivityContext,
@@ -294,7 +294,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::RecordCheckout)]
-    #[tracing::instrument(name = "record_checkout", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "record_checkout", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_checkout(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -306,7 +306,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::RecordRefundPending)]
-    #[tracing::instrument(name = "record_refund_pending", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id))]
+    #[tracing::instrument(name = "record_refund_pending", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id, workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_refund_pending(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -320,7 +320,7 @@ impl OrderActivitiesImpl {
     /// A refusal is returned as `Failed`, so that step 3 records it; transient failures are
     /// errors, retried by the workflow's policy with the same idempotency key.
     #[activity(definition = markers::CallProviderRefund)]
-    #[tracing::instrument(name = "call_provider_refund", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id))]
+    #[tracing::instrument(name = "call_provider_refund", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id, workflow_id = ?ctx.info().workflow_id))]
     pub async fn call_provider_refund(
         self: Arc<Self>,
         ctx: ActivityContext,
@@ -352,7 +352,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::RecordRefundResult)]
-    #[tracing::instrument(name = "record_refund_result", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment_id))]
+    #[tracing::instrument(name = "record_refund_result", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment_id, workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_refund_result(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -364,7 +364,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::Fulfil)]
-    #[tracing::instrument(name = "fulfil", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "fulfil", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn fulfil(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -376,7 +376,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::MarkShipped)]
-    #[tracing::instrument(name = "mark_shipped", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "mark_shipped", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn mark_shipped(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -388,7 +388,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::StopFulfilment)]
-    #[tracing::instrument(name = "stop_fulfilment", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "stop_fulfilment", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn stop_fulfilment(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -400,7 +400,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::CancelAfterPayment)]
-    #[tracing::instrument(name = "cancel_after_payment", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "cancel_after_payment", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn cancel_after_payment(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -412,7 +412,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReturnStock)]
-    #[tracing::instrument(name = "return_stock", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "return_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn return_stock(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -424,7 +424,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReturnCoupon)]
-    #[tracing::instrument(name = "return_coupon", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "return_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn return_coupon(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -436,7 +436,7 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::ReturnPoints)]
-    #[tracing::instrument(name = "return_points", skip_all, fields(order_id = %input.order_id()))]
+    #[tracing::instrument(name = "return_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn return_points(
         self: Arc<Self>,
         _ctx: ActivityContext,
@@ -448,13 +448,52 @@ impl OrderActivitiesImpl {
     }
 
     #[activity(definition = markers::Redeem)]
-    #[tracing::instrument(name = "redeem", skip_all, fields(code = %input.code, user_id = %input.user_id))]
+    #[tracing::instrument(name = "redeem", skip_all, fields(code = %input.code, user_id = %input.user_id, workflow_id = ?_ctx.info().workflow_id))]
     pub async fn redeem(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: RedeemCode,
     ) -> Result<RedemptionOutcome, ActivityError> {
         crate::redemptions::redeem(&self.db, &input, crate::now_ms())
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::FindSuspects)]
+    #[tracing::instrument(name = "find_suspects", skip_all, fields(workflow_id = ?ctx.info().workflow_id))]
+    pub async fn find_suspects(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ReconcileInput,
+    ) -> Result<Vec<Suspect>, ActivityError> {
+        let client = ctx.client();
+        let task_queue = ctx.info().task_queue.clone();
+        crate::reconcile::find_suspects(&self.db, &client, &task_queue, &input, crate::now_ms())
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::RecordReconciliation)]
+    #[tracing::instrument(name = "record_reconciliation", skip_all, fields(order_id = %input.order_id, workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn record_reconciliation(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ReconcileEntry,
+    ) -> Result<(), ActivityError> {
+        tracing::warn!(action = %input.action, detail = %input.detail, "reconciliation");
+        crate::reconcile::record(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::PurgeInbox)]
+    #[tracing::instrument(name = "purge_inbox", skip_all, fields(workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn purge_inbox(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: PurgeInbox,
+    ) -> Result<u64, ActivityError> {
+        crate::reconcile::purge_inbox(&self.db, input.before_ms)
             .await
             .map_err(into_activity_error)
     }

@@ -57,6 +57,7 @@ fn update_answer<T>(
 
 /// Starts the order workflow if it does not exist (the id comes from the idempotency key), and
 /// waits for the reservation outcome. A closed workflow of the same id is never started again.
+#[tracing::instrument(skip_all, fields(order_id = %input.order_id, workflow_id = %workflow_id(&input.order_id)))]
 pub async fn place_order(
     client: &Client,
     config: &ApiConfig,
@@ -101,6 +102,7 @@ fn waiting(order_id: &str) -> ApiError {
 }
 
 /// Asks a pending order to cancel, and waits until it is settled.
+#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
 pub async fn cancel_order(
     client: &Client,
     config: &ApiConfig,
@@ -120,6 +122,7 @@ pub async fn cancel_order(
 }
 
 /// Asks a paid order to ship.
+#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
 pub async fn ship_order(
     client: &Client,
     config: &ApiConfig,
@@ -171,6 +174,7 @@ pub async fn redeem(
 }
 
 /// Asks a pending order for a checkout session.
+#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
 pub async fn checkout(
     client: &Client,
     config: &ApiConfig,
@@ -191,6 +195,7 @@ pub async fn checkout(
 /// Starts the refund of a payment whose order workflow has closed. `refund-{payment_id}` with
 /// a reuse policy that rejects duplicates: if it exists (running or done), the payment is
 /// already being refunded, and that is the answer.
+#[tracing::instrument(skip_all, fields(order_id = %request.order_id, workflow_id = %refund_workflow_id(&request.payment.payment_id)))]
 pub async fn start_refund(
     client: &Client,
     config: &ApiConfig,
@@ -213,6 +218,7 @@ pub async fn start_refund(
 }
 
 /// Forwards a verified payment to its order. The workflow deduplicates by `payment_id`.
+#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
 pub async fn signal_payment(
     client: &Client,
     order_id: &str,

@@ -157,6 +157,10 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
         jwt_secret: JWT_SECRET.into(),
         max_open_orders_per_user: 20,
         worker_metrics_addr: None,
+        reconcile_every_secs: 3600,
+        reconcile_stale_after_secs: 300,
+        inbox_retention_secs: 30 * 86_400,
+        shutdown_grace_secs: 30,
     };
     let db = run::open_db(&database_url, true)
         .await
@@ -229,6 +233,21 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
 pub struct WorkerProcess(pub std::process::Child);
 
 impl WorkerProcess {
+    /// SIGTERM, as an orchestrator stopping it; then waits (at most `secs`) for it to exit.
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL: no shutdown, no cleanup, as a crashed machine.
     pub fn kill(mut self) {
         let _ = self.0.kill();
@@ -367,8 +386,18 @@ impl TestApp {
 
     /// Starts `orderflow worker` for this test's task queue in a child process.
     pub fn worker_process(&self) -> WorkerProcess {
+        self.process(&["worker"], &[])
+    }
+
+    /// Starts `orderflow <args>` in a child process, configured like this test's app.
+    pub fn process(&self, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-            .arg("worker")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("PAYMENT_WEBHOOK_SECRET", SECRET)
+            .env("ORDERFLOW_JWT_SECRET", JWT_SECRET)
+            .env("ORDER_LATE_PAYMENT_GRACE", GRACE_SECS.to_string())
+            .env("ORDER_MAX_OPEN_PER_USER", "1000")
             .env("DATABASE_URL", &self.database_url)
             .env("TEMPORAL_ADDRESS", &self.temporal_address)
             .env("ORDERFLOW_TASK_QUEUE", &self.task_queue)
@@ -381,7 +410,7 @@ impl TestApp {
             .env("RUST_LOG", "warn")
             .env("ORDERFLOW_WORKER_METRICS_ADDR", "off")
             .spawn()
-            .expect("start orderflow worker");
+            .expect("start an orderflow process");
         WorkerProcess(child)
     }
 

@@ -159,6 +159,22 @@ impl OrderActivities {
     pub fn redeem(input: RedeemCode) -> Result<RedemptionOutcome, ActivityError> {
         unimplemented!()
     }
+
+    /// Finds orders whose row and workflow disagree (asks Temporal about each candidate).
+    #[activity(name = "reconcile.find_suspects")]
+    pub fn find_suspects(input: ReconcileInput) -> Result<Vec<Suspect>, ActivityError> {
+        unimplemented!()
+    }
+    /// Records what reconciliation did, once per run and order and action.
+    #[activity(name = "reconcile.record")]
+    pub fn record_reconciliation(input: ReconcileEntry) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Deletes processed webhook-inbox rows past their retention. Returns how many.
+    #[activity(name = "reconcile.purge_inbox")]
+    pub fn purge_inbox(input: PurgeInbox) -> Result<u64, ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The marker types of the contract, for `#[activity(definition = markers::ReserveStock)]`.

@@ -8,6 +8,7 @@
 //!   without a server.
 //! - [`order`]: `OrderWorkflow`, one order from reservation to paid, cancelled or rejected.
 //! - [`refund`]: `RefundWorkflow`, the refund of one payment, exactly once.
+//! - [`reconcile`]: `ReconcileWorkflow`, the scheduled repair of rows and workflows that disagree.
 //! - [`redemption`]: `RedemptionWorkflow`, one user redeeming one code.
 //!
 //! This crate must never do I/O, read a clock, or depend on axum, sqlx or reqwest.
@@ -17,10 +18,12 @@ pub mod decide;
 pub mod model;
 pub mod order;
 pub mod policy;
+pub mod reconcile;
 pub mod redemption;
 pub mod refund;
 
 pub use order::OrderWorkflow;
+pub use reconcile::ReconcileWorkflow;
 pub use redemption::RedemptionWorkflow;
 pub use refund::RefundWorkflow;
 

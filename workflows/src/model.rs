@@ -106,6 +106,8 @@ pub enum CancelReason {
     Admin,
     /// Fulfilment failed for good; the order was compensated.
     FulfilmentFailed,
+    /// Reconciliation found the order pending with no workflow left to settle it.
+    Reconciled,
 }
 
 impl CancelReason {
@@ -115,6 +117,7 @@ impl CancelReason {
             CancelReason::User => "user",
             CancelReason::Admin => "admin",
             CancelReason::FulfilmentFailed => "fulfilment_failed",
+            CancelReason::Reconciled => "reconciled",
         }
     }
 }
@@ -414,4 +417,50 @@ pub enum RedemptionOutcome {
         redeemed_at_ms: i64,
     },
     Refused(Refusal),
+}
+
+/// Input of the `reconcile` workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileInput {
+    /// A pending order whose deadline passed more than this long ago is suspect.
+    pub stale_after_secs: u64,
+    /// Processed webhook-inbox rows older than this are deleted.
+    pub inbox_retention_secs: u64,
+}
+
+/// An order whose database row and workflow disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub order_id: String,
+    /// The database status.
+    pub status: String,
+    /// The workflow's status (`running`, `terminated`, `not_found`, ...).
+    pub workflow: String,
+    /// What reconciliation does about it: `repair` (cancel and release) or `report`.
+    pub action: String,
+    pub detail: String,
+}
+
+/// One line of the reconciliation log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileEntry {
+    pub run_id: String,
+    pub order_id: String,
+    pub action: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// Deletes processed inbox rows older than `before_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeInbox {
+    pub before_ms: i64,
+}
+
+/// What a reconciliation run did (its workflow result, visible in the UI).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub repaired: Vec<String>,
+    pub reported: Vec<String>,
+    pub inbox_purged: u64,
 }

@@ -1,0 +1,2 @@
+-- Reverts 20261121000004_reconcile.
+DROP TABLE reconcile_log;

