@@ -289,6 +289,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     let worker_metrics = worker_metrics
         .map(|a| format!("http://{a}/metrics"))
         .unwrap_or_else(|| "off".into());
+    let http = &config.http_addr;
     let user_token = orderflow_api::auth::mint(
         &config.jwt_secret,
         "alice",
@@ -306,11 +307,10 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         .map(|s| s.ui_url.clone())
         .unwrap_or_else(|| "(the UI of your Temporal server)".into());
     println!(
-        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\n  metrics        http://{}/metrics (API), {worker_metrics} (worker)\n  user token     {user_token}   (alice, 1 day)\n  admin token    {admin_token}   (1 day)\nCtrl-C stops everything.\n",
+        "\norderflow dev is running\n  API            http://{}\n  Temporal UI    {ui}\n  Temporal       {}\n  database       {}\n  provider       {sandbox_line}\n  webhook secret {}\n  payment timeout {} s\n  metrics        http://{http}/metrics (API), {worker_metrics} (worker)\n  user token     {user_token}   (alice, 1 day)\n  admin token    {admin_token}   (1 day)\nCtrl-C stops everything.\n",
         config.http_addr,
         config.temporal_address,
         run::redact(&config.database_url),
-        config.http_addr,
         config.webhook_secrets[0],
         config.payment_timeout_secs
     );
