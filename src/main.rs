@@ -181,22 +181,9 @@ async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
     }
     let (runtime, metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
     let mut worker = run::worker(&runtime, client, &config.task_queue, db, &config.provider)?;
-    let stop = worker.shutdown_handle();
     tracing::info!(task_queue = %config.task_queue, metrics = ?metrics, "worker polling");
-    tokio::select! {
-        result = worker.run() => result.context("worker")?,
-        _ = run::shutdown_signal() => {
-            tracing::info!(grace_secs = config.shutdown_grace_secs, "stopping the worker: no new tasks, running activities finish");
-            stop();
-            let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
-            match tokio::time::timeout(grace, worker.run()).await {
-                Ok(result) => result.context("worker shutdown")?,
-                // Unfinished activities time out on the server and are retried by another worker.
-                Err(_) => tracing::warn!("activities still running after the grace period are handed back"),
-            }
-        }
-    }
-    Ok(())
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    run::run_worker_until_signal(&mut worker, grace, || {}).await
 }
 
 async fn api(config: Config) -> anyhow::Result<()> {
@@ -282,7 +269,6 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         db.clone(),
         &config.provider,
     )?;
-    let stop = worker.shutdown_handle();
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
@@ -324,15 +310,13 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             .await
         }
     });
-    tokio::select! {
-        result = worker.run() => result.context("worker")?,
-        _ = run::shutdown_signal() => {
-            println!("stopping ...");
-            let _ = tx.send(());
-            stop();
-            worker.run().await.context("worker shutdown")?;
-        }
-    }
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    let stopped = run::run_worker_until_signal(&mut worker, grace, || {
+        println!("stopping ...");
+        let _ = tx.send(());
+    })
+    .await;
+    stopped?;
     api.await.context("API task")??;
     Ok(())
 }

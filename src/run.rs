@@ -197,6 +197,39 @@ pub async fn serve_api(
         .context("API server")
 }
 
+/// Runs the worker until it ends or Ctrl-C/SIGTERM arrives. Then `on_stop` runs, the worker
+/// stops polling, and running activities get `grace` to finish; after that they are handed back
+/// (they time out on the server and another worker retries them, idempotently).
+///
+/// One `run()` future is polled throughout: dropping it mid-flight and calling `run()` again
+/// would lose the workflows it holds.
+pub async fn run_worker_until_signal(
+    worker: &mut Worker,
+    grace: std::time::Duration,
+    on_stop: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let stop = worker.shutdown_handle();
+    let run = worker.run();
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => return result.context("worker"),
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "stopping the worker: no new tasks, running activities finish"
+    );
+    on_stop();
+    stop();
+    match tokio::time::timeout(grace, &mut run).await {
+        Ok(result) => result.context("worker shutdown"),
+        Err(_) => {
+            tracing::warn!("activities still running after the grace period are handed back");
+            Ok(())
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
