@@ -35,6 +35,20 @@ async fn ship(app: &TestApp, order_id: &str) -> common::Reply {
         .await
 }
 
+/// The order has exactly one refund: of `payment`, succeeded, for `reason`.
+fn assert_one_refund(o: &Value, payment: &str, reason: &str) {
+    let refunds = o["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{o}");
+    assert_eq!(
+        (
+            refunds[0]["payment_id"].as_str(),
+            refunds[0]["status"].as_str(),
+            refunds[0]["reason"].as_str()
+        ),
+        (Some(payment), Some("succeeded"), Some(reason))
+    );
+}
+
 async fn entitlements(app: &TestApp, user: &str) -> Vec<Value> {
     app.get(&format!("/v1/entitlements/{user}")).await.body["entitlements"]
         .as_array()
@@ -68,10 +82,7 @@ async fn digital_goods_are_fulfilled_at_payment_and_physical_goods_when_shipped(
         .await
         .body);
     app.checkout_and_pay(&lamp, None).await;
-    app.eventually(30, "a pending shipment", || async {
-        (app.order(&lamp).await["shipment_status"] == "pending").then_some(())
-    })
-    .await;
+    app.wait_shipment(&lamp, "pending").await;
     assert_eq!(app.order(&lamp).await["status"], "paid");
     let shipped = ship(&app, &lamp).await;
     assert_eq!(shipped.status, 200, "{}", shipped.body);
@@ -105,10 +116,7 @@ async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
                       "points": 200, "wallet_amount": 300});
     let order_id = id(&app.create_order("cap", body).await.body);
     let payment = app.checkout_and_pay(&order_id, None).await;
-    app.eventually(30, "a pending shipment", || async {
-        (app.order(&order_id).await["shipment_status"] == "pending").then_some(())
-    })
-    .await;
+    app.wait_shipment(&order_id, "pending").await;
     assert_eq!(app.get("/v1/wallets/alice").await.body["spent"], 300);
 
     let r = app.cancel(&order_id, "user").await;
@@ -123,20 +131,7 @@ async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
         (Some("cancelled"), Some("user"), Some("intercepted"))
     );
     // Answered after the whole sequence: refunded and everything returned.
-    let refunds = o["refunds"].as_array().unwrap();
-    assert_eq!(refunds.len(), 1, "{o}");
-    assert_eq!(
-        (
-            refunds[0]["payment_id"].as_str(),
-            refunds[0]["status"].as_str(),
-            refunds[0]["reason"].as_str()
-        ),
-        (
-            Some(payment.as_str()),
-            Some("succeeded"),
-            Some("order_cancelled")
-        )
-    );
+    assert_one_refund(o, &payment, "order_cancelled");
     assert_eq!(
         app.sku("lamp").await["available"],
         50,
@@ -203,10 +198,7 @@ async fn cancel_after_ship_is_refused_and_changes_nothing() {
         .await
         .body);
     app.checkout_and_pay(&order_id, None).await;
-    app.eventually(30, "a pending shipment", || async {
-        (app.order(&order_id).await["shipment_status"] == "pending").then_some(())
-    })
-    .await;
+    app.wait_shipment(&order_id, "pending").await;
     assert_eq!(ship(&app, &order_id).await.status, 200);
     let before = (
         app.order(&order_id).await,
@@ -249,10 +241,7 @@ async fn cancel_racing_ship_resolves_to_exactly_one_of_them() {
         orders.push(order_id);
     }
     for order_id in &orders {
-        app.eventually(30, "a pending shipment", || async {
-            (app.order(order_id).await["shipment_status"] == "pending").then_some(())
-        })
-        .await;
+        app.wait_shipment(order_id, "pending").await;
     }
     let races = orders.iter().map(|order_id| {
         let app = &app;
@@ -497,20 +486,7 @@ async fn a_permanent_fulfilment_failure_is_compensated_and_refunded_once() {
     assert_eq!(o["cancel_reason"], "fulfilment_failed");
     app.settled(&order_id).await;
     let o = app.order(&order_id).await;
-    let refunds = o["refunds"].as_array().unwrap();
-    assert_eq!(refunds.len(), 1, "{o}");
-    assert_eq!(
-        (
-            refunds[0]["payment_id"].as_str(),
-            refunds[0]["status"].as_str(),
-            refunds[0]["reason"].as_str()
-        ),
-        (
-            Some(payment.as_str()),
-            Some("succeeded"),
-            Some("fulfilment_failed")
-        )
-    );
+    assert_one_refund(&o, &payment, "fulfilment_failed");
     assert!(entitlements(&app, "erin").await.is_empty());
     let pro = app.sku("pro").await;
     assert_eq!(

@@ -61,10 +61,7 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
         .await
         .body);
     app.checkout_and_pay(&paid, None).await;
-    app.eventually(30, "a pending shipment", || async {
-        (app.order(&paid).await["shipment_status"] == "pending").then_some(())
-    })
-    .await;
+    app.wait_shipment(&paid, "pending").await;
     terminate_by_hand(&app, &pending);
     terminate_by_hand(&app, &paid);
     assert_eq!(

@@ -54,6 +54,23 @@ fn refunds_at_provider(app: &TestApp, payment_id: &str) -> usize {
         .count()
 }
 
+/// A payment after its order's workflow closed, whose refund meets `fault` at the provider the
+/// first `times` times; waits until the refund succeeded. Returns the payment id.
+async fn refund_late_payment_despite(app: &TestApp, key: &str, times: u32, fault: Fault) -> String {
+    let order_id = id(&book_order(app, key, 1).await);
+    app.settled(&order_id).await;
+    app.sandbox.add_fault(ScriptedFault {
+        op: Op::Refund,
+        times,
+        fault,
+    });
+    let event = app.captured(&order_id, 1500);
+    assert_eq!(app.deliver(&event).await.status, 200);
+    let outcome = app.refunded(&event.payment_id).await;
+    assert!(matches!(outcome, RefundOutcome::Succeeded { .. }));
+    event.payment_id
+}
+
 #[tokio::test]
 async fn fifty_concurrent_identical_webhooks_make_one_payment_and_no_refund() {
     let app = spawn_app().await;
@@ -322,51 +339,33 @@ async fn a_second_payment_for_a_paid_order_is_refunded_once() {
 #[tokio::test]
 async fn a_refund_that_times_out_after_succeeding_is_not_paid_twice() {
     let app = spawn_app().await;
-    let order_id = id(&book_order(&app, "refund-timeout", 1).await);
-    app.settled(&order_id).await;
-    app.sandbox.add_fault(ScriptedFault {
-        op: Op::Refund,
-        times: 1,
-        fault: Fault {
-            timeout_after_ms: Some(common::PROVIDER_TIMEOUT_SECS * 1000 + 2000),
-            ..Fault::default()
-        },
-    });
-    let event = app.captured(&order_id, 1500);
-    assert_eq!(app.deliver(&event).await.status, 200);
-    let outcome = app.refunded(&event.payment_id).await;
-    assert!(matches!(outcome, RefundOutcome::Succeeded { .. }));
+    let fault = Fault {
+        timeout_after_ms: Some(common::PROVIDER_TIMEOUT_SECS * 1000 + 2000),
+        ..Fault::default()
+    };
+    let payment = refund_late_payment_despite(&app, "refund-timeout", 1, fault).await;
     assert!(
         app.sandbox.requests(Op::Refund) >= 2,
         "the timed-out call was retried"
     );
-    assert_eq!(refunds_at_provider(&app, &event.payment_id), 1);
+    assert_eq!(refunds_at_provider(&app, &payment), 1);
     app.assert_invariants().await;
 }
 
 #[tokio::test]
 async fn refund_calls_that_fail_with_500_are_retried_until_they_succeed_once() {
     let app = spawn_app().await;
-    let order_id = id(&book_order(&app, "refund-500", 1).await);
-    app.settled(&order_id).await;
-    app.sandbox.add_fault(ScriptedFault {
-        op: Op::Refund,
-        times: 3,
-        fault: Fault {
-            status: Some(500),
-            ..Fault::default()
-        },
-    });
-    let event = app.captured(&order_id, 1500);
-    assert_eq!(app.deliver(&event).await.status, 200);
-    let outcome = app.refunded(&event.payment_id).await;
-    assert!(matches!(outcome, RefundOutcome::Succeeded { .. }));
+    let fault = Fault {
+        status: Some(500),
+        ..Fault::default()
+    };
+    let payment = refund_late_payment_despite(&app, "refund-500", 3, fault).await;
     assert_eq!(
         app.sandbox.requests(Op::Refund),
         4,
         "3 failures, then success"
     );
-    assert_eq!(refunds_at_provider(&app, &event.payment_id), 1);
+    assert_eq!(refunds_at_provider(&app, &payment), 1);
     app.assert_invariants().await;
 }
 

@@ -144,10 +144,7 @@ async fn record_histories() {
             .unwrap()
             .to_owned();
         app.checkout_and_pay(&id, None).await;
-        app.eventually(30, "a pending shipment", || async {
-            (app.order(&id).await["shipment_status"] == "pending").then_some(())
-        })
-        .await;
+        app.wait_shipment(&id, "pending").await;
         if cancel {
             app.cancel(&id, "user").await;
         } else {

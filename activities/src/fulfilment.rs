@@ -19,22 +19,30 @@ use crate::{Db, quota};
 use orderflow_workflows::model::{Fulfilment, MarkCancelled, OrderAt};
 use sqlx::Row;
 
+/// Starts a transaction on an order with a write (the SQLite write lock, and the row locked on
+/// PostgreSQL), then reads its `(status, user_id)`.
+async fn lock_order(
+    tx: &mut crate::holds::Tx<'_>,
+    order_id: &str,
+) -> Result<(String, String), StoreError> {
+    sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await?;
+    let row = sqlx::query("SELECT status, user_id FROM orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Grants what a paid order bought. A retry finds it done and answers the same.
 pub async fn fulfil(db: &Db, input: &OrderAt) -> Result<Fulfilment, StoreError> {
     let order_id = input.order_id.as_str();
     let at = input.at_ms;
     let mut tx = db.begin().await?;
-    // A write first: the SQLite write lock, and the order row locked on PostgreSQL.
-    sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
-    let row = sqlx::query("SELECT status, user_id FROM orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
-    let (status, user_id): (String, String) = (row.get(0), row.get(1));
+    let (status, user_id) = lock_order(&mut tx, order_id).await?;
     let lines: Vec<(String, i64, String)> = sqlx::query(
         "SELECT i.sku, i.quantity, s.kind FROM order_items i JOIN skus s ON s.sku = i.sku
          WHERE i.order_id = $1 ORDER BY i.sku",
@@ -203,13 +211,7 @@ pub async fn cancel_after_payment(db: &Db, input: &MarkCancelled) -> Result<(), 
     let reason = input.reason.as_str();
     let at = input.at_ms;
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
-    let from = status_of(&mut tx, order_id)
-        .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+    let (from, _) = lock_order(&mut tx, order_id).await?;
     match from.as_str() {
         "paid" | "fulfilled" => {}
         "cancelled" => return Ok(()),

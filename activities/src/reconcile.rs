@@ -77,11 +77,9 @@ pub async fn find_suspects(
     now_ms: i64,
 ) -> Result<Vec<Suspect>, StoreError> {
     let unavailable = |e: &dyn std::fmt::Display| StoreError::Busy(format!("asking Temporal: {e}"));
-    let stale_before = now_ms.saturating_sub(
-        i64::try_from(input.stale_after_secs)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000),
-    );
+    let stale_before = now_ms.saturating_sub(orderflow_workflows::decide::secs_to_ms(
+        input.stale_after_secs,
+    ));
     // Order id -> (db status, workflow status).
     let mut found: BTreeMap<String, (String, String, bool)> = BTreeMap::new();
 

@@ -22,6 +22,7 @@ use temporalio_client::{
     WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
     WorkflowUpdateWithStartOptions,
 };
+use temporalio_common::{HasWorkflowDefinition, UpdateDefinition};
 
 /// What asking a workflow produced.
 #[derive(Debug)]
@@ -101,6 +102,29 @@ fn waiting(order_id: &str) -> ApiError {
     .for_order(order_id)
 }
 
+type OrderRun = <OrderWorkflow as HasWorkflowDefinition>::Run;
+
+/// Runs one update on an order's workflow, waiting at most `workflow_wait` for its answer.
+async fn update_order<U>(
+    client: &Client,
+    config: &ApiConfig,
+    order_id: &str,
+    update: U,
+    input: U::Input,
+) -> Result<Answer<U::Output>, ApiError>
+where
+    U: UpdateDefinition<Workflow = OrderRun>,
+    U::Input: Send,
+    U::Output: 'static,
+{
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let call = handle.execute_update(update, input, WorkflowExecuteUpdateOptions::default());
+    let result = tokio::time::timeout(config.workflow_wait, call)
+        .await
+        .map_err(|_| waiting(order_id))?;
+    update_answer(order_id, result)
+}
+
 /// Asks a pending order to cancel, and waits until it is settled.
 #[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
 pub async fn cancel_order(
@@ -109,16 +133,7 @@ pub async fn cancel_order(
     order_id: &str,
     request: CancelRequest,
 ) -> Result<Answer<CancelOutcome>, ApiError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    let call = handle.execute_update(
-        OrderWorkflow::cancel,
-        request,
-        WorkflowExecuteUpdateOptions::default(),
-    );
-    let result = tokio::time::timeout(config.workflow_wait, call)
-        .await
-        .map_err(|_| waiting(order_id))?;
-    update_answer(order_id, result)
+    update_order(client, config, order_id, OrderWorkflow::cancel, request).await
 }
 
 /// Asks a paid order to ship.
@@ -128,16 +143,14 @@ pub async fn ship_order(
     config: &ApiConfig,
     order_id: &str,
 ) -> Result<Answer<OrderStatus>, ApiError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    let call = handle.execute_update(
+    update_order(
+        client,
+        config,
+        order_id,
         OrderWorkflow::ship,
         ShipRequest::default(),
-        WorkflowExecuteUpdateOptions::default(),
-    );
-    let result = tokio::time::timeout(config.workflow_wait, call)
-        .await
-        .map_err(|_| waiting(order_id))?;
-    update_answer(order_id, result)
+    )
+    .await
 }
 
 /// Redeems a code for a user through the pair's workflow. Concurrent calls for one pair meet
@@ -180,16 +193,14 @@ pub async fn checkout(
     config: &ApiConfig,
     order_id: &str,
 ) -> Result<Answer<CheckoutSession>, ApiError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    let call = handle.execute_update(
+    update_order(
+        client,
+        config,
+        order_id,
         OrderWorkflow::checkout,
         CheckoutRequest::default(),
-        WorkflowExecuteUpdateOptions::default(),
-    );
-    let result = tokio::time::timeout(config.workflow_wait, call)
-        .await
-        .map_err(|_| waiting(order_id))?;
-    update_answer(order_id, result)
+    )
+    .await
 }
 
 /// Starts the refund of a payment whose order workflow has closed. `refund-{payment_id}` with

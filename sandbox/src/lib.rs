@@ -296,6 +296,18 @@ impl Sandbox {
         }
     }
 
+    /// What every write goes through before it is performed: the API key, the idempotency key,
+    /// and the request's fault (its delay is waited out here; an injected status answers here).
+    async fn admit_write(&self, op: Op, headers: &HeaderMap) -> Result<(String, Fault), Response> {
+        self.authorize(headers)?;
+        let key = idempotency_key(headers)?;
+        let fault = self.take_fault(op, headers)?;
+        match before(&fault).await {
+            Some(r) => Err(r),
+            None => Ok((key, fault)),
+        }
+    }
+
     /// Delivers an event in the background: late if asked, retried with backoff on non-2xx.
     fn deliver(&self, event: WebhookEvent, delay: Duration) {
         let sandbox = self.clone();
@@ -434,20 +446,10 @@ async fn create_session(
     headers: HeaderMap,
     Json(req): Json<CreateCheckoutSession>,
 ) -> Response {
-    if let Err(r) = sb.authorize(&headers) {
-        return r;
-    }
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
+    let (key, fault) = match sb.admit_write(Op::Checkout, &headers).await {
+        Ok(admitted) => admitted,
         Err(r) => return r,
     };
-    let fault = match sb.take_fault(Op::Checkout, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Some(r) = before(&fault).await {
-        return r;
-    }
     if req.amount <= 0 || req.currency.len() != 3 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -556,20 +558,10 @@ async fn create_refund(
     headers: HeaderMap,
     Json(req): Json<CreateRefund>,
 ) -> Response {
-    if let Err(r) = sb.authorize(&headers) {
-        return r;
-    }
-    let key = match idempotency_key(&headers) {
-        Ok(k) => k,
+    let (key, fault) = match sb.admit_write(Op::Refund, &headers).await {
+        Ok(admitted) => admitted,
         Err(r) => return r,
     };
-    let fault = match sb.take_fault(Op::Refund, &headers) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Some(r) = before(&fault).await {
-        return r;
-    }
     let fingerprint = serde_json::to_string(&req).unwrap_or_default();
     let answer = once(&mut sb.lock(), Op::Refund, &key, fingerprint, |ledger| {
         let Some(payment) = ledger.payments.get_mut(&req.payment_id) else {

@@ -482,6 +482,15 @@ impl TestApp {
         .await
     }
 
+    /// Waits until the order's shipment has `status` (a paid physical order is fulfilled in the
+    /// background).
+    pub async fn wait_shipment(&self, order_id: &str, status: &str) {
+        self.eventually(30, "the shipment", || async {
+            (self.order(order_id).await["shipment_status"] == status).then_some(())
+        })
+        .await
+    }
+
     /// Polls `probe` until it returns `Some`, for up to `secs`.
     pub async fn eventually<T, F, Fut>(&self, secs: u64, what: &str, mut probe: F) -> T
     where

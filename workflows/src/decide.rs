@@ -101,7 +101,8 @@ pub fn wake(
     }
 }
 
-fn secs_to_ms(secs: u64) -> i64 {
+/// Seconds as milliseconds, saturating instead of overflowing.
+pub fn secs_to_ms(secs: u64) -> i64 {
     i64::try_from(secs)
         .unwrap_or(i64::MAX / 1000)
         .saturating_mul(1000)

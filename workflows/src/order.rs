@@ -440,11 +440,11 @@ impl OrderWorkflow {
 impl OrderWorkflow {
     /// The late-payment grace window, in milliseconds.
     fn grace_ms(&self) -> i64 {
-        let secs = self
-            .input
-            .late_payment_grace_secs
-            .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS);
-        i64::try_from(secs).unwrap_or(i64::MAX / 1000) * 1000
+        decide::secs_to_ms(
+            self.input
+                .late_payment_grace_secs
+                .unwrap_or(decide::DEFAULT_LATE_PAYMENT_GRACE_SECS),
+        )
     }
 
     fn checkout_window_secs(&self) -> u64 {
@@ -581,10 +581,13 @@ async fn reserve_all(
 enum Settle {
     Capture,
     Release,
+    /// Gives back what a paid order captured (the wallet returns with the cancel itself).
+    Return,
 }
 
-/// Captures or releases every held resource (releases in reverse order). Every one is
-/// attempted even if another fails for good; then the failures fail the workflow, loudly.
+/// Captures, releases or returns every held resource (releases and returns in reverse order).
+/// Every one is attempted even if another fails for good; then the failures fail the workflow,
+/// loudly.
 async fn settle_all(
     ctx: &WorkflowContext<OrderWorkflow>,
     held: &[Resource],
@@ -593,7 +596,7 @@ async fn settle_all(
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let order: Vec<Resource> = match how {
         Settle::Capture => held.to_vec(),
-        Settle::Release => held.iter().rev().copied().collect(),
+        Settle::Release | Settle::Return => held.iter().rev().copied().collect(),
     };
     let mut failures = Vec::new();
     for resource in order {
@@ -634,6 +637,20 @@ async fn settle_all(
                 ctx.execute_activity(OrderActivities::capture_wallet, input, opts)
                     .await
             }
+            (Settle::Return, Resource::Stock) => {
+                ctx.execute_activity(OrderActivities::return_stock, input, opts)
+                    .await
+            }
+            (Settle::Return, Resource::Coupon) => {
+                ctx.execute_activity(OrderActivities::return_coupon, input, opts)
+                    .await
+            }
+            (Settle::Return, Resource::Points) => {
+                ctx.execute_activity(OrderActivities::return_points, input, opts)
+                    .await
+            }
+            // Returned in the same transaction as the cancel (`cancel_after_payment`).
+            (Settle::Return, Resource::Wallet) => continue,
         };
         if let Err(e) = result {
             failures.push(format!("{}: {e}", resource.as_str()));
@@ -745,18 +762,7 @@ async fn finish(
     };
     let mut handled = 0;
     loop {
-        let (applied, pending) = ctx.state(|s| {
-            (
-                s.applied_payment.clone(),
-                s.payments[handled.min(s.payments.len())..].to_vec(),
-            )
-        });
-        for payment in pending {
-            handled += 1;
-            if applied.as_deref() != Some(payment.payment_id.as_str()) {
-                refund(ctx, status, payment, None).await?;
-            }
-        }
+        refund_unapplied(ctx, status, &mut handled).await?;
         let now = now_ms(ctx)?;
         if now < grace_end {
             temporalio_sdk::workflows::select! {
@@ -771,6 +777,28 @@ async fn finish(
             return Ok(status);
         }
     }
+}
+
+/// Refunds every payment received since `handled` that did not pay for the order, and moves
+/// `handled` past them.
+async fn refund_unapplied(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    status: OrderStatus,
+    handled: &mut usize,
+) -> WorkflowResult<()> {
+    let (applied, pending) = ctx.state(|s| {
+        (
+            s.applied_payment.clone(),
+            s.payments[(*handled).min(s.payments.len())..].to_vec(),
+        )
+    });
+    for payment in pending {
+        *handled += 1;
+        if applied.as_deref() != Some(payment.payment_id.as_str()) {
+            refund(ctx, status, payment, None).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Refunds a payment that did not pay for the order through its `refund-{payment_id}` workflow,
@@ -1026,20 +1054,8 @@ async fn after_payment(
 
     let mut handled = 0;
     loop {
-        // Refund every payment that did not pay for the order.
-        let (applied, pending, status) = ctx.state(|s| {
-            (
-                s.applied_payment.clone(),
-                s.payments[handled.min(s.payments.len())..].to_vec(),
-                s.status,
-            )
-        });
-        for payment in pending {
-            handled += 1;
-            if applied.as_deref() != Some(payment.payment_id.as_str()) {
-                refund(ctx, status, payment, None).await?;
-            }
-        }
+        let status = ctx.state(|s| s.status);
+        refund_unapplied(ctx, status, &mut handled).await?;
         // A cancel before shipping.
         let cancel = ctx.state(|s| {
             s.cancel_request
@@ -1134,28 +1150,7 @@ async fn compensate(
         };
         refund(ctx, OrderStatus::Cancelled, payment, Some(why)).await?;
     }
-    for resource in held.iter().rev() {
-        let input = OrderRef {
-            order_id: order_id.clone(),
-        };
-        let opts = settle_options();
-        match resource {
-            Resource::Stock => {
-                ctx.execute_activity(OrderActivities::return_stock, input, opts)
-                    .await?
-            }
-            Resource::Coupon => {
-                ctx.execute_activity(OrderActivities::return_coupon, input, opts)
-                    .await?
-            }
-            Resource::Points => {
-                ctx.execute_activity(OrderActivities::return_points, input, opts)
-                    .await?
-            }
-            // Returned with the status change.
-            Resource::Wallet => {}
-        }
-    }
+    settle_all(ctx, held, Settle::Return).await?;
     ctx.state_mut(|s| s.compensating = false);
     Ok(())
 }

@@ -95,9 +95,7 @@ impl ReconcileWorkflow {
             .await?;
         }
         let now = now_ms(ctx)?;
-        let retention_ms = i64::try_from(input.inbox_retention_secs)
-            .unwrap_or(i64::MAX / 1000)
-            .saturating_mul(1000);
+        let retention_ms = crate::decide::secs_to_ms(input.inbox_retention_secs);
         report.inbox_purged = ctx
             .execute_activity(
                 OrderActivities::purge_inbox,

@@ -66,8 +66,8 @@ pub struct ErrorDetail {
 }
 
 /// The body of a webhook, `POST`ed to orderflow's `/v1/payments/webhook` with a
-/// `Payment-Signature` header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Payment-Signature` header. The API parses and documents this very type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WebhookEvent {
     pub event_id: String,
     #[serde(rename = "type")]

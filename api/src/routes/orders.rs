@@ -175,7 +175,12 @@ async fn order_response(
     let order = store::get_order(&state.db, order_id)
         .await
         .map_err(|e| ApiError::from(e).for_order(order_id))?;
-    Ok((status, axum::Json(view::order(&order, now_ms()))))
+    Ok(render(&order, status))
+}
+
+/// An order already loaded, as a response.
+fn render(order: &store::Order, status: StatusCode) -> (StatusCode, axum::Json<Value>) {
+    (status, axum::Json(view::order(order, now_ms())))
 }
 
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", summary = "Create an order (idempotent on Idempotency-Key)", security(("bearer" = [])), request_body = CreateOrder, params(("Idempotency-Key" = String, Header, description = "one order per user and key")), responses((status = 201, description = "the order, pending_payment (or paid)", body = crate::view::OrderView), (status = 400, description = "missing or invalid Idempotency-Key", body = crate::openapi::ErrorBody), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 429, description = "too many unpaid orders", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
@@ -260,7 +265,10 @@ async fn place(
     tracing::Span::current().record("order_id", order_id.as_str());
     let request_hash = hex_sha256(&[&fingerprint]);
     // A replay of a request that already made its order is answered by that order, quota or not.
-    if store::get_order(&state.db, &order_id).await.is_err() {
+    if orderflow_activities::orders::status(&state.db, &order_id)
+        .await?
+        .is_none()
+    {
         check_quotas(&state, &body).await?;
     }
     let reused = || {
@@ -357,8 +365,8 @@ async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    owned_order(&state, &caller, &order_id).await?;
-    order_response(&state, &order_id, StatusCode::OK).await
+    let order = owned_order(&state, &caller, &order_id).await?;
+    Ok(render(&order, StatusCode::OK))
 }
 
 #[utoipa::path(get, path = "/v1/orders/{order_id}/events", tag = "orders", summary = "The operation log of an order", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "its events", body = crate::openapi::EventList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
@@ -472,7 +480,7 @@ async fn cancel_order(
     Path(order_id): Path<String>,
     Json(body): Json<CancelBody>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    owned_order(&state, &caller, &order_id).await?;
+    let order = owned_order(&state, &caller, &order_id).await?;
     if body.reason == "admin" && !caller.is_admin() {
         return Err(ApiError::client(
             StatusCode::FORBIDDEN,
@@ -492,7 +500,6 @@ async fn cancel_order(
             .for_order(&order_id));
         }
     };
-    let order = store::get_order(&state.db, &order_id).await?;
     let not_cancellable = |status: &str| {
         ApiError::conflict(
             "order_not_cancellable",
@@ -511,7 +518,7 @@ async fn cancel_order(
         return Err(shipped());
     }
     match order.status.as_str() {
-        "cancelled" => return order_response(&state, &order_id, StatusCode::OK).await,
+        "cancelled" => return Ok(render(&order, StatusCode::OK)),
         "pending_payment" | "paid" | "fulfilled" => {}
         other => return Err(not_cancellable(other)),
     }
@@ -534,7 +541,7 @@ async fn cancel_order(
         Answer::Answered(_) | Answer::Refused(_) | Answer::Closed => {
             let order = store::get_order(&state.db, &order_id).await?;
             match (order.status.as_str(), order.shipment.as_deref()) {
-                ("cancelled", _) => order_response(&state, &order_id, StatusCode::OK).await,
+                ("cancelled", _) => Ok(render(&order, StatusCode::OK)),
                 (_, Some("shipped")) => Err(shipped()),
                 (other, _) => Err(not_cancellable(other)),
             }

@@ -25,10 +25,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
+use orderflow_activities::provider::WebhookEvent;
 use orderflow_activities::{now_ms, store};
 use orderflow_workflows::decide;
 use orderflow_workflows::model::{OrderStatus, PaymentReceived, RefundPayment};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
@@ -40,23 +40,12 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct PaymentEvent {
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub order_id: String,
-    pub payment_id: String,
-    pub amount: i64,
-    pub currency: String,
-}
-
 fn accepted(outcome: &str) -> (StatusCode, axum::Json<Value>) {
     (StatusCode::OK, axum::Json(json!({ "status": outcome })))
 }
 
 /// Counts each webhook by outcome: the `status` it was answered with, or the error code.
-#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments", summary = "Payment provider callback (signed, no token)", security(("payment_signature" = [])), request_body = PaymentEvent, responses((status = 200, description = "handled: signalled, refund_started, duplicate, already_captured, amount_mismatch, unknown_order or ignored", body = crate::openapi::WebhookAnswer), (status = 401, description = "signature missing, malformed, expired or invalid", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments", summary = "Payment provider callback (signed, no token)", security(("payment_signature" = [])), request_body = WebhookEvent, responses((status = 200, description = "handled: signalled, refund_started, duplicate, already_captured, amount_mismatch, unknown_order or ignored", body = crate::openapi::WebhookAnswer), (status = 401, description = "signature missing, malformed, expired or invalid", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -96,7 +85,7 @@ async fn handle_webhook(
     )
     .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
 
-    let event: PaymentEvent = serde_json::from_slice(&body)
+    let event: WebhookEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
     let span = tracing::Span::current();
     span.record("order_id", event.order_id.as_str());
@@ -137,7 +126,7 @@ async fn handle_webhook(
 }
 
 /// Step 3 and 4: decides where the payment goes and sends it there. Returns the outcome.
-async fn hand_on(state: &AppState, event: &PaymentEvent) -> Result<&'static str, ApiError> {
+async fn hand_on(state: &AppState, event: &WebhookEvent) -> Result<&'static str, ApiError> {
     let order = match store::get_order(&state.db, &event.order_id).await {
         Ok(order) => order,
         Err(orderflow_activities::StoreError::NotFound { .. }) => {
