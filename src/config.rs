@@ -54,6 +54,12 @@ pub struct Config {
     pub reconcile_stale_after_secs: u64,
     /// `WEBHOOK_INBOX_RETENTION`: seconds processed webhook events are kept (default 30 days).
     pub inbox_retention_secs: u64,
+    /// `PAYMENT_UNKNOWN_ORDER_HOLD`: seconds a payment for an order we do not know is held
+    /// before it is refunded, in case it raced its own order's creation (default 3600).
+    pub unknown_order_hold_secs: u64,
+    /// `WEBHOOK_INBOX_REDRIVE_AFTER`: seconds after which an inbox event never handed on is
+    /// handed on again by reconciliation (default 60).
+    pub inbox_redrive_after_secs: u64,
     /// `ORDERFLOW_SHUTDOWN_GRACE`: on SIGTERM, seconds the API lets requests in flight finish and
     /// the worker lets running activities finish, before exiting anyway (default 30).
     pub shutdown_grace_secs: u64,
@@ -150,6 +156,8 @@ impl Config {
                 3_600..=3_650 * 86_400,
             )?,
             shutdown_grace_secs: secs("ORDERFLOW_SHUTDOWN_GRACE", 30, 1..=3_600)?,
+            unknown_order_hold_secs: secs("PAYMENT_UNKNOWN_ORDER_HOLD", 3600, 0..=604_800)?,
+            inbox_redrive_after_secs: secs("WEBHOOK_INBOX_REDRIVE_AFTER", 60, 1..=86_400)?,
         })
     }
 
@@ -158,6 +166,7 @@ impl Config {
         orderflow_workflows::model::ReconcileInput {
             stale_after_secs: self.reconcile_stale_after_secs,
             inbox_retention_secs: self.inbox_retention_secs,
+            redrive_after_secs: Some(self.inbox_redrive_after_secs),
         }
     }
 
@@ -174,6 +183,7 @@ impl Config {
             late_payment_grace_secs: self.late_payment_grace_secs,
             jwt_secret: self.jwt_secret.clone(),
             max_open_orders_per_user: self.max_open_orders_per_user,
+            unknown_order_hold_secs: self.unknown_order_hold_secs,
         }
     }
 }

@@ -15,6 +15,10 @@ commands:
                       --schedules also creates the reconciliation Schedule (every minute)
   api                 serve the REST API
   migrate [up|down]   apply all migrations (default), or revert them all
+  audit [--json]      the two-way money audit: every payment the provider captured is
+                      applied to one order or refunded (or owned by a running workflow), and
+                      every refund at the provider is one orderflow meant; exits 1 when
+                      money is stranded or an invariant is broken
   token --sub <user> [--role user|admin] [--ttl <seconds>]
                       mint a client token (HS256 with ORDERFLOW_JWT_SECRET; default 1 day)
   provider-sandbox    a card payment provider on loopback (checkout, refunds, signed
@@ -45,6 +49,8 @@ configuration (environment variables, with defaults):
   ORDER_RECONCILE_STALE_AFTER  300 (seconds past its deadline before a pending order is examined)
   WEBHOOK_INBOX_RETENTION   2592000 (seconds processed webhook events are kept: 30 days)
   ORDERFLOW_SHUTDOWN_GRACE  30 (seconds to finish requests and activities after SIGTERM)
+  PAYMENT_UNKNOWN_ORDER_HOLD  3600 (seconds a payment for an unknown order waits before its refund)
+  WEBHOOK_INBOX_REDRIVE_AFTER 60 (seconds before reconciliation hands on an unprocessed event)
   RUST_LOG                  info
 ";
 
@@ -83,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ("audit", flag @ (None | Some("--json"))) => audit(config, flag.is_some()).await,
         ("token", _) => {
             println!("{}", mint_token(&config, &args[1..])?);
             Ok(())
@@ -149,6 +156,33 @@ fn mint_token(config: &Config, args: &[String]) -> anyhow::Result<String> {
     ))
 }
 
+/// `orderflow audit`: prints the report and exits 1 if anything is wrong.
+async fn audit(config: Config, json: bool) -> anyhow::Result<()> {
+    let db = run::open_db(&config.database_url, false).await?;
+    let client =
+        run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
+    let provider = orderflow_activities::provider::PaymentProvider::new(&config.provider)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!(
+        "auditing {} against the provider at {} ...",
+        run::redact(&config.database_url),
+        config.provider.base_url
+    );
+    let report =
+        orderflow_activities::audit::run(&db, &provider, &client, orderflow_activities::now_ms())
+            .await
+            .context("the audit could not read everything it needs")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if !report.is_clean() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// The reconciliation Schedule's id.
 const RECONCILE_SCHEDULE: &str = "orderflow-reconcile";
 
@@ -180,7 +214,14 @@ async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
         reconcile_schedule(&client, &config).await?;
     }
     let (runtime, metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
-    let mut worker = run::worker(&runtime, client, &config.task_queue, db, &config.provider)?;
+    let mut worker = run::worker(
+        &runtime,
+        client,
+        &config.task_queue,
+        db,
+        &config.provider,
+        config.unknown_order_hold_secs,
+    )?;
     tracing::info!(task_queue = %config.task_queue, metrics = ?metrics, "worker polling");
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
     run::run_worker_until_signal(&mut worker, grace, || {}).await
@@ -268,6 +309,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         &config.task_queue,
         db.clone(),
         &config.provider,
+        config.unknown_order_hold_secs,
     )?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await

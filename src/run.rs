@@ -8,7 +8,9 @@ use anyhow::{Context, anyhow};
 use orderflow_activities::provider::{PaymentProvider, ProviderConfig};
 use orderflow_activities::{Db, OrderActivitiesImpl};
 use orderflow_workflows::model::ReconcileInput;
-use orderflow_workflows::{OrderWorkflow, ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow};
+use orderflow_workflows::{
+    OrderWorkflow, PaymentDecisionWorkflow, ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow,
+};
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -72,6 +74,7 @@ pub fn worker(
     task_queue: &str,
     db: Db,
     provider: &ProviderConfig,
+    unknown_order_hold_secs: u64,
 ) -> anyhow::Result<Worker> {
     let provider = PaymentProvider::new(provider).map_err(|e| anyhow!("{e}"))?;
     let options = WorkerOptions::new(task_queue)
@@ -83,7 +86,13 @@ pub fn worker(
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<ReconcileWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
-        .register_activities(OrderActivitiesImpl::new(db, provider))
+        .register_workflow::<PaymentDecisionWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
+        .register_activities(OrderActivitiesImpl::new(
+            db,
+            provider,
+            unknown_order_hold_secs,
+        ))
         .build();
     Worker::new(runtime, client, options).map_err(|e| anyhow!("{e}"))
 }
@@ -190,6 +199,7 @@ pub async fn serve_api(
         temporal: client,
         config: Arc::new(config.api()),
         metrics: Arc::new(orderflow_api::metrics::Metrics::new()),
+        provider: PaymentProvider::new(&config.provider).map_err(|e| anyhow!("{e}"))?,
     };
     axum::serve(listener, orderflow_api::app(state))
         .with_graceful_shutdown(shutdown)

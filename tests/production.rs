@@ -108,6 +108,31 @@ async fn users_reach_only_their_own_things_and_admin_routes_need_admin() {
     assert_eq!((r.status, r.code()), (403, "user_mismatch"));
     let r = call(&app, "GET", "/v1/orders?user_id=bob", Some(&alice), None).await;
     assert_eq!((r.status, r.code()), (403, "user_mismatch"));
+    // Nor redeem a code in his name (the code exists: only the user is wrong).
+    app.put_sku("ebook", 500, 10).await;
+    let code = app
+        .post(
+            "/v1/admin/codes",
+            json!({"code": "BOLA-1", "sku": "ebook", "max_uses": 5}),
+        )
+        .await;
+    assert_eq!(code.status, 201, "{}", code.body);
+    let r = call(
+        &app,
+        "POST",
+        "/v1/redemptions",
+        Some(&alice),
+        Some(json!({"user_id": "bob", "code": "BOLA-1"})),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (403, "user_mismatch"), "{}", r.body);
+    let granted = call(&app, "GET", "/v1/entitlements/bob", Some(&bob), None).await;
+    assert_eq!(
+        granted.body["entitlements"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        granted.body
+    );
     let r = call(&app, "GET", "/v1/orders", Some(&alice), None).await;
     assert_eq!(
         r.body["orders"].as_array().unwrap().len(),
@@ -127,6 +152,8 @@ async fn users_reach_only_their_own_things_and_admin_routes_need_admin() {
 
     // A user token on admin routes: 403.
     let admin_routes = [
+        ("GET", "/v1/admin/audit", json!({})),
+        ("POST", "/v1/admin/refunds/pay_x/retry", json!({})),
         (
             "PUT",
             "/v1/admin/skus/book",
@@ -324,6 +351,37 @@ async fn every_input_limit_answers_a_clear_4xx_and_changes_nothing() {
         r.body
     );
     assert_eq!(app.sku("book").await["reserved"], 20);
+    // A retried create of an order that exists is answered by that order: idempotency wins
+    // over the cap.
+    let again = app
+        .create_order(
+            "open-0",
+            json!({"user_id": "hoarder", "items": [{"sku": "book", "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+
+    // The cap is exact under concurrency: 25 creates at once, 20 orders.
+    let keys: Vec<String> = (0..25).map(|i| format!("rush-{i}")).collect();
+    let creates = keys.iter().map(|key| {
+        app.create_order(
+            key,
+            json!({"user_id": "rusher", "items": [{"sku": "book", "quantity": 1}]}),
+        )
+    });
+    let answers = futures::future::join_all(creates).await;
+    let created = answers.iter().filter(|r| r.status == 201).count();
+    assert!(
+        answers
+            .iter()
+            .all(|r| r.status == 201 || (r.status, r.code()) == (429, "too_many_open_orders")),
+        "{:?}",
+        answers.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(created, 20, "exactly the cap");
+    assert_eq!(app.sku("book").await["reserved"], 40);
+    let listed = app.get("/v1/orders?status=fulfilled").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
     app.assert_invariants().await;
 }
 

@@ -42,6 +42,7 @@ async fn reserve_everything(db: &Db, order_id: &str) -> String {
         order_id: order_id.into(),
         items: vec![line],
         user_id: "alice".into(),
+        max_open_orders: None,
     };
     assert_eq!(
         stock::reserve(db, &stock_in).await.unwrap(),
@@ -259,6 +260,8 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
         checkout_window_secs: None,
         late_payment_grace_secs: None,
         payment_method: PaymentMethod::Online,
+        max_open_orders: None,
+        resume: false,
     };
     let amounts = Amounts {
         total: 2000,
@@ -294,6 +297,7 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
         },
         reason: "order_cancelled".into(),
         requested_at_ms: 2_000,
+        idempotency_key: None,
     }
 }
 
@@ -399,6 +403,7 @@ async fn the_inbox_answers_new_then_unprocessed_then_processed() {
         amount: 100,
         currency: "USD".into(),
         received_at: 1,
+        session_id: None,
     };
     assert_eq!(receive(&db, &event).await.unwrap(), Inbox::New);
     // Received but not handed on (a crash, an outage): the redelivery processes it again.

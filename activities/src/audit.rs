@@ -2,8 +2,9 @@
 //!
 //! Like Jepsen's bank test: every scenario test ends by calling [`check`], which recomputes
 //! what each SKU, coupon, wallet and points account must hold from the orders' holds and
-//! compares. It reads everything into memory, so it is meant for tests and audits of modest
-//! databases, and it never writes.
+//! compares, and [`money`], the two-way audit against the provider's own ledger. `orderflow
+//! audit` and `GET /v1/admin/audit` run the same two through [`run`]. They read everything into
+//! memory, so they are meant for tests and audits of modest databases, and they never write.
 
 use crate::Db;
 use sqlx::Row;
@@ -321,4 +322,549 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         ));
     }
     Ok(bad)
+}
+
+/// A count and a sum of money.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Tally {
+    pub count: u64,
+    pub amount: i64,
+}
+
+impl Tally {
+    fn add(&mut self, amount: i64) {
+        self.count += 1;
+        self.amount = self.amount.saturating_add(amount);
+    }
+}
+
+/// Something about one payment that is not as it must be, and what repairs it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Discrepancy {
+    /// Stable: `no_webhook`, `inbox_stuck`, `not_decided`, `refund_failed`, `refund_owner_gone`,
+    /// `not_at_provider`, `amount_differs`, `applied_to_unpaid_order`, `unknown_refund`,
+    /// `refund_of_applied_payment`, `over_refunded`, `refund_not_at_provider`, `owner_gone`.
+    #[schema(value_type = String)]
+    pub problem: &'static str,
+    pub order_id: Option<String>,
+    pub payment_id: String,
+    pub amount: i64,
+    pub detail: String,
+    /// What repairs it.
+    pub repair: String,
+}
+
+/// Money on its way to being applied or refunded, and the durable run that owns it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InFlight {
+    pub order_id: Option<String>,
+    pub payment_id: String,
+    pub amount: i64,
+    /// `refund_pending`, `decision_holding`, `handed_to_order`, `handed_to_decision`,
+    /// `owed_back`, `inbox_received`.
+    #[schema(value_type = String)]
+    pub state: &'static str,
+    /// The workflow that will finish it (or `inbox-redrive`, the reconciliation schedule).
+    pub owner: String,
+}
+
+/// The two-way audit: every payment the provider captured is applied to exactly one order or
+/// refunded (or on its way, owned by a durable run); every refund at the provider is one we
+/// meant, and none exceeds its payment; everything we recorded is at the provider.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct MoneyReport {
+    /// Every payment the provider captured.
+    pub captured: Tally,
+    /// Applied to an order that is paid or fulfilled.
+    pub applied: Tally,
+    /// Refunded once, as recorded.
+    pub refunded: Tally,
+    /// On their way, with a running owner.
+    pub in_flight: Tally,
+    /// Captured, and neither applied, refunded nor owned by anything that will finish it.
+    pub stranded: Tally,
+    pub in_progress: Vec<InFlight>,
+    pub discrepancies: Vec<Discrepancy>,
+    /// Refunds owed outside the provider (admin orders paid offline): for ops to pay back.
+    pub offline_refunds: Vec<Discrepancy>,
+    /// The conservation invariants of [`check`] that do not hold.
+    pub invariants: Vec<String>,
+}
+
+impl MoneyReport {
+    /// Whether nothing is wrong (in-flight money is not wrong while its owner runs).
+    pub fn is_clean(&self) -> bool {
+        self.discrepancies.is_empty() && self.invariants.is_empty()
+    }
+
+    /// One line per figure, then one per discrepancy: what `orderflow audit` prints.
+    pub fn render(&self) -> String {
+        let t = |t: Tally| format!("{:>5} ({} minor units)", t.count, t.amount);
+        let mut out = format!(
+            "payments captured at the provider {}\n  applied to an order           {}\n  refunded                      {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n",
+            t(self.captured),
+            t(self.applied),
+            t(self.refunded),
+            t(self.in_flight),
+            t(self.stranded)
+        );
+        for f in &self.in_progress {
+            out.push_str(&format!(
+                "in flight: payment {} ({}) of order {}: {}, owned by {}\n",
+                f.payment_id,
+                f.amount,
+                f.order_id.as_deref().unwrap_or("-"),
+                f.state,
+                f.owner
+            ));
+        }
+        for d in self.offline_refunds.iter() {
+            out.push_str(&format!(
+                "offline: payment {} ({}) of order {}: {}; repair: {}\n",
+                d.payment_id,
+                d.amount,
+                d.order_id.as_deref().unwrap_or("-"),
+                d.detail,
+                d.repair
+            ));
+        }
+        out.push_str(&format!(
+            "{} discrepancies, {} invariant violations\n",
+            self.discrepancies.len(),
+            self.invariants.len()
+        ));
+        for d in &self.discrepancies {
+            out.push_str(&format!(
+                "{}: payment {} ({}) of order {}: {}; repair: {}\n",
+                d.problem,
+                d.payment_id,
+                d.amount,
+                d.order_id.as_deref().unwrap_or("-"),
+                d.detail,
+                d.repair
+            ));
+        }
+        for v in &self.invariants {
+            out.push_str(&format!("invariant: {v}\n"));
+        }
+        out
+    }
+}
+
+/// Inbox outcomes that handed the payment to its `payment-{payment_id}` decision.
+const DECIDED_OUTCOMES: [&str; 5] = [
+    "unknown_order",
+    "order_mismatch",
+    "amount_mismatch",
+    "refund_started",
+    "workflow_missing",
+];
+
+/// Unprocessed inbox events younger than this are in flight (the re-drive will hand them on);
+/// older ones are stuck.
+const INBOX_STUCK_AFTER_MS: i64 = 10 * 60 * 1000;
+
+struct OurPayment {
+    order_id: String,
+    amount: i64,
+    status: String,
+}
+
+struct OurRefund {
+    status: String,
+    amount: i64,
+    provider_refund_id: Option<String>,
+    failure: Option<String>,
+    owner: Option<String>,
+}
+
+/// The two-way money audit of our database against `ledger`, the provider's own listing, at
+/// `now_ms`. It never writes. In-flight money is listed with the run that owns it; call
+/// [`confirm_owners`] to check those runs are alive.
+pub async fn money(
+    db: &Db,
+    ledger: &crate::provider::ProviderLedger,
+    now_ms: i64,
+) -> Result<MoneyReport, sqlx::Error> {
+    let mut report = MoneyReport {
+        invariants: check(db).await?,
+        ..MoneyReport::default()
+    };
+    let payments: BTreeMap<String, OurPayment> =
+        sqlx::query("SELECT payment_id, order_id, amount, status FROM payments")
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| {
+                let p = OurPayment {
+                    order_id: r.get(1),
+                    amount: r.get(2),
+                    status: r.get(3),
+                };
+                (r.get(0), p)
+            })
+            .collect();
+    let refunds: BTreeMap<String, OurRefund> = sqlx::query(
+        "SELECT payment_id, status, amount, provider_refund_id, failure, owner FROM refunds",
+    )
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        let f = OurRefund {
+            status: r.get(1),
+            amount: r.get(2),
+            provider_refund_id: r.get(3),
+            failure: r.get(4),
+            owner: r.get(5),
+        };
+        (r.get(0), f)
+    })
+    .collect();
+    let orders: BTreeMap<String, (String, i64)> =
+        sqlx::query("SELECT order_id, status, payable_amount FROM orders")
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+    let decisions: BTreeMap<String, (String, String, Option<String>)> =
+        sqlx::query("SELECT payment_id, order_id, state, detail FROM payment_decisions")
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect();
+    // Payment -> (order, outcome, received_at, processed) of its most recent inbox event.
+    let mut inbox: BTreeMap<String, (String, String, i64, bool)> = BTreeMap::new();
+    for r in sqlx::query(
+        "SELECT payment_id, order_id, outcome, received_at, processed_at FROM webhook_inbox ORDER BY received_at",
+    )
+    .fetch_all(db)
+    .await?
+    {
+        let processed = r.get::<Option<i64>, _>(4).is_some();
+        inbox.insert(r.get(0), (r.get(1), r.get(2), r.get(3), processed));
+    }
+    let mut provider_refunds: BTreeMap<&str, Vec<&crate::provider::RefundObject>> = BTreeMap::new();
+    for r in &ledger.refunds {
+        provider_refunds
+            .entry(r.payment_id.as_str())
+            .or_default()
+            .push(r);
+    }
+    let provider_payments: BTreeMap<&str, &crate::provider::PaymentObject> =
+        ledger.payments.iter().map(|p| (p.id.as_str(), p)).collect();
+
+    for p in &ledger.payments {
+        report.captured.add(p.amount);
+        let pid = p.id.clone();
+        let stranded = |report: &mut MoneyReport,
+                        problem: &'static str,
+                        order: Option<&String>,
+                        detail: String,
+                        repair: &str| {
+            report.stranded.add(p.amount);
+            report.discrepancies.push(Discrepancy {
+                problem,
+                order_id: order.cloned(),
+                payment_id: pid.clone(),
+                amount: p.amount,
+                detail,
+                repair: repair.to_owned(),
+            });
+        };
+        let flying = |report: &mut MoneyReport, order: &String, state, owner: String| {
+            report.in_flight.add(p.amount);
+            report.in_progress.push(InFlight {
+                order_id: Some(order.clone()),
+                payment_id: p.id.clone(),
+                amount: p.amount,
+                state,
+                owner,
+            });
+        };
+        match payments.get(&p.id) {
+            Some(ours) if ours.amount != p.amount => stranded(
+                &mut report,
+                "amount_differs",
+                Some(&ours.order_id),
+                format!(
+                    "recorded as {} but the provider captured {}",
+                    ours.amount, p.amount
+                ),
+                "an operator compares the provider's payment with ours",
+            ),
+            Some(ours) if ours.status == "captured" => match orders.get(&ours.order_id) {
+                Some((status, payable))
+                    if (status == "paid" || status == "fulfilled") && *payable == p.amount =>
+                {
+                    report.applied.add(p.amount)
+                }
+                other => stranded(
+                    &mut report,
+                    "applied_to_unpaid_order",
+                    Some(&ours.order_id),
+                    format!(
+                        "captured for an order that is {}",
+                        other.map_or("missing", |o| o.0.as_str())
+                    ),
+                    "reconciliation resumes the order; otherwise an operator refunds it",
+                ),
+            },
+            Some(ours) => match refunds.get(&p.id) {
+                None => {
+                    let owner = match decisions.get(&p.id) {
+                        Some(_) => orderflow_workflows::payment_workflow_id(&p.id),
+                        None => orderflow_workflows::workflow_id(&ours.order_id),
+                    };
+                    flying(&mut report, &ours.order_id, "owed_back", owner)
+                }
+                Some(f) if f.status == "pending" => {
+                    let owner = f
+                        .owner
+                        .clone()
+                        .unwrap_or_else(|| orderflow_workflows::refund_workflow_id(&p.id));
+                    flying(&mut report, &ours.order_id, "refund_pending", owner)
+                }
+                Some(f) if f.status == "failed" => stranded(
+                    &mut report,
+                    "refund_failed",
+                    Some(&ours.order_id),
+                    format!(
+                        "the provider refused the refund: {}",
+                        f.failure.as_deref().unwrap_or("no reason recorded")
+                    ),
+                    &format!("fix the cause, then POST /v1/admin/refunds/{}/retry", p.id),
+                ),
+                Some(f) => {
+                    let at_provider = provider_refunds.get(p.id.as_str());
+                    let matches = at_provider.is_some_and(|rs| {
+                        rs.len() == 1
+                            && Some(&rs[0].id) == f.provider_refund_id.as_ref()
+                            && rs[0].amount == f.amount
+                            && f.amount == p.amount
+                    });
+                    if matches {
+                        report.refunded.add(p.amount);
+                    } else {
+                        stranded(
+                            &mut report,
+                            "refund_not_at_provider",
+                            Some(&ours.order_id),
+                            format!(
+                                "our refund {:?} of {} is not what the provider holds: {:?}",
+                                f.provider_refund_id,
+                                f.amount,
+                                at_provider.map(|rs| rs
+                                    .iter()
+                                    .map(|r| (&r.id, r.amount))
+                                    .collect::<Vec<_>>())
+                            ),
+                            "an operator compares the provider's refunds with ours",
+                        )
+                    }
+                }
+            },
+            None => match (decisions.get(&p.id), inbox.get(&p.id)) {
+                (Some((order, state, _)), _) if state == "holding" => flying(
+                    &mut report,
+                    order,
+                    "decision_holding",
+                    orderflow_workflows::payment_workflow_id(&p.id),
+                ),
+                (Some((order, state, _)), _) if state == "applied" => flying(
+                    &mut report,
+                    order,
+                    "handed_to_order",
+                    orderflow_workflows::workflow_id(order),
+                ),
+                (Some((order, state, detail)), _) => stranded(
+                    &mut report,
+                    "not_decided",
+                    Some(order),
+                    format!(
+                        "its decision ended {state} ({}) but the payment is neither applied nor refunded",
+                        detail.as_deref().unwrap_or("")
+                    ),
+                    "redeliver the webhook: a new decision re-reads the provider and refunds it",
+                ),
+                (None, Some((order, _, received, false)))
+                    if now_ms.saturating_sub(*received) < INBOX_STUCK_AFTER_MS =>
+                {
+                    flying(&mut report, order, "inbox_received", "inbox-redrive".into())
+                }
+                // Handed on, and its new owner has not written anything yet: the outcome
+                // names it (the order's workflow, or the payment's decision).
+                (None, Some((order, outcome, _, true))) if outcome == "signalled" => flying(
+                    &mut report,
+                    order,
+                    "handed_to_order",
+                    orderflow_workflows::workflow_id(order),
+                ),
+                (None, Some((order, outcome, _, true)))
+                    if DECIDED_OUTCOMES.contains(&outcome.as_str()) =>
+                {
+                    flying(
+                        &mut report,
+                        order,
+                        "handed_to_decision",
+                        orderflow_workflows::payment_workflow_id(&p.id),
+                    )
+                }
+                (None, Some((order, outcome, _, processed))) => stranded(
+                    &mut report,
+                    "inbox_stuck",
+                    Some(order),
+                    format!(
+                        "its webhook was received ({outcome}, processed: {processed}) but the payment was never handed on"
+                    ),
+                    "check that reconciliation runs (it re-drives the inbox) and that Temporal is up",
+                ),
+                (None, None) => stranded(
+                    &mut report,
+                    "no_webhook",
+                    Some(&p.order_id),
+                    "captured at the provider, but no webhook for it ever reached orderflow".into(),
+                    "ask the provider to resend the webhook: orderflow then applies or refunds it",
+                ),
+            },
+        }
+    }
+
+    // The other direction: every refund at the provider is one we meant, once, within its
+    // payment; everything we recorded is at the provider.
+    for (pid, rs) in &provider_refunds {
+        let ours = payments.get(*pid);
+        let our_refund = refunds.get(*pid);
+        let total: i64 = rs.iter().map(|r| r.amount).sum();
+        let captured = provider_payments.get(pid).map_or(0, |p| p.amount);
+        let order = ours.map(|p| p.order_id.clone());
+        let mut bad = |problem, detail: String| {
+            report.discrepancies.push(Discrepancy {
+                problem,
+                order_id: order.clone(),
+                payment_id: (*pid).to_owned(),
+                amount: total,
+                detail,
+                repair: "an operator reviews the provider's refunds of this payment".into(),
+            })
+        };
+        if total > captured {
+            bad(
+                "over_refunded",
+                format!("{total} refunded of {captured} captured"),
+            );
+        }
+        if ours.is_some_and(|p| p.status == "captured") {
+            bad(
+                "refund_of_applied_payment",
+                "the provider refunded a payment that paid its order".into(),
+            );
+        }
+        for r in rs {
+            let meant = our_refund.is_some_and(|f| f.provider_refund_id.as_ref() == Some(&r.id));
+            if !meant {
+                bad(
+                    "unknown_refund",
+                    format!(
+                        "refund {} of {} is not one orderflow recorded",
+                        r.id, r.amount
+                    ),
+                );
+            }
+        }
+    }
+    for (pid, ours) in &payments {
+        if pid.starts_with("offline-") {
+            if let Some(f) = refunds.get(pid).filter(|f| f.status == "failed") {
+                report.offline_refunds.push(Discrepancy {
+                    problem: "offline_refund",
+                    order_id: Some(ours.order_id.clone()),
+                    payment_id: pid.clone(),
+                    amount: f.amount,
+                    detail: "paid offline and cancelled: owed back outside orderflow".into(),
+                    repair: "pay it back by the means it was paid".into(),
+                });
+            }
+            continue;
+        }
+        if !provider_payments.contains_key(pid.as_str()) {
+            report.discrepancies.push(Discrepancy {
+                problem: "not_at_provider",
+                order_id: Some(ours.order_id.clone()),
+                payment_id: pid.clone(),
+                amount: ours.amount,
+                detail: "recorded by orderflow, but the provider never captured it".into(),
+                repair: "an operator checks the webhook that reported it (forged or misrouted?)"
+                    .into(),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// Moves every in-flight item whose owner is not running to the discrepancies: money that a
+/// durable run must finish is stranded when no such run exists.
+pub async fn confirm_owners(
+    report: &mut MoneyReport,
+    client: &temporalio_client::Client,
+) -> Result<(), crate::StoreError> {
+    use temporalio_client::{UntypedWorkflow, WorkflowDescribeOptions, WorkflowExecutionStatus};
+    let mut still = Vec::new();
+    for f in std::mem::take(&mut report.in_progress) {
+        if f.owner == "inbox-redrive" {
+            still.push(f);
+            continue;
+        }
+        let handle = client.get_workflow_handle::<UntypedWorkflow>(f.owner.clone());
+        let running = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(d) => d.status() == WorkflowExecutionStatus::Running,
+            Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => false,
+            Err(e) => {
+                return Err(crate::StoreError::Unavailable {
+                    service: "Temporal",
+                    message: e.to_string(),
+                });
+            }
+        };
+        if running {
+            still.push(f);
+        } else {
+            report.in_flight.count -= 1;
+            report.in_flight.amount -= f.amount;
+            report.stranded.add(f.amount);
+            report.discrepancies.push(Discrepancy {
+                problem: "owner_gone",
+                order_id: f.order_id.clone(),
+                payment_id: f.payment_id.clone(),
+                amount: f.amount,
+                detail: format!("{} but its owner {} is not running", f.state, f.owner),
+                repair: "redeliver the webhook (its decision refunds it, exactly once), or retry the refund"
+                    .into(),
+            });
+        }
+    }
+    report.in_progress = still;
+    Ok(())
+}
+
+/// The audit as ops run it (`orderflow audit`, `GET /v1/admin/audit`): the provider's listing,
+/// our database, and each in-flight owner asked whether it runs.
+pub async fn run(
+    db: &Db,
+    provider: &crate::provider::PaymentProvider,
+    client: &temporalio_client::Client,
+    now_ms: i64,
+) -> Result<MoneyReport, crate::StoreError> {
+    let ledger = provider
+        .ledger()
+        .await
+        .map_err(|e| crate::StoreError::Unavailable {
+            service: "payment provider",
+            message: e.to_string(),
+        })?;
+    let mut report = money(db, &ledger, now_ms).await?;
+    confirm_owners(&mut report, client).await?;
+    Ok(report)
 }

@@ -1,8 +1,11 @@
 //! Errors of the store, classified where they happen.
 //!
-//! `Db` is infrastructure (connection lost, busy, timeout): Temporal retries it. Everything
-//! else is a business error with a stable code: retrying cannot fix it, so activities mark it
-//! non-retryable and it shows in the workflow history. Nothing here is ever turned into `Ok`.
+//! `Db` is infrastructure (connection lost, busy, timeout): Temporal retries it, unless the
+//! database refused the write itself (a CHECK, UNIQUE, NOT NULL or foreign-key violation) or
+//! returned data we cannot read: those are permanent (`constraint_violation`, `data_error`) and
+//! retrying them forever would hang the order in silence. Everything else is a business error
+//! with a stable code: retrying cannot fix it, so activities mark it non-retryable and it shows
+//! in the workflow history. Nothing here is ever turned into `Ok`.
 
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
@@ -28,6 +31,32 @@ pub enum StoreError {
     /// Input the store refuses (negative amounts, overflow).
     #[error("{code}: {message}")]
     Invalid { code: &'static str, message: String },
+    /// Another service the store needs (Temporal) did not answer: transient, retried.
+    #[error("{service} unavailable: {message}")]
+    Unavailable {
+        service: &'static str,
+        message: String,
+    },
+}
+
+/// Whether a database error is permanent: the same statement on the same data fails again.
+fn permanent_db_code(e: &sqlx::Error) -> Option<&'static str> {
+    use sqlx::error::ErrorKind;
+    match e {
+        sqlx::Error::Database(d) => match d.kind() {
+            ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation => Some("constraint_violation"),
+            _ => None,
+        },
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::TypeNotFound { .. } => Some("data_error"),
+        _ => None,
+    }
 }
 
 impl StoreError {
@@ -48,13 +77,19 @@ impl StoreError {
 
     /// Whether retrying the same call may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Db(_) | StoreError::Busy(_))
+        match self {
+            StoreError::Db(e) => permanent_db_code(e).is_none(),
+            StoreError::Busy(_) | StoreError::Unavailable { .. } => true,
+            _ => false,
+        }
     }
 
     /// The stable code of a business error.
     pub fn code(&self) -> &'static str {
         match self {
-            StoreError::Db(_) | StoreError::Busy(_) => "database_unavailable",
+            StoreError::Db(e) => permanent_db_code(e).unwrap_or("database_unavailable"),
+            StoreError::Busy(_) => "database_unavailable",
+            StoreError::Unavailable { .. } => "temporal_unavailable",
             StoreError::NotFound { .. } => "not_found",
             StoreError::Conflict { code, .. } | StoreError::Invalid { code, .. } => code,
         }
@@ -62,11 +97,26 @@ impl StoreError {
 }
 
 /// Converts a store error into an activity error: transient errors are retried, business
-/// errors are non-retryable and carry their code as the failure type.
+/// and permanent errors are non-retryable, and their message starts with their stable code.
 pub fn into_activity_error(e: StoreError) -> ActivityError {
     if e.is_transient() {
         ActivityError::application(ApplicationFailure::new(e))
     } else {
-        ActivityError::application(ApplicationFailure::non_retryable(e))
+        let message = format!("{}: {e}", e.code());
+        ActivityError::application(ApplicationFailure::non_retryable(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_transient_and_bad_data_is_not() {
+        assert!(StoreError::Db(sqlx::Error::PoolTimedOut).is_transient());
+        let decode = StoreError::Db(sqlx::Error::ColumnNotFound("x".into()));
+        assert!(!decode.is_transient());
+        assert_eq!(decode.code(), "data_error");
+        assert!(!StoreError::not_found("order", "o").is_transient());
     }
 }

@@ -7,14 +7,17 @@
 //!   which make every reserve, release and capture idempotent.
 //! - [`stock`], [`coupons`], [`funds`] (points and wallet): the resources an order holds.
 //! - [`orders`]: the order row, its events and payments.
-//! - [`payments`]: checkout sessions, the webhook inbox and refunds.
+//! - [`payments`]: checkout sessions, the webhook inbox and refunds (exactly once on the row).
+//! - [`handoff`]: where a reported payment goes, and the decision about one its order cannot
+//!   take (apply it or refund it); the inbox re-drive.
 //! - [`provider`]: the payment provider's protocol, webhook signatures and HTTP client.
 //! - [`quota`]: per-user, per-SKU quotas, moved with the stock hold or the redemption.
 //! - [`fulfilment`]: entitlements, shipments, cancel after payment.
 //! - [`reconcile`]: what reconciliation finds (asking Temporal too), logs and purges.
 //! - [`redemptions`]: redemption codes, granted at most once per user and never beyond `max_uses`.
 //! - [`store`]: reads and admin writes used by the API.
-//! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data.
+//! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data,
+//!   and the two-way money audit against the provider's own ledger.
 //! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
 //!
 //! Nothing here decides an order's fate: the workflow decides, these functions do exactly one
@@ -26,6 +29,7 @@ pub mod db;
 pub mod error;
 pub mod fulfilment;
 pub mod funds;
+pub mod handoff;
 pub mod holds;
 pub mod orders;
 pub mod payments;

@@ -8,7 +8,8 @@ use crate::Db;
 use crate::error::StoreError;
 use crate::holds::{Tx, expect_one};
 use orderflow_workflows::model::{
-    MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder, RecordUnappliedPayment,
+    Amounts, LoadedOrder, MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder,
+    RecordUnappliedPayment, Resource,
 };
 use sqlx::Row;
 
@@ -281,15 +282,25 @@ pub(crate) async fn owe_back(
     if inserted == 0 {
         return ensure_payment(tx, order_id, p, "unapplied").await;
     }
-    let status = status_of(tx, order_id)
-        .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
-    let step = Step::within(
-        &status,
-        format!("payment:{}:unapplied", p.payment_id),
-        Some(reason),
-    )
-    .payment(&p.payment_id);
+    let step = format!("payment:{}:unapplied", p.payment_id);
+    append_event_if_order(tx, order_id, step, Some(reason), Some(&p.payment_id), at).await
+}
+
+/// Appends a payment or refund step to the order's log, if the order exists: a payment for an
+/// order we do not know is recorded under the id it named, with no log to write to.
+pub(crate) async fn append_event_if_order(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    key: String,
+    reason: Option<&str>,
+    payment_id: Option<&str>,
+    at: i64,
+) -> Result<(), StoreError> {
+    let Some(status) = status_of(tx, order_id).await? else {
+        return Ok(());
+    };
+    let mut step = Step::within(&status, key, reason);
+    step.payment_id = payment_id;
     append_event(tx, order_id, step, at).await
 }
 
@@ -364,5 +375,79 @@ pub fn parse_status(s: &str) -> Option<OrderStatus> {
         "cancelled" => OrderStatus::Cancelled,
         "rejected" => OrderStatus::Rejected,
         _ => return None,
+    })
+}
+
+/// Reads an order back for a resumed workflow (see `OrderWorkflow`'s resume): its status,
+/// amounts and deadline, the resources it holds, the payment that paid it, and the payments
+/// for it that were reported while no workflow ran (held decisions and unprocessed inbox
+/// events of exactly its amount and currency).
+pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
+    let row = sqlx::query(
+        "SELECT status, total_amount, coupon_amount, points_amount, wallet_amount, payable_amount, expires_at, currency
+         FROM orders WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| StoreError::not_found("order", order_id))?;
+    let status = parse_status(&row.get::<String, _>(0)).ok_or_else(|| {
+        StoreError::conflict(order_id, "invalid_status", "the order's status is unknown")
+    })?;
+    let amounts = Amounts {
+        total: row.get(1),
+        coupon: row.get(2),
+        points: row.get(3),
+        wallet: row.get(4),
+        payable: row.get(5),
+    };
+    let currency: String = row.get(7);
+    let held_rows: Vec<String> =
+        sqlx::query_scalar("SELECT resource FROM holds WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_all(db)
+            .await?;
+    let held = Resource::ALL
+        .into_iter()
+        .filter(|r| held_rows.iter().any(|h| h == r.as_str()))
+        .collect();
+    let payment = |r: &sqlx::any::AnyRow| PaymentReceived {
+        payment_id: r.get(0),
+        event_id: r.get(1),
+        amount: r.get(2),
+        currency: r.get(3),
+    };
+    let applied = sqlx::query(
+        "SELECT payment_id, event_id, amount, currency FROM payments WHERE order_id = $1 AND status = 'captured'",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?
+    .as_ref()
+    .map(payment);
+    let waiting = sqlx::query(
+        "SELECT payment_id, event_id, amount, currency FROM payment_decisions
+         WHERE order_id = $1 AND state = 'holding' AND amount = $2 AND currency = $3
+         UNION
+         SELECT payment_id, event_id, amount, currency FROM webhook_inbox
+         WHERE order_id = $1 AND processed_at IS NULL AND amount = $2 AND currency = $3
+         ORDER BY 1",
+    )
+    .bind(order_id)
+    .bind(amounts.payable)
+    .bind(&currency)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(payment)
+    .filter(|p| !p.payment_id.is_empty())
+    .collect();
+    Ok(LoadedOrder {
+        status,
+        amounts,
+        expires_at_ms: row.get(6),
+        held,
+        applied,
+        waiting,
     })
 }

@@ -8,9 +8,9 @@
 use crate::Db;
 use crate::error::StoreError;
 use crate::holds::expect_one;
-use crate::orders::{Step, append_event, owe_back, status_of};
+use crate::orders::{Step, append_event, append_event_if_order, owe_back, status_of};
 use orderflow_workflows::model::{
-    RecordCheckout, RecordRefundResult, RefundOutcome, RefundPayment,
+    RecordCheckout, RecordRefundResult, RefundBegun, RefundOutcome, RefundPayment, first_refund_key,
 };
 use sqlx::Row;
 
@@ -72,53 +72,191 @@ pub async fn record_checkout(db: &Db, input: &RecordCheckout) -> Result<(), Stor
 /// Refund step 1: the payment is recorded as owed back, and a `pending` refund of all of it is
 /// recorded, in one transaction, before the provider is called. A retry finds both rows.
 pub async fn record_refund_pending(db: &Db, input: &RefundPayment) -> Result<(), StoreError> {
+    match begin_refund(db, input, None).await? {
+        RefundBegun::Applied => Err(StoreError::conflict(
+            &input.order_id,
+            "payment_conflict",
+            format!(
+                "payment {} paid its order: it is not owed back",
+                input.payment.payment_id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refund step 1, on our own record: if the payment paid its order, there is nothing to refund;
+/// otherwise it is recorded as owed back with a `pending` refund row (unless one exists), and
+/// the answer is what that row says: call the provider with the attempt's key, or the outcome
+/// it already has. `owner` is the workflow running this attempt.
+pub async fn begin_refund(
+    db: &Db,
+    input: &RefundPayment,
+    owner: Option<&str>,
+) -> Result<RefundBegun, StoreError> {
     let order_id = input.order_id.as_str();
     let p = &input.payment;
     let at = input.requested_at_ms;
     let mut tx = db.begin().await?;
-    owe_back(&mut tx, order_id, p, &input.reason, at).await?;
+    // The write first (SQLite's lock), then the reads: the row and the payment are stable.
     let inserted = sqlx::query(
-        "INSERT INTO refunds (payment_id, order_id, amount, currency, status, reason, idempotency_key, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
+        "INSERT INTO refunds (payment_id, order_id, amount, currency, status, reason, idempotency_key, created_at, updated_at, owner)
+         SELECT $1, $2, $3, $4, 'pending', $5, $6, $7, $7, $8
+         WHERE NOT EXISTS (SELECT 1 FROM payments WHERE payment_id = $1 AND status = 'captured')
+         ON CONFLICT (payment_id) DO NOTHING",
     )
     .bind(&p.payment_id)
     .bind(order_id)
     .bind(p.amount)
     .bind(&p.currency)
     .bind(&input.reason)
-    .bind(input.idempotency_key())
+    .bind(first_refund_key(&p.payment_id))
     .bind(at)
+    .bind(owner)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 1 {
-        let status = status_of(&mut tx, order_id)
-            .await?
-            .ok_or_else(|| StoreError::not_found("order", order_id))?;
-        let step = Step::within(
-            &status,
-            format!("refund:{}:pending", p.payment_id),
+        owe_back(&mut tx, order_id, p, &input.reason, at).await?;
+        let step = format!("refund:{}:pending", p.payment_id);
+        append_event_if_order(
+            &mut tx,
+            order_id,
+            step,
             Some(&input.reason),
+            Some(&p.payment_id),
+            at,
         )
-        .payment(&p.payment_id);
-        append_event(&mut tx, order_id, step, at).await?;
-    } else {
-        let row = sqlx::query("SELECT order_id, amount FROM refunds WHERE payment_id = $1")
-            .bind(&p.payment_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if row.get::<String, _>(0) != order_id || row.get::<i64, _>(1) != p.amount {
-            return Err(StoreError::conflict(
-                order_id,
-                "refund_conflict",
-                format!(
-                    "a different refund of payment {} is already recorded",
-                    p.payment_id
-                ),
-            ));
-        }
+        .await?;
+        tx.commit().await?;
+        return Ok(RefundBegun::Call {
+            idempotency_key: first_refund_key(&p.payment_id),
+        });
     }
+    let row = sqlx::query(
+        "SELECT order_id, amount, status, idempotency_key, provider_refund_id, failure FROM refunds WHERE payment_id = $1",
+    )
+    .bind(&p.payment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        // No refund row, and none was written: the payment is captured (it paid an order).
+        tx.commit().await?;
+        return Ok(RefundBegun::Applied);
+    };
+    if row.get::<String, _>(0) != order_id || row.get::<i64, _>(1) != p.amount {
+        return Err(StoreError::conflict(
+            order_id,
+            "refund_conflict",
+            format!(
+                "a different refund of payment {} is already recorded",
+                p.payment_id
+            ),
+        ));
+    }
+    let begun = match row.get::<String, _>(2).as_str() {
+        "succeeded" => RefundBegun::Done(RefundOutcome::Succeeded {
+            provider_refund_id: row.get::<Option<String>, _>(4).unwrap_or_default(),
+        }),
+        "failed" => {
+            let failure = row.get::<Option<String>, _>(5).unwrap_or_default();
+            let (code, message) = failure.split_once(": ").unwrap_or(("refused", &failure));
+            RefundBegun::Done(RefundOutcome::Failed {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            })
+        }
+        _ => {
+            if let Some(owner) = owner {
+                sqlx::query(
+                    "UPDATE refunds SET owner = $2 WHERE payment_id = $1 AND status = 'pending'",
+                )
+                .bind(&p.payment_id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            }
+            RefundBegun::Call {
+                idempotency_key: row.get(3),
+            }
+        }
+    };
     tx.commit().await?;
-    Ok(())
+    Ok(begun)
+}
+
+/// Makes a `failed` refund `pending` again as a new attempt, with a key derived from the
+/// attempt number (the provider refused the old key's request for good). Only a failed refund
+/// can be retried: the provider refunded nothing for it, so the sum refunded never exceeds the
+/// capture. A payment made offline cannot be refunded through the provider. Returns the refund
+/// to run and its attempt number.
+pub async fn retry_refund(
+    db: &Db,
+    payment_id: &str,
+    at: i64,
+) -> Result<(RefundPayment, i64), StoreError> {
+    let mut tx = db.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE refunds SET status = 'pending', attempt = attempt + 1, failure = NULL, updated_at = $2,
+             idempotency_key = 'refund-' || payment_id || '-' || CAST(attempt + 1 AS TEXT), owner = NULL
+         WHERE payment_id = $1 AND status = 'failed' AND payment_id NOT LIKE 'offline-%'",
+    )
+    .bind(payment_id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT r.order_id, r.status, r.attempt, r.reason, r.idempotency_key, p.event_id, p.amount, p.currency,
+                COALESCE(o.user_id, '')
+         FROM refunds r JOIN payments p ON p.payment_id = r.payment_id
+         LEFT JOIN orders o ON o.order_id = r.order_id WHERE r.payment_id = $1",
+    )
+    .bind(payment_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::not_found("refund", payment_id))?;
+    let order_id: String = row.get(0);
+    let status: String = row.get(1);
+    if moved.rows_affected() == 0 {
+        let (code, why) = match status.as_str() {
+            "succeeded" => ("refund_already_succeeded", "it succeeded".to_owned()),
+            "pending" => ("refund_in_progress", "it is in progress".to_owned()),
+            _ => (
+                "refund_not_retryable",
+                "it was paid offline: return the money outside orderflow".to_owned(),
+            ),
+        };
+        return Err(StoreError::conflict(
+            &order_id,
+            code,
+            format!("the refund of payment {payment_id} cannot be retried: {why}"),
+        ));
+    }
+    let attempt: i64 = row.get(2);
+    let step = format!("refund:{payment_id}:retry:{attempt}");
+    append_event_if_order(
+        &mut tx,
+        &order_id,
+        step,
+        Some("ops_retry"),
+        Some(payment_id),
+        at,
+    )
+    .await?;
+    tx.commit().await?;
+    let request = RefundPayment {
+        order_id,
+        user_id: row.get(8),
+        payment: orderflow_workflows::model::PaymentReceived {
+            payment_id: payment_id.to_owned(),
+            event_id: row.get(5),
+            amount: row.get(6),
+            currency: row.get(7),
+        },
+        reason: row.get(3),
+        requested_at_ms: at,
+        idempotency_key: Some(row.get(4)),
+    };
+    Ok((request, attempt))
 }
 
 /// Refund step 3: `pending -> succeeded | failed`. A retry that finds the same outcome is a
@@ -180,16 +318,23 @@ pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result
     expect_one(moved.rows_affected(), order_id, "refund_conflict", || {
         format!("more than one refund row for payment {}", input.payment_id)
     })?;
-    let order_status = status_of(&mut tx, order_id)
-        .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
-    let step = Step::within(
-        &order_status,
-        format!("refund:{}:{status}", input.payment_id),
+    let attempt: i64 = sqlx::query_scalar("SELECT attempt FROM refunds WHERE payment_id = $1")
+        .bind(&input.payment_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let step = match attempt {
+        1 => format!("refund:{}:{status}", input.payment_id),
+        n => format!("refund:{}:{status}:{n}", input.payment_id),
+    };
+    append_event_if_order(
+        &mut tx,
+        order_id,
+        step,
         failure.as_deref(),
+        Some(&input.payment_id),
+        input.at_ms,
     )
-    .payment(&input.payment_id);
-    append_event(&mut tx, order_id, step, input.at_ms).await?;
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -204,6 +349,8 @@ pub struct InboxEvent {
     pub amount: i64,
     pub currency: String,
     pub received_at: i64,
+    /// The provider's checkout session, if the event names one.
+    pub session_id: Option<String>,
 }
 
 /// What the inbox knew about an event when it arrived.
@@ -220,8 +367,8 @@ pub enum Inbox {
 /// Inserts the event if its id is new (insert-or-ignore) and says what to do with it.
 pub async fn receive(db: &Db, e: &InboxEvent) -> Result<Inbox, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO webhook_inbox (event_id, event_type, order_id, payment_id, amount, currency, outcome, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7) ON CONFLICT (event_id) DO NOTHING",
+        "INSERT INTO webhook_inbox (event_id, event_type, order_id, payment_id, amount, currency, outcome, received_at, session_id)
+         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $8) ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&e.event_id)
     .bind(&e.event_type)
@@ -230,6 +377,7 @@ pub async fn receive(db: &Db, e: &InboxEvent) -> Result<Inbox, StoreError> {
     .bind(e.amount)
     .bind(&e.currency)
     .bind(e.received_at)
+    .bind(e.session_id.as_deref())
     .execute(db)
     .await?;
     if inserted.rows_affected() == 1 {

@@ -3,22 +3,33 @@
 //!
 //! Finding asks two sources and merges them: Temporal's visibility (closed order workflows on
 //! this task queue whose last `OrderStatus` was not final: terminated or failed mid-way) and the
-//! database (pending orders far past their deadline, whose workflow is then described). It
-//! never changes an order itself; the workflow decides and uses the ordinary activities.
+//! database (pending orders far past their deadline, whose workflow is then described; holds
+//! still reserved for orders that are closed or were never recorded). It never changes an
+//! order itself: a pending or paid order whose workflow is gone is *resumed* (its workflow
+//! started again from the database, see [`resume_order`]), never cancelled on a guess; holds
+//! of closed or never-recorded orders are released by the ordinary activities.
 
 use crate::Db;
 use crate::error::StoreError;
 use futures::StreamExt;
-use orderflow_workflows::model::{ReconcileEntry, ReconcileInput, Suspect};
+use orderflow_workflows::model::{
+    OrderLine, PaymentMethod, PlaceOrder, ReconcileEntry, ReconcileInput, Resource, Suspect,
+};
 use orderflow_workflows::{OrderWorkflow, workflow_id};
 use sqlx::Row;
 use std::collections::BTreeMap;
+use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowListOptions,
+    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowStartOptions,
 };
 
 /// At most this many candidates per source per run; the next run takes the rest.
 const BATCH: usize = 500;
+
+/// Holds of an order that was never recorded are released once they are this old: a create
+/// takes seconds, and its workflow is asked first.
+const UNRECORDED_HOLD_AFTER_MS: i64 = 10 * 60 * 1000;
 
 fn workflow_word(status: WorkflowExecutionStatus) -> &'static str {
     match status {
@@ -42,11 +53,14 @@ fn judge(order_id: &str, status: &str, workflow: &str, stale: bool) -> Option<Su
         ),
         ("pending_payment", "running") => return None,
         ("pending_payment", _) => (
-            "repair",
-            "pending with no running workflow: cancelled and released",
+            "resume",
+            "pending with no running workflow: resumed from the database (it waits again, and a payment already reported pays it)",
         ),
         ("paid", "running") => return None,
-        ("paid", _) => ("report", "paid but its workflow ended before fulfilment"),
+        ("paid", _) => (
+            "resume",
+            "paid but its workflow ended before fulfilment: resumed, fulfilment continues",
+        ),
         _ => return None,
     };
     Some(Suspect {
@@ -55,7 +69,20 @@ fn judge(order_id: &str, status: &str, workflow: &str, stale: bool) -> Option<Su
         workflow: workflow.to_owned(),
         action: action.to_owned(),
         detail: detail.to_owned(),
+        resources: Vec::new(),
     })
+}
+
+/// The status of the order's latest workflow run, or `not_found`.
+async fn current_status(client: &Client, order_id: &str) -> Result<String, StoreError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    match handle.describe(WorkflowDescribeOptions::default()).await {
+        Ok(d) => Ok(workflow_word(d.status()).to_owned()),
+        Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => {
+            Ok("not_found".into())
+        }
+        Err(e) => Err(StoreError::Busy(format!("asking Temporal: {e}"))),
+    }
 }
 
 async fn db_status(db: &Db, order_id: &str) -> Result<Option<(String, Option<i64>)>, StoreError> {
@@ -95,12 +122,19 @@ pub async fn find_suspects(
         let Some(order_id) = item.id().strip_prefix("order-").map(str::to_owned) else {
             continue;
         };
+        if found.contains_key(&order_id) {
+            continue;
+        }
         if let Some((status, expires)) = db_status(db, &order_id).await? {
+            // Visibility lists every run: the one that counts is the latest (a resumed order
+            // has a running one after its terminated one).
+            let latest = current_status(client, &order_id).await?;
+            let workflow = match latest.as_str() {
+                "not_found" => workflow_word(item.status()).to_owned(),
+                other => other.to_owned(),
+            };
             let stale = expires.is_some_and(|e| e < stale_before);
-            found.insert(
-                order_id,
-                (status, workflow_word(item.status()).to_owned(), stale),
-            );
+            found.insert(order_id, (status, workflow, stale));
         }
     }
 
@@ -118,26 +152,124 @@ pub async fn find_suspects(
         if found.contains_key(&order_id) {
             continue;
         }
-        let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(&order_id));
-        let workflow = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => workflow_word(d.status()).to_owned(),
-            Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => {
-                "not_found".into()
-            }
-            Err(e) => return Err(unavailable(&e)),
-        };
+        let workflow = current_status(client, &order_id).await?;
         found.insert(order_id, ("pending_payment".into(), workflow, true));
     }
 
-    Ok(found
+    let mut suspects: Vec<Suspect> = found
         .iter()
         .filter_map(|(id, (status, workflow, stale))| judge(id, status, workflow, *stale))
-        .collect())
+        .collect();
+
+    // 3. Holds still reserved for an order that is closed, or that was never recorded (its
+    //    workflow was terminated before `record_order`) and whose workflow is not running.
+    let rows = sqlx::query(
+        "SELECT h.order_id, h.resource, o.status FROM holds h LEFT JOIN orders o ON o.order_id = h.order_id
+         WHERE h.state = 'reserved' AND (o.status IN ('cancelled', 'rejected')
+             OR (o.order_id IS NULL AND h.created_at < $1))
+         ORDER BY h.order_id, h.resource LIMIT $2",
+    )
+    .bind(now_ms.saturating_sub(UNRECORDED_HOLD_AFTER_MS))
+    .bind(BATCH as i64)
+    .fetch_all(db)
+    .await?;
+    let mut orphans: BTreeMap<String, (Option<String>, Vec<Resource>)> = BTreeMap::new();
+    for row in rows {
+        let resource = match row.get::<String, _>(1).as_str() {
+            "stock" => Resource::Stock,
+            "coupon" => Resource::Coupon,
+            "points" => Resource::Points,
+            _ => Resource::Wallet,
+        };
+        let entry = orphans
+            .entry(row.get(0))
+            .or_insert((row.get(2), Vec::new()));
+        entry.1.push(resource);
+    }
+    for (order_id, (status, resources)) in orphans {
+        let workflow = current_status(client, &order_id).await?;
+        if workflow == "running" {
+            continue;
+        }
+        let status = status.unwrap_or_else(|| "not_recorded".into());
+        suspects.push(Suspect {
+            detail: format!(
+                "{} still reserved by a {status} order: released",
+                resources
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            order_id,
+            status,
+            workflow,
+            action: "release".into(),
+            resources,
+        });
+    }
+    Ok(suspects)
 }
 
-/// Records one line of what a run did. A retried activity writes it once.
+/// Starts the order's workflow again from the database (reconciliation's repair of an order
+/// whose workflow is gone): the previous run must have failed, been terminated or timed out; a
+/// running one is left as it is.
+pub async fn resume_order(
+    db: &Db,
+    client: &Client,
+    task_queue: &str,
+    order_id: &str,
+) -> Result<(), StoreError> {
+    let order = crate::store::get_order(db, order_id).await?;
+    let input = PlaceOrder {
+        order_id: order.order_id.clone(),
+        user_id: order.user_id.clone(),
+        items: order
+            .items
+            .iter()
+            .map(|i| OrderLine {
+                sku: i.sku.clone(),
+                quantity: i.quantity,
+            })
+            .collect(),
+        coupon_id: order.coupon_id.clone(),
+        points: order.points_amount,
+        wallet_amount: order.wallet_amount,
+        payment_timeout_secs: 0,
+        currency: order.currency.clone(),
+        request_hash: order.request_hash.clone(),
+        idempotency_key: String::new(),
+        checkout_window_secs: None,
+        late_payment_grace_secs: None,
+        payment_method: match order.payment_method.as_str() {
+            "wallet" => PaymentMethod::Wallet,
+            "offline" => PaymentMethod::Offline,
+            _ => PaymentMethod::Online,
+        },
+        max_open_orders: None,
+        resume: true,
+    };
+    let options = WorkflowStartOptions::new(task_queue.to_owned(), workflow_id(order_id))
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .build();
+    match client
+        .start_workflow(OrderWorkflow::run, input, options)
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(e) => Err(StoreError::Unavailable {
+            service: "Temporal",
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Records one line of what a run did, and (for a repair) an order event with reason
+/// `reconciled`. A retried activity writes each once.
 pub async fn record(db: &Db, e: &ReconcileEntry) -> Result<(), StoreError> {
-    sqlx::query(
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
         "INSERT INTO reconcile_log (run_id, order_id, action, detail, at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (run_id, order_id, action) DO NOTHING",
     )
@@ -146,8 +278,21 @@ pub async fn record(db: &Db, e: &ReconcileEntry) -> Result<(), StoreError> {
     .bind(&e.action)
     .bind(&e.detail)
     .bind(e.at_ms)
-    .execute(db)
+    .execute(&mut *tx)
     .await?;
+    if inserted.rows_affected() == 1 && e.action == "repaired" {
+        let step = format!("reconciled:{}", e.run_id);
+        crate::orders::append_event_if_order(
+            &mut tx,
+            &e.order_id,
+            step,
+            Some("reconciled"),
+            None,
+            e.at_ms,
+        )
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -181,18 +326,18 @@ mod tests {
     use super::judge;
 
     #[test]
-    fn only_pending_orders_without_a_workflow_are_repaired() {
+    fn pending_and_paid_orders_without_a_workflow_are_resumed_never_cancelled() {
         assert_eq!(
             judge("o", "pending_payment", "terminated", false)
                 .unwrap()
                 .action,
-            "repair"
+            "resume"
         );
         assert_eq!(
             judge("o", "pending_payment", "not_found", true)
                 .unwrap()
                 .action,
-            "repair"
+            "resume"
         );
         assert!(judge("o", "pending_payment", "running", false).is_none());
         assert_eq!(
@@ -203,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             judge("o", "paid", "terminated", false).unwrap().action,
-            "report"
+            "resume"
         );
         assert!(judge("o", "cancelled", "terminated", false).is_none());
         assert!(judge("o", "fulfilled", "completed", false).is_none());

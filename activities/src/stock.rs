@@ -25,6 +25,11 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
         }
         Begin::Fresh => {}
     }
+    if let Some(cap) = input.max_open_orders
+        && let Some(refusal) = over_open_order_cap(&mut tx, input, cap).await?
+    {
+        return Ok(Reservation::Refused(refusal));
+    }
     // Lock SKU rows in one global order so that concurrent orders cannot deadlock.
     let mut lines: Vec<&OrderLine> = input.items.iter().collect();
     lines.sort_by(|a, b| a.sku.cmp(&b.sku));
@@ -92,6 +97,39 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
     holds::finish_reserve(&mut tx, order_id, Resource::Stock, total, now).await?;
     tx.commit().await?;
     Ok(Reservation::Reserved { amount: total })
+}
+
+/// The open-order cap, exactly: concurrent reservations of one user serialise on their
+/// `user_locks` row (SQLite already serialises every write transaction), then count the
+/// user's other stock holds still `reserved` (orders not yet paid or released).
+async fn over_open_order_cap(
+    tx: &mut holds::Tx<'_>,
+    input: &ReserveStock,
+    cap: i64,
+) -> Result<Option<Refusal>, StoreError> {
+    sqlx::query(
+        "INSERT INTO user_locks (user_id) VALUES ($1)
+         ON CONFLICT (user_id) DO UPDATE SET user_id = excluded.user_id",
+    )
+    .bind(&input.user_id)
+    .execute(&mut **tx)
+    .await?;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM holds WHERE resource = 'stock' AND subject = $1 AND state = 'reserved' AND order_id <> $2",
+    )
+    .bind(&input.user_id)
+    .bind(&input.order_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((open >= cap).then(|| {
+        Refusal::new(
+            "too_many_open_orders",
+            format!(
+                "{} has {open} unpaid orders; pay or cancel one first (at most {cap})",
+                input.user_id
+            ),
+        )
+    }))
 }
 
 /// How a settled hold moves each line's quantity.

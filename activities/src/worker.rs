@@ -21,13 +21,23 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 pub struct OrderActivitiesImpl {
     pub db: Db,
     pub provider: PaymentProvider,
+    /// How long a payment for an unknown order is held before it is refunded (the inbox
+    /// re-drive hands payments on with it, as the webhook does).
+    pub unknown_order_hold_secs: u64,
 }
 
 impl OrderActivitiesImpl {
-    pub fn new(db: Db, provider: PaymentProvider) -> Self {
-        OrderActivitiesImpl { db, provider }
+    pub fn new(db: Db, provider: PaymentProvider, unknown_order_hold_secs: u64) -> Self {
+        OrderActivitiesImpl {
+            db,
+            provider,
+            unknown_order_hold_secs,
+        }
     }
 }
+
+/// Inbox events re-driven per reconciliation run, at most.
+const REDRIVE_BATCH: i64 = 500;
 
 /// Runs a provider call while heartbeating every second, so that the server notices a dead
 /// worker within the heartbeat timeout and retries elsewhere (with the same idempotency key).
@@ -70,6 +80,7 @@ about_order! {
     RecordCheckout => |x| &x.order_id,
     RefundPayment => |x| &x.order_id,
     RecordRefundResult => |x| &x.order_id,
+    StrayPayment => |x| &x.order_id,
     OrderAt => |x| &x.order_id,
 }
 
@@ -317,6 +328,83 @@ impl OrderActivitiesImpl {
             .map_err(into_activity_error)
     }
 
+    #[activity(definition = markers::BeginRefund)]
+    #[tracing::instrument(name = "begin_refund", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id, workflow_id = ?ctx.info().workflow_id))]
+    pub async fn begin_refund(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: RefundPayment,
+    ) -> Result<RefundBegun, ActivityError> {
+        let owner = ctx.info().workflow_id.clone();
+        crate::payments::begin_refund(&self.db, &input, owner.as_deref())
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::HoldPayment)]
+    #[tracing::instrument(name = "hold_payment", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id, workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn hold_payment(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: StrayPayment,
+    ) -> Result<Option<i64>, ActivityError> {
+        tracing::warn!(reason = %input.reason, amount = input.payment.amount, "payment its order cannot take: held for a decision");
+        crate::handoff::hold(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::DecidePayment)]
+    #[tracing::instrument(name = "decide_payment", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id, workflow_id = ?ctx.info().workflow_id))]
+    pub async fn decide_payment(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StrayPayment,
+    ) -> Result<PaymentVerdict, ActivityError> {
+        let client = ctx.client();
+        let verdict =
+            crate::handoff::decide(&self.db, &self.provider, &client, &input, crate::now_ms())
+                .await
+                .map_err(into_activity_error)?;
+        tracing::info!(?verdict, "payment decided");
+        Ok(verdict)
+    }
+
+    #[activity(definition = markers::RecordPaymentDecision)]
+    #[tracing::instrument(name = "record_payment_decision", skip_all, fields(payment_id = %input.payment_id, workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn record_payment_decision(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: PaymentDecided,
+    ) -> Result<(), ActivityError> {
+        crate::handoff::record_decision(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::RedriveInbox)]
+    #[tracing::instrument(name = "redrive_inbox", skip_all, fields(workflow_id = ?ctx.info().workflow_id))]
+    pub async fn redrive_inbox(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: RedriveInbox,
+    ) -> Result<u64, ActivityError> {
+        let to = crate::handoff::HandOff {
+            client: ctx.client(),
+            task_queue: ctx.info().task_queue.clone(),
+            unknown_order_hold_secs: self.unknown_order_hold_secs,
+        };
+        crate::handoff::redrive(
+            &self.db,
+            &to,
+            input.before_ms,
+            REDRIVE_BATCH,
+            crate::now_ms(),
+        )
+        .await
+        .map_err(into_activity_error)
+    }
+
     /// A refusal is returned as `Failed`, so that step 3 records it; transient failures are
     /// errors, retried by the workflow's policy with the same idempotency key.
     #[activity(definition = markers::CallProviderRefund)]
@@ -469,6 +557,54 @@ impl OrderActivitiesImpl {
         let client = ctx.client();
         let task_queue = ctx.info().task_queue.clone();
         crate::reconcile::find_suspects(&self.db, &client, &task_queue, &input, crate::now_ms())
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::LoadOrder)]
+    #[tracing::instrument(name = "load_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?ctx.info().workflow_id))]
+    pub async fn load_order(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: OrderRef,
+    ) -> Result<LoadedOrder, ActivityError> {
+        let mut loaded = crate::orders::load(&self.db, &input.order_id)
+            .await
+            .map_err(into_activity_error)?;
+        if loaded.status == OrderStatus::PendingPayment && loaded.waiting.is_empty() {
+            // Paid at the provider, but no webhook reached us: that pays it too.
+            let captured = heartbeating(&ctx, self.provider.payments_for_order(&input.order_id))
+                .await
+                .map_err(provider_unavailable)?;
+            for p in captured {
+                let recorded = crate::payments::payment_status(&self.db, &p.id)
+                    .await
+                    .map_err(into_activity_error)?;
+                if recorded.is_none() && p.amount == loaded.amounts.payable {
+                    loaded.waiting.push(PaymentReceived {
+                        event_id: format!("reconciled-{}", p.id),
+                        payment_id: p.id,
+                        amount: p.amount,
+                        currency: p.currency,
+                    });
+                }
+            }
+        }
+        tracing::info!(status = %loaded.status, waiting = loaded.waiting.len(), "order loaded for its resumed workflow");
+        Ok(loaded)
+    }
+
+    #[activity(definition = markers::ResumeOrder)]
+    #[tracing::instrument(name = "resume_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?ctx.info().workflow_id))]
+    pub async fn resume_order(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: OrderRef,
+    ) -> Result<(), ActivityError> {
+        tracing::warn!("resuming the order's workflow from the database");
+        let client = ctx.client();
+        let task_queue = ctx.info().task_queue.clone();
+        crate::reconcile::resume_order(&self.db, &client, &task_queue, &input.order_id)
             .await
             .map_err(into_activity_error)
     }

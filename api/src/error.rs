@@ -120,11 +120,20 @@ impl From<StoreError> for ApiError {
                 code,
                 message,
             } => ApiError::conflict(code, message).for_order(&order_id),
-            e @ (StoreError::Db(_) | StoreError::Busy(_)) => ApiError::unavailable(
-                "database_unavailable",
-                "the database is unavailable; retry later",
+            e @ StoreError::Unavailable { .. } => ApiError::unavailable(
+                "temporal_unavailable",
+                "the workflow engine is unavailable; retry with the same request",
                 e,
             ),
+            e @ (StoreError::Db(_) | StoreError::Busy(_)) if e.is_transient() => {
+                ApiError::unavailable(
+                    "database_unavailable",
+                    "the database is unavailable; retry later",
+                    e,
+                )
+            }
+            // The database refused a write the handler let through: a bug, not bad input.
+            e @ (StoreError::Db(_) | StoreError::Busy(_)) => ApiError::internal(e),
         }
     }
 }

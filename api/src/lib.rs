@@ -51,6 +51,8 @@ pub struct ApiConfig {
     pub jwt_secret: String,
     /// At most this many unpaid orders per user (429 `too_many_open_orders` beyond).
     pub max_open_orders_per_user: i64,
+    /// How long a payment for an unknown order is held before it is refunded.
+    pub unknown_order_hold_secs: u64,
 }
 
 /// What every handler can reach.
@@ -60,6 +62,19 @@ pub struct AppState {
     pub temporal: temporalio_client::Client,
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The payment provider's API, for the audit (its payment and refund listings).
+    pub provider: orderflow_activities::provider::PaymentProvider,
+}
+
+impl AppState {
+    /// Where the webhook hands payments on to.
+    pub fn hand_off(&self) -> orderflow_activities::handoff::HandOff {
+        orderflow_activities::handoff::HandOff {
+            client: self.temporal.clone(),
+            task_queue: self.config.task_queue.clone(),
+            unknown_order_hold_secs: self.config.unknown_order_hold_secs,
+        }
+    }
 }
 
 /// The whole API.

@@ -58,6 +58,16 @@ pub struct WebhookAnswer {
     pub status: String,
 }
 
+/// A refund retry that was started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundRetry {
+    pub payment_id: String,
+    pub order_id: String,
+    pub attempt: i64,
+    /// The workflow running this attempt.
+    pub workflow_id: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CodeView {
     pub code: String,
@@ -161,6 +171,8 @@ impl Modify for Security {
         crate::routes::orders::create_admin_order,
         crate::routes::orders::ship_order,
         crate::routes::payments::webhook,
+        crate::routes::payments::audit,
+        crate::routes::payments::retry_refund,
         crate::routes::accounts::put_sku,
         crate::routes::accounts::get_sku,
         crate::routes::accounts::create_coupon,

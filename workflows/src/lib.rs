@@ -8,6 +8,8 @@
 //!   without a server.
 //! - [`order`]: `OrderWorkflow`, one order from reservation to paid, cancelled or rejected.
 //! - [`refund`]: `RefundWorkflow`, the refund of one payment, exactly once.
+//! - [`payment`]: `PaymentDecisionWorkflow`, the durable decision about a payment that its order
+//!   could not take (apply it, or refund it).
 //! - [`reconcile`]: `ReconcileWorkflow`, the scheduled repair of rows and workflows that disagree.
 //! - [`redemption`]: `RedemptionWorkflow`, one user redeeming one code.
 //!
@@ -17,12 +19,14 @@ pub mod contract;
 pub mod decide;
 pub mod model;
 pub mod order;
+pub mod payment;
 pub mod policy;
 pub mod reconcile;
 pub mod redemption;
 pub mod refund;
 
 pub use order::OrderWorkflow;
+pub use payment::PaymentDecisionWorkflow;
 pub use reconcile::ReconcileWorkflow;
 pub use redemption::RedemptionWorkflow;
 pub use refund::RefundWorkflow;
@@ -40,6 +44,17 @@ pub fn workflow_id(order_id: &str) -> String {
 /// rejects duplicates, so a payment has at most one refund workflow, ever.
 pub fn refund_workflow_id(payment_id: &str) -> String {
     format!("refund-{payment_id}")
+}
+
+/// The workflow id of the decision about a payment its order could not take. The webhook and
+/// the inbox re-drive signal-with-start it, so one payment has one decision in progress.
+pub fn payment_workflow_id(payment_id: &str) -> String {
+    format!("payment-{payment_id}")
+}
+
+/// The workflow id of an ops-requested retry of a refund the provider refused.
+pub fn refund_retry_workflow_id(payment_id: &str, attempt: i64) -> String {
+    format!("refund-{payment_id}-attempt-{attempt}")
 }
 
 /// The workflow id of a user's redemption of a code: the same pair always meets the same

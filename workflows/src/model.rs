@@ -40,6 +40,14 @@ pub struct PlaceOrder {
     /// admin order at once, from the wallet or offline.
     #[serde(default)]
     pub payment_method: PaymentMethod,
+    /// At most this many open (unpaid) orders per user, checked exactly in the reservation's
+    /// transaction (`None`: no cap, as in admin orders and orders from before the cap).
+    #[serde(default)]
+    pub max_open_orders: Option<i64>,
+    /// Set by reconciliation: the order exists and its workflow is gone; this run resumes it
+    /// from the database instead of reserving (see `order.load`).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// How an order is paid.
@@ -186,6 +194,9 @@ pub struct ReserveStock {
     /// Whose quota the lines count against (empty in orders from before quotas).
     #[serde(default)]
     pub user_id: String,
+    /// Refuse with `too_many_open_orders` if the user already holds this many open orders.
+    #[serde(default)]
+    pub max_open_orders: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,13 +356,101 @@ pub struct RefundPayment {
     /// Why it is owed back: `order_cancelled`, `order_already_paid`, `amount_mismatch`, ...
     pub reason: String,
     pub requested_at_ms: i64,
+    /// The idempotency key of the attempt in progress, as the refund row says (`None` in
+    /// refunds started before the row was the truth: the first attempt's key).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 impl RefundPayment {
-    /// The idempotency key sent to the provider: one refund per payment, whoever asks.
+    /// The idempotency key sent to the provider: the first attempt's is `refund-{payment_id}`,
+    /// whoever asks; a retry that ops asked for after a refusal has its own (see the row).
     pub fn idempotency_key(&self) -> String {
-        format!("refund-{}", self.payment.payment_id)
+        self.idempotency_key
+            .clone()
+            .unwrap_or_else(|| first_refund_key(&self.payment.payment_id))
     }
+}
+
+/// The provider idempotency key of a payment's first refund attempt.
+pub fn first_refund_key(payment_id: &str) -> String {
+    format!("refund-{payment_id}")
+}
+
+/// What the refund row said when a refund run began (`refund.begin`). The row is the truth:
+/// a refund that already has an outcome never calls the provider again, whatever Temporal
+/// remembers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundBegun {
+    /// Pending: call the provider with this key (the original one on a resumed attempt).
+    Call { idempotency_key: String },
+    /// Already decided: this is the outcome.
+    Done(RefundOutcome),
+    /// The payment paid its order after all: there is nothing to refund.
+    Applied,
+}
+
+/// A payment the webhook could not hand to its order: the input of `payment-{payment_id}`,
+/// and the signal that reports it again (signal-with-start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrayPayment {
+    pub payment: PaymentReceived,
+    /// The order the event named.
+    pub order_id: String,
+    /// Why its order could not take it: `unknown_order`, `order_mismatch`, `amount_mismatch`,
+    /// `workflow_closed`, `workflow_missing`.
+    pub reason: String,
+    /// A payment for an order we do not know waits this long before it is refunded, in case it
+    /// raced its own order's creation.
+    pub unknown_order_hold_secs: u64,
+    pub received_at_ms: i64,
+}
+
+/// What the `payment-{payment_id}` decision found it must do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentVerdict {
+    /// Handed to its order's running workflow, which applies it (or refunds it itself).
+    Applied { detail: String },
+    /// Refund it: nothing can take it.
+    Refund(RefundPayment),
+    /// Ask again later (its order is pending without a running workflow: reconciliation
+    /// repairs that order, with this payment if it pays it).
+    Wait { secs: u64, detail: String },
+    /// Nothing to do: it was never captured, or it is already applied or refunded elsewhere.
+    NothingToDo { detail: String },
+}
+
+/// The decision of `payment-{payment_id}`, recorded on its row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentDecided {
+    pub payment_id: String,
+    /// `applied`, `refunded`, `refund_failed` or `nothing_to_do`.
+    pub state: String,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// An order as a resumed workflow finds it (`order.load`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedOrder {
+    pub status: OrderStatus,
+    pub amounts: Amounts,
+    pub expires_at_ms: Option<i64>,
+    /// The resources the order holds (a row in `holds`), in reservation order.
+    pub held: Vec<Resource>,
+    /// The payment that paid it, if it is paid.
+    pub applied: Option<PaymentReceived>,
+    /// Payments for it that were reported while no workflow ran (held decisions, unprocessed
+    /// inbox events): a resumed pending order sees them before its deadline.
+    pub waiting: Vec<PaymentReceived>,
+}
+
+/// Re-drives webhook-inbox events received before `before_ms` and never handed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedriveInbox {
+    pub before_ms: i64,
 }
 
 /// How a refund ended at the provider.
@@ -426,6 +525,10 @@ pub struct ReconcileInput {
     pub stale_after_secs: u64,
     /// Processed webhook-inbox rows older than this are deleted.
     pub inbox_retention_secs: u64,
+    /// Inbox events still unprocessed this long after they arrived are handed on again
+    /// (`None`: 60 s).
+    #[serde(default)]
+    pub redrive_after_secs: Option<u64>,
 }
 
 /// An order whose database row and workflow disagree.
@@ -436,9 +539,14 @@ pub struct Suspect {
     pub status: String,
     /// The workflow's status (`running`, `terminated`, `not_found`, ...).
     pub workflow: String,
-    /// What reconciliation does about it: `repair` (cancel and release) or `report`.
+    /// What reconciliation does about it: `resume` (start its workflow again from the
+    /// database), `release` (holds of an order that is closed or was never recorded) or
+    /// `report`. (`repair`, cancel and release, in runs from before resumes.)
     pub action: String,
     pub detail: String,
+    /// For `release`: the resources still reserved.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
 }
 
 /// One line of the reconciliation log.
@@ -463,4 +571,7 @@ pub struct ReconcileReport {
     pub repaired: Vec<String>,
     pub reported: Vec<String>,
     pub inbox_purged: u64,
+    /// Inbox events handed on again.
+    #[serde(default)]
+    pub inbox_redriven: u64,
 }

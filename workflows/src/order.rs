@@ -45,6 +45,9 @@ use temporalio_sdk::{
 pub const PATCH_REFUNDS: &str = "order-v2-checkout-and-refunds";
 /// The patch that added fulfilment, cancel after payment, admin orders and quotas.
 pub const PATCH_FULFILMENT: &str = "order-v3-fulfilment";
+/// The patch that resolves an existing `refund-{payment_id}` by the refund row, and returns a
+/// cancelled order's stock, coupon and points even when its refund failed.
+pub const PATCH_REFUND_ROW: &str = "order-v4-refund-row";
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -126,6 +129,11 @@ impl OrderWorkflow {
     #[run(name = "order")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<OrderStatus> {
         let input = ctx.state(|s| s.input.clone());
+        // Started by reconciliation for an order whose previous run is gone (never true in a
+        // history from before resumes existed).
+        if input.resume {
+            return resume(ctx).await;
+        }
         let v3 = ctx.patched(PATCH_FULFILMENT);
         ctx.state_mut(|s| s.v3 = v3);
         publish(ctx, OrderStatus::Reserving, None);
@@ -195,39 +203,7 @@ impl OrderWorkflow {
             s.original_deadline_ms = Some(deadline);
         });
         publish(ctx, OrderStatus::PendingPayment, Some(deadline));
-
-        // 3. Wait for a payment, a cancel or the deadline.
-        let outcome = loop {
-            let now = now_ms(ctx)?;
-            let (wake, deadline, version) =
-                ctx.state(|s| (s.wake(now), s.deadline_ms, s.deadline_version));
-            if wake != Wake::Wait {
-                ctx.state_mut(|s| s.wait_over = true);
-                break wake;
-            }
-            let remaining = deadline.map_or(Duration::from_secs(3600), |d| decide::until(now, d));
-            temporalio_sdk::workflows::select! {
-                _ = ctx.timer(remaining) => {}
-                _ = ctx.wait_condition(|s: &Self| s.deadline_version != version || s.wake(i64::MIN) != Wake::Wait) => {}
-            }
-        };
-
-        // 4. Settle.
-        let status = match outcome {
-            Wake::Pay(payment) => {
-                pay(ctx, &held, Some(payment)).await?;
-                if v3 {
-                    return after_payment(ctx, &held).await;
-                }
-                OrderStatus::Paid
-            }
-            Wake::Cancel(reason) => {
-                cancel(ctx, &held, reason).await?;
-                OrderStatus::Cancelled
-            }
-            Wake::Wait => unreachable!("the wait loop only breaks on a decision"),
-        };
-        finish(ctx, status).await
+        wait_then_settle(ctx, &held, v3).await
     }
 
     /// The provider reported a payment. Deduplicated here by `payment_id`.
@@ -466,6 +442,96 @@ impl OrderWorkflow {
     }
 }
 
+/// Steps 3 and 4 of a pending order: wait for a payment, a cancel or the deadline; then settle.
+async fn wait_then_settle(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    v3: bool,
+) -> WorkflowResult<OrderStatus> {
+    let outcome = loop {
+        let now = now_ms(ctx)?;
+        let (wake, deadline, version) =
+            ctx.state(|s| (s.wake(now), s.deadline_ms, s.deadline_version));
+        if wake != Wake::Wait {
+            ctx.state_mut(|s| s.wait_over = true);
+            break wake;
+        }
+        let remaining = deadline.map_or(Duration::from_secs(3600), |d| decide::until(now, d));
+        temporalio_sdk::workflows::select! {
+            _ = ctx.timer(remaining) => {}
+            _ = ctx.wait_condition(|s: &OrderWorkflow| s.deadline_version != version || s.wake(i64::MIN) != Wake::Wait) => {}
+        }
+    };
+    let status = match outcome {
+        Wake::Pay(payment) => {
+            pay(ctx, held, Some(payment)).await?;
+            if v3 {
+                return after_payment(ctx, held).await;
+            }
+            OrderStatus::Paid
+        }
+        Wake::Cancel(reason) => {
+            cancel(ctx, held, reason).await?;
+            OrderStatus::Cancelled
+        }
+        Wake::Wait => unreachable!("the wait loop only breaks on a decision"),
+    };
+    finish(ctx, status).await
+}
+
+/// A run that reconciliation started for an order whose previous run is gone: the order is read
+/// back from the database and carried on from where it is, never guessed at. A pending order
+/// that was paid meanwhile (a held payment, an unprocessed inbox event, a payment only the
+/// provider has) is paid and fulfilled; one that was not is cancelled (`reconciled`) and
+/// released. A paid one has its captures completed and is fulfilled. Every step is the same
+/// idempotent activity the first run used.
+async fn resume(ctx: &WorkflowContext<OrderWorkflow>) -> WorkflowResult<OrderStatus> {
+    let order_id = ctx.state(|s| s.input.order_id.clone());
+    let loaded = ctx
+        .execute_activity(
+            OrderActivities::load_order,
+            OrderRef { order_id },
+            settle_options(),
+        )
+        .await?;
+    let held = loaded.held.clone();
+    ctx.state_mut(|s| {
+        s.v3 = true;
+        s.status = loaded.status;
+        s.amounts = loaded.amounts;
+        s.deadline_ms = loaded.expires_at_ms;
+        s.original_deadline_ms = loaded.expires_at_ms;
+        for p in loaded.applied.iter().chain(&loaded.waiting) {
+            if s.seen_payment_ids.insert(p.payment_id.clone()) {
+                s.payments.push(p.clone());
+            }
+        }
+        s.applied_payment = loaded.applied.as_ref().map(|p| p.payment_id.clone());
+    });
+    publish(ctx, loaded.status, loaded.expires_at_ms);
+    match loaded.status {
+        // Paid meanwhile (a held payment, an unprocessed event, or one only the provider has
+        // seen): the wait ends with it at once. Not paid: cancelled and released now.
+        OrderStatus::PendingPayment => {
+            if loaded.waiting.is_empty() {
+                ctx.state_mut(|s| s.cancel_request = Some(CancelReason::Reconciled));
+            }
+            wait_then_settle(ctx, &held, true).await
+        }
+        OrderStatus::Paid => {
+            ctx.state_mut(|s| s.wait_over = true);
+            settle_all(ctx, &held, Settle::Capture).await?;
+            ctx.state_mut(|s| s.settled = true);
+            after_payment(ctx, &held).await
+        }
+        other => Err(ApplicationFailure::non_retryable(format!(
+            "order {}: a {other} order is not resumed",
+            ctx.state(|s| s.input.order_id.clone())
+        ))
+        .into()),
+    }
+}
+
 /// Upserts the search attributes that ops filter on in the Web UI. `PaymentDeadline` is only
 /// ever set, not unset: the server (1.32 dev) rejects the SDK's unset encoding for Datetime
 /// attributes, and `OrderStatus` already says whether the deadline still matters.
@@ -520,6 +586,7 @@ async fn reserve_all(
         } else {
             String::new()
         },
+        max_open_orders: input.max_open_orders.filter(|_| v3),
     };
     let total = reservation(
         ctx.execute_activity(OrderActivities::reserve_stock, stock, reserve_options())
@@ -827,6 +894,7 @@ async fn refund(
         payment,
         reason: reason.to_owned(),
         requested_at_ms: now_ms(ctx)?,
+        idempotency_key: None,
     };
     let options = ChildWorkflowOptions::builder()
         .workflow_id(workflow_id.clone())
@@ -834,7 +902,7 @@ async fn refund(
         .parent_close_policy(temporalio_sdk::ParentClosePolicy::Abandon)
         .build();
     match ctx
-        .start_child_workflow(RefundWorkflow::run, request, options)
+        .start_child_workflow(RefundWorkflow::run, request.clone(), options)
         .await
     {
         Ok(started) => {
@@ -843,6 +911,15 @@ async fn refund(
                     "refund workflow {workflow_id} failed and needs an operator: {e}"
                 ))
             })?;
+            Ok(())
+        }
+        // Another run refunds (or refunded) this payment; which one, and how it ended, is the
+        // refund row's to say: run the steps here, exactly once on that row.
+        Err(temporalio_sdk::ChildWorkflowStartError::StartFailed {
+            cause: temporalio_sdk::StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
+            ..
+        }) if ctx.patched(PATCH_REFUND_ROW) => {
+            crate::refund::refund_payment(ctx, request).await?;
             Ok(())
         }
         Err(temporalio_sdk::ChildWorkflowStartError::StartFailed {
@@ -1148,7 +1225,13 @@ async fn compensate(
             CancelReason::FulfilmentFailed => "fulfilment_failed",
             _ => "order_cancelled",
         };
-        refund(ctx, OrderStatus::Cancelled, payment, Some(why)).await?;
+        let refunded = refund(ctx, OrderStatus::Cancelled, payment, Some(why)).await;
+        if refunded.is_err() && ctx.patched(PATCH_REFUND_ROW) {
+            // The goods come back even if the money could not: then the failure is raised.
+            settle_all(ctx, held, Settle::Return).await?;
+            ctx.state_mut(|s| s.compensating = false);
+        }
+        refunded?;
     }
     settle_all(ctx, held, Settle::Return).await?;
     ctx.state_mut(|s| s.compensating = false);

@@ -3,19 +3,29 @@
 //! rest, and deletes webhook-inbox rows past their retention. Its result and its log rows say
 //! what it did; each run is visible in the Temporal UI under the schedule.
 //!
-//! Repair, for an order still `pending_payment` whose workflow is gone (terminated, failed):
-//! mark it cancelled (reason `reconciled`) and release every reservation, with the same
-//! idempotent activities the order workflow uses. A payment for it that arrives later is then
-//! refunded like any late payment. Everything else (a paid order whose workflow is gone, a
-//! running workflow far past its deadline) is reported, never guessed at.
+//! Repairs never guess. An order `pending_payment` or `paid` whose workflow is gone
+//! (terminated, failed) is resumed: its workflow is started again from the database, so a
+//! pending order waits again and is paid by a payment already reported for it (or cancelled at
+//! its deadline), and a paid order is fulfilled. Holds still reserved for an order that is
+//! cancelled, rejected or was never recorded are released, with the same idempotent activities
+//! the order workflow uses. A running workflow far past its deadline is reported. Each repair
+//! is an order event with reason `reconciled` and a `reconcile_log` row.
+//!
+//! Since `PATCH_REDRIVE` it also hands on again every webhook-inbox event still unprocessed a
+//! short while after it arrived (default 60 s): provider redelivery is not the only path.
 //!
 //! Deterministic code only.
 
 use crate::contract::OrderActivities;
 use crate::model::{
     CancelReason, MarkCancelled, OrderRef, PurgeInbox, ReconcileEntry, ReconcileInput,
-    ReconcileReport,
+    ReconcileReport, RedriveInbox, Resource,
 };
+
+/// The patch that added the inbox re-drive.
+pub const PATCH_REDRIVE: &str = "reconcile-v2-redrive";
+/// Inbox events unprocessed this long are re-driven, unless configured.
+pub const DEFAULT_REDRIVE_AFTER_SECS: u64 = 60;
 use crate::policy::{now_ms, settle_options};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
@@ -46,7 +56,18 @@ impl ReconcileWorkflow {
             .await?;
         for suspect in suspects {
             let order_id = suspect.order_id.clone();
-            if suspect.action == "repair" {
+            let order = || OrderRef {
+                order_id: order_id.clone(),
+            };
+            if suspect.action == "resume" {
+                ctx.execute_activity(OrderActivities::resume_order, order(), settle_options())
+                    .await?;
+                report.repaired.push(order_id.clone());
+            } else if suspect.action == "release" {
+                release(ctx, &suspect.resources, &order_id).await?;
+                report.repaired.push(order_id.clone());
+            } else if suspect.action == "repair" {
+                // Runs from before resumes: cancel and release.
                 let at_ms = now_ms(ctx)?;
                 ctx.execute_activity(
                     OrderActivities::mark_cancelled,
@@ -58,9 +79,6 @@ impl ReconcileWorkflow {
                     settle_options(),
                 )
                 .await?;
-                let order = || OrderRef {
-                    order_id: order_id.clone(),
-                };
                 ctx.execute_activity(OrderActivities::release_wallet, order(), settle_options())
                     .await?;
                 ctx.execute_activity(OrderActivities::release_points, order(), settle_options())
@@ -76,10 +94,10 @@ impl ReconcileWorkflow {
             let entry = ReconcileEntry {
                 run_id: run_id.clone(),
                 order_id,
-                action: if suspect.action == "repair" {
-                    "repaired".into()
-                } else {
+                action: if suspect.action == "report" {
                     "reported".into()
+                } else {
+                    "repaired".into()
                 },
                 detail: format!(
                     "{} (order {}, workflow {})",
@@ -94,6 +112,21 @@ impl ReconcileWorkflow {
             )
             .await?;
         }
+        if ctx.patched(PATCH_REDRIVE) {
+            let after = input
+                .redrive_after_secs
+                .unwrap_or(DEFAULT_REDRIVE_AFTER_SECS);
+            let now = now_ms(ctx)?;
+            report.inbox_redriven = ctx
+                .execute_activity(
+                    OrderActivities::redrive_inbox,
+                    RedriveInbox {
+                        before_ms: now.saturating_sub(crate::decide::secs_to_ms(after)),
+                    },
+                    settle_options(),
+                )
+                .await?;
+        }
         let now = now_ms(ctx)?;
         let retention_ms = crate::decide::secs_to_ms(input.inbox_retention_secs);
         report.inbox_purged = ctx
@@ -107,4 +140,37 @@ impl ReconcileWorkflow {
             .await?;
         Ok(report)
     }
+}
+
+/// Releases what a closed or never-recorded order still holds.
+async fn release(
+    ctx: &WorkflowContext<ReconcileWorkflow>,
+    resources: &[Resource],
+    order_id: &str,
+) -> WorkflowResult<()> {
+    for resource in resources.iter().rev() {
+        let input = OrderRef {
+            order_id: order_id.to_owned(),
+        };
+        let opts = settle_options();
+        match resource {
+            Resource::Wallet => {
+                ctx.execute_activity(OrderActivities::release_wallet, input, opts)
+                    .await?
+            }
+            Resource::Points => {
+                ctx.execute_activity(OrderActivities::release_points, input, opts)
+                    .await?
+            }
+            Resource::Coupon => {
+                ctx.execute_activity(OrderActivities::release_coupon, input, opts)
+                    .await?
+            }
+            Resource::Stock => {
+                ctx.execute_activity(OrderActivities::release_stock, input, opts)
+                    .await?
+            }
+        }
+    }
+    Ok(())
 }

@@ -10,14 +10,25 @@
 //!    gets the same refund back, not a second one;
 //! 3. record `succeeded` or `failed`.
 //!
+//! Since `PATCH_OWN_RECORD`, step 1 (`refund.begin`) answers what the refund row says, and the
+//! row is the truth: a refund already `succeeded` or `failed` never calls the provider again,
+//! whatever Temporal remembers (a second run after the first one's history is gone, a
+//! terminated run, an order workflow and a payment decision both refunding one payment); a
+//! `pending` one resumes with its attempt's key. [`refund_payment`] is those steps, run by this
+//! workflow, by the order workflow when `refund-{payment_id}` already exists, and by the
+//! `payment-{payment_id}` decision.
+//!
 //! Deterministic code only (see `order.rs`).
 
 use crate::contract::OrderActivities;
-use crate::model::{RecordRefundResult, RefundOutcome, RefundPayment};
+use crate::model::{RecordRefundResult, RefundBegun, RefundOutcome, RefundPayment};
 use crate::policy::{now_ms, provider_options, settle_options};
 use crate::search;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
+
+/// The patch that made the refund row the truth (`refund.begin`).
+pub const PATCH_OWN_RECORD: &str = "refund-v2-own-record";
 
 #[workflow]
 pub struct RefundWorkflow {
@@ -35,6 +46,14 @@ impl RefundWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<RefundOutcome> {
         let request = ctx.state(|s| s.request.clone());
         publish(ctx, &request, "refund_pending");
+        if ctx.patched(PATCH_OWN_RECORD) {
+            let outcome = refund_payment(ctx, request.clone()).await?;
+            publish(ctx, &request, outcome_status(outcome.as_ref()));
+            return Ok(outcome.unwrap_or(RefundOutcome::Failed {
+                code: "payment_applied".into(),
+                message: "the payment paid its order: nothing to refund".into(),
+            }));
+        }
         ctx.execute_activity(
             OrderActivities::record_refund_pending,
             request.clone(),
@@ -75,6 +94,64 @@ impl RefundWorkflow {
         publish(ctx, &request, status);
         Ok(outcome)
     }
+}
+
+/// The `OrderStatus` a refund ends with.
+fn outcome_status(outcome: Option<&RefundOutcome>) -> &'static str {
+    match outcome {
+        Some(RefundOutcome::Succeeded { .. }) => "refunded",
+        Some(RefundOutcome::Failed { .. }) => "refund_failed",
+        None => "refund_not_needed",
+    }
+}
+
+/// The three steps of a refund, exactly once on the refund row (see the module doc). Returns
+/// the outcome, or `None` if the payment turned out to have paid its order.
+pub async fn refund_payment<W>(
+    ctx: &WorkflowContext<W>,
+    mut request: RefundPayment,
+) -> WorkflowResult<Option<RefundOutcome>> {
+    let begun = ctx
+        .execute_activity(
+            OrderActivities::begin_refund,
+            request.clone(),
+            settle_options(),
+        )
+        .await?;
+    let outcome = match begun {
+        RefundBegun::Applied => return Ok(None),
+        RefundBegun::Done(outcome) => return Ok(Some(outcome)),
+        // An admin order paid offline was never paid through the provider: the money goes
+        // back outside orderflow, and the refund says so (`refund_failed`, for ops).
+        RefundBegun::Call { .. } if request.payment.payment_id.starts_with("offline-") => {
+            RefundOutcome::Failed {
+                code: "offline_payment".into(),
+                message: "paid offline: return the money outside orderflow".into(),
+            }
+        }
+        RefundBegun::Call { idempotency_key } => {
+            request.idempotency_key = Some(idempotency_key);
+            ctx.execute_activity(
+                OrderActivities::call_provider_refund,
+                request.clone(),
+                provider_options(),
+            )
+            .await?
+        }
+    };
+    let result = RecordRefundResult {
+        order_id: request.order_id.clone(),
+        payment_id: request.payment.payment_id.clone(),
+        outcome: outcome.clone(),
+        at_ms: now_ms(ctx)?,
+    };
+    ctx.execute_activity(
+        OrderActivities::record_refund_result,
+        result,
+        settle_options(),
+    )
+    .await?;
+    Ok(Some(outcome))
 }
 
 /// Search attributes: `OrderStatus` is the refund's step; `OrderId` and `CustomerId` find it.

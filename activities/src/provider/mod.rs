@@ -5,6 +5,9 @@
 //!   and the same key always gets the same answer back, never a second operation;
 //! - `POST /v1/checkout_sessions` `{order_id, amount, currency}` opens a session;
 //! - `POST /v1/refunds` `{payment_id, amount, reason}` refunds a captured payment;
+//! - `GET /v1/payments` and `GET /v1/refunds` list every captured payment and every refund,
+//!   a page at a time (`?limit=&starting_after=<id>`, answered `{data, has_more}`), and
+//!   `GET /v1/payments/{id}` reads one payment: the provider's side of the two-way audit;
 //! - errors are `{"error": {"code", "message"}}`;
 //! - payments are reported by signed webhooks ([`WebhookEvent`], [`signature`]).
 //!
@@ -54,6 +57,39 @@ pub struct RefundObject {
     pub status: String,
 }
 
+/// A payment as the provider holds it (`GET /v1/payments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentObject {
+    pub id: String,
+    /// The order the payer paid for (the checkout session's order).
+    pub order_id: String,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    /// `captured`.
+    pub status: String,
+    /// How much of it has been refunded so far.
+    pub amount_refunded: i64,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Everything the provider holds for this account: every payment and every refund.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderLedger {
+    pub payments: Vec<PaymentObject>,
+    pub refunds: Vec<RefundObject>,
+}
+
+/// The page size the client asks for when it lists.
+const PAGE_SIZE: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -78,6 +114,27 @@ pub struct WebhookEvent {
     pub currency: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+}
+
+/// The active ISO 4217 currency codes. A webhook naming anything else is refused at the edge.
+const ISO_4217: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
+    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
+    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
+    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
+    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
+    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
+    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
+    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
+    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
+    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
+    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
+    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+];
+
+/// Whether `code` is an active ISO 4217 currency code.
+pub fn is_known_currency(code: &str) -> bool {
+    ISO_4217.binary_search(&code).is_ok()
 }
 
 /// The event type of a captured payment.
@@ -155,6 +212,59 @@ impl PaymentProvider {
         self.post("/v1/refunds", request, idempotency_key).await
     }
 
+    /// Reads one payment; `None` if the provider has no such payment.
+    pub async fn payment(&self, payment_id: &str) -> Result<Option<PaymentObject>, ProviderError> {
+        match self.get(&format!("/v1/payments/{payment_id}")).await {
+            Ok(p) => Ok(Some(p)),
+            Err(ProviderError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every payment captured for `order_id`.
+    pub async fn payments_for_order(
+        &self,
+        order_id: &str,
+    ) -> Result<Vec<PaymentObject>, ProviderError> {
+        let path = format!("/v1/payments?order_id={order_id}&");
+        self.list(&path, |p: &PaymentObject| &p.id).await
+    }
+
+    /// Lists every payment and every refund, page by page.
+    pub async fn ledger(&self) -> Result<ProviderLedger, ProviderError> {
+        Ok(ProviderLedger {
+            payments: self.list("/v1/payments", |p: &PaymentObject| &p.id).await?,
+            refunds: self.list("/v1/refunds", |r: &RefundObject| &r.id).await?,
+        })
+    }
+
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        id: impl Fn(&T) -> &String,
+    ) -> Result<Vec<T>, ProviderError> {
+        let mut all: Vec<T> = Vec::new();
+        loop {
+            let sep = if path.ends_with('&') { "" } else { "?" };
+            let mut query = format!("{path}{sep}limit={PAGE_SIZE}");
+            if let Some(last) = all.last() {
+                query.push_str(&format!("&starting_after={}", id(last)));
+            }
+            let page: Page<T> = self.get(&query).await?;
+            let more = page.has_more && !page.data.is_empty();
+            all.extend(page.data);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ProviderError> {
+        let url = format!("{}{path}", self.base_url);
+        let request = self.http.get(&url).bearer_auth(&self.api_key);
+        Self::answer(&url, "GET", request).await
+    }
+
     async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
@@ -162,24 +272,36 @@ impl PaymentProvider {
         idempotency_key: &str,
     ) -> Result<T, ProviderError> {
         let url = format!("{}{path}", self.base_url);
-        let response = self
+        let request = self
             .http
             .post(&url)
             .bearer_auth(&self.api_key)
             .header(IDEMPOTENCY_HEADER, idempotency_key)
-            .json(body)
+            .json(body);
+        Self::answer(&url, "POST", request).await
+    }
+
+    /// Sends a request and classifies its answer (see [`ProviderError`]).
+    async fn answer<T: serde::de::DeserializeOwned>(
+        url: &str,
+        method: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ProviderError> {
+        let response = request
             .send()
             .await
-            .map_err(|e| ProviderError::Unavailable(format!("POST {url}: {e}")))?;
+            .map_err(|e| ProviderError::Unavailable(format!("{method} {url}: {e}")))?;
         let status = response.status();
         let text = response.text().await.map_err(|e| {
-            ProviderError::Unavailable(format!("POST {url}: reading the answer: {e}"))
+            ProviderError::Unavailable(format!("{method} {url}: reading the answer: {e}"))
         })?;
         if status.is_success() {
             return serde_json::from_str(&text).map_err(|e| {
                 // A 2xx we cannot read: the operation may have happened. Retrying with the same
                 // key is safe and is the only way to learn its result.
-                ProviderError::Unavailable(format!("POST {url}: unreadable success answer: {e}"))
+                ProviderError::Unavailable(format!(
+                    "{method} {url}: unreadable success answer: {e}"
+                ))
             });
         }
         let detail = serde_json::from_str::<ErrorBody>(&text)
@@ -193,7 +315,7 @@ impl PaymentProvider {
             // 401/403: our credentials are wrong; an operator must fix the configuration, and
             // the refund must then still happen. 409: a concurrent request with the same key.
             return Err(ProviderError::Unavailable(format!(
-                "POST {url}: {code} {}: {}",
+                "{method} {url}: {code} {}: {}",
                 detail.code, detail.message
             )));
         }
@@ -202,5 +324,17 @@ impl PaymentProvider {
             code: detail.code,
             message: detail.message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currency_codes_are_sorted_and_checked_exactly() {
+        assert!(ISO_4217.windows(2).all(|w| w[0] < w[1]));
+        assert!(is_known_currency("USD") && is_known_currency("EUR"));
+        assert!(!is_known_currency("usd") && !is_known_currency("XXX") && !is_known_currency(""));
     }
 }

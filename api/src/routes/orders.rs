@@ -194,7 +194,6 @@ async fn create_order(
     body.user_id = Some(caller.user_for(body.user_id.as_deref())?);
     let key = idempotency_key(&headers)?;
     body.validate()?;
-    check_open_orders(&state, body.user()).await?;
     let fingerprint = serde_json::to_vec(&body).map_err(ApiError::internal)?;
     place(state, key, body, PaymentMethod::Online, fingerprint).await
 }
@@ -264,11 +263,15 @@ async fn place(
     let order_id = order_id_for(body.user(), &key);
     tracing::Span::current().record("order_id", order_id.as_str());
     let request_hash = hex_sha256(&[&fingerprint]);
-    // A replay of a request that already made its order is answered by that order, quota or not.
+    // A replay of a request that already made its order is answered by that order, whatever
+    // the quotas and the open-order cap say now: idempotency wins.
     if orderflow_activities::orders::status(&state.db, &order_id)
         .await?
         .is_none()
     {
+        if method == PaymentMethod::Online {
+            check_open_orders(&state, body.user()).await?;
+        }
         check_quotas(&state, &body).await?;
     }
     let reused = || {
@@ -301,6 +304,9 @@ async fn place(
         payment_method: method,
         request_hash: request_hash.clone(),
         idempotency_key: key,
+        max_open_orders: (method == PaymentMethod::Online)
+            .then_some(state.config.max_open_orders_per_user),
+        resume: false,
     };
     match temporal::place_order(&state.temporal, &state.config, input).await? {
         Answer::Answered(placement) => {
@@ -308,9 +314,7 @@ async fn place(
                 return Err(reused());
             }
             if let (OrderStatus::Rejected, Some(r)) = (placement.status, &placement.rejection) {
-                return Err(
-                    ApiError::unprocessable(&r.code, r.message.clone()).for_order(&order_id)
-                );
+                return Err(refusal(&r.code, r.message.clone()).for_order(&order_id));
             }
         }
         // The workflow of this key already finished: the stored order is the answer.
@@ -324,11 +328,19 @@ async fn place(
             }
             if let (Some(code), "rejected") = (&order.reject_code, order.status.as_str()) {
                 let message = order.reject_message.clone().unwrap_or_default();
-                return Err(ApiError::unprocessable(code, message).for_order(&order_id));
+                return Err(refusal(code, message).for_order(&order_id));
             }
         }
     }
     order_response(&state, &order_id, StatusCode::CREATED).await
+}
+
+/// A rejected order's answer: 422 with its code, or 429 for the open-order cap.
+fn refusal(code: &str, message: String) -> ApiError {
+    match code {
+        "too_many_open_orders" => ApiError::client(StatusCode::TOO_MANY_REQUESTS, code, message),
+        _ => ApiError::unprocessable(code, message),
+    }
 }
 
 /// Too many unpaid orders at once hold stock that others cannot buy: refuse more (429).
@@ -395,7 +407,13 @@ pub struct ListQuery {
 }
 
 pub const MAX_PAGE: i64 = 100;
-const STATUSES: [&str; 4] = ["pending_payment", "paid", "cancelled", "rejected"];
+const STATUSES: [&str; 5] = [
+    "pending_payment",
+    "paid",
+    "fulfilled",
+    "cancelled",
+    "rejected",
+];
 
 fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let raw = String::from_utf8(hex::decode(cursor).ok()?).ok()?;

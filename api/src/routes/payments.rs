@@ -5,30 +5,30 @@
 //!    timestamp tolerance and either secret of a rotation (401, nothing parsed, nothing stored);
 //! 2. parse, and record the event in the inbox keyed by `event_id` (insert-or-ignore). An
 //!    event already processed is a 200 no-op: duplicates never reach the workflow twice;
-//! 3. check the order and the payment: an unknown order, a payment already captured, or an
-//!    amount or currency that is not the order's are recorded as the event's outcome. A
-//!    mismatched payment never pays the order; the workflow refunds it;
-//! 4. hand the payment on: a signal to the open workflow (which deduplicates by `payment_id`),
-//!    or, if the workflow has closed, a `refund-{payment_id}` workflow;
-//! 5. mark the event processed. If step 4 failed (Temporal down), the event stays unprocessed
-//!    and the 503 makes the provider redeliver it.
+//!    An amount ≤ 0 or a currency that is not ISO 4217 is a 422 before anything is recorded;
+//! 3. hand the payment on (`orderflow_activities::handoff`): a payment that pays a pending
+//!    order with a running workflow is signalled to it (it deduplicates by `payment_id`); any
+//!    other (unknown order, another order's payment, wrong amount or currency, workflow closed
+//!    or missing) goes to its durable `payment-{payment_id}` decision, which applies or refunds
+//!    it. A mismatched payment never pays the order;
+//! 4. mark the event processed. If step 3 failed (Temporal down), the event stays unprocessed:
+//!    the 503 makes the provider redeliver it, and reconciliation re-drives it in any case.
 //!
 //! The handler never marks an order paid and never moves money itself.
 
 use crate::AppState;
+use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::signature::{self, SignatureError};
-use crate::temporal::{self, Answer};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
+use orderflow_activities::handoff;
+use orderflow_activities::now_ms;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
-use orderflow_activities::provider::WebhookEvent;
-use orderflow_activities::{now_ms, store};
-use orderflow_workflows::decide;
-use orderflow_workflows::model::{OrderStatus, PaymentReceived, RefundPayment};
+use orderflow_activities::provider::{WebhookEvent, is_known_currency};
 use serde_json::{Value, json};
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
@@ -38,6 +38,46 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/payments/webhook", post(webhook))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .route("/v1/admin/audit", get(audit))
+        .route("/v1/admin/refunds/{payment_id}/retry", post(retry_refund))
+}
+
+/// The two-way money audit (see `orderflow_activities::audit::run`): every payment the provider
+/// captured is applied or refunded, or owned by a run that will; every refund is one we meant.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", summary = "Two-way money audit against the provider", security(("bearer" = [])), responses((status = 200, description = "the report; `discrepancies` is empty when no money is stranded", body = orderflow_activities::audit::MoneyReport), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 503, description = "the database, the provider or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+async fn audit(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<axum::Json<orderflow_activities::audit::MoneyReport>, ApiError> {
+    let report =
+        orderflow_activities::audit::run(&state.db, &state.provider, &state.temporal, now_ms())
+            .await?;
+    Ok(axum::Json(report))
+}
+
+/// Retries a refund the provider refused, as a new attempt with its own idempotency key.
+#[utoipa::path(post, path = "/v1/admin/refunds/{payment_id}/retry", tag = "admin", summary = "Retry a failed refund", security(("bearer" = [])), params(("payment_id" = String, Path)), responses((status = 202, description = "the new attempt is running: `{payment_id, order_id, attempt, workflow_id}`", body = crate::openapi::RefundRetry), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 404, description = "no refund of this payment", body = crate::openapi::ErrorBody), (status = 409, description = "the refund succeeded, is in progress, or was paid offline", body = crate::openapi::ErrorBody), (status = 422, description = "invalid payment id", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+async fn retry_refund(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(payment_id): Path<String>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    super::check_id("payment_id", &payment_id)?;
+    let (request, attempt) = payments::retry_refund(&state.db, &payment_id, now_ms()).await?;
+    let order_id = request.order_id.clone();
+    let workflow_id =
+        crate::temporal::start_refund_retry(&state.temporal, &state.config, request, attempt)
+            .await?;
+    tracing::warn!(%payment_id, %order_id, attempt, "refund retried by ops");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({
+            "payment_id": payment_id,
+            "order_id": order_id,
+            "attempt": attempt,
+            "workflow_id": workflow_id,
+        })),
+    ))
 }
 
 fn accepted(outcome: &str) -> (StatusCode, axum::Json<Value>) {
@@ -45,7 +85,7 @@ fn accepted(outcome: &str) -> (StatusCode, axum::Json<Value>) {
 }
 
 /// Counts each webhook by outcome: the `status` it was answered with, or the error code.
-#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments", summary = "Payment provider callback (signed, no token)", security(("payment_signature" = [])), request_body = WebhookEvent, responses((status = 200, description = "handled: signalled, refund_started, duplicate, already_captured, amount_mismatch, unknown_order or ignored", body = crate::openapi::WebhookAnswer), (status = 401, description = "signature missing, malformed, expired or invalid", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments", summary = "Payment provider callback (signed, no token)", security(("payment_signature" = [])), request_body = WebhookEvent, responses((status = 200, description = "handled: signalled, duplicate, already_captured, ignored; or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = crate::openapi::WebhookAnswer), (status = 401, description = "signature missing, malformed, expired or invalid", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -100,6 +140,16 @@ async fn handle_webhook(
     ] {
         super::check_id(field, value)?;
     }
+    if let Some(session) = &event.session_id {
+        super::check_id("session_id", session)?;
+    }
+    super::check_amount("amount", event.amount, 1)?;
+    if !is_known_currency(&event.currency) {
+        return Err(ApiError::unprocessable(
+            "invalid_currency",
+            format!("{:?} is not an ISO 4217 currency code", event.currency),
+        ));
+    }
     let received = InboxEvent {
         event_id: event.event_id.clone(),
         event_type: event.kind.clone(),
@@ -108,6 +158,7 @@ async fn handle_webhook(
         amount: event.amount,
         currency: event.currency.clone(),
         received_at: now_ms(),
+        session_id: event.session_id.clone(),
     };
     let for_order =
         |e: orderflow_activities::StoreError| ApiError::from(e).for_order(&event.order_id);
@@ -118,81 +169,11 @@ async fn handle_webhook(
         tracing::info!(%outcome, "duplicate webhook event");
         return Ok(accepted("duplicate"));
     }
-    let outcome = hand_on(state, &event).await?;
+    let outcome = handoff::hand_on(&state.db, &state.hand_off(), &received)
+        .await
+        .map_err(for_order)?;
     payments::processed(&state.db, &event.event_id, outcome, now_ms())
         .await
         .map_err(for_order)?;
     Ok(accepted(outcome))
-}
-
-/// Step 3 and 4: decides where the payment goes and sends it there. Returns the outcome.
-async fn hand_on(state: &AppState, event: &WebhookEvent) -> Result<&'static str, ApiError> {
-    let order = match store::get_order(&state.db, &event.order_id).await {
-        Ok(order) => order,
-        Err(orderflow_activities::StoreError::NotFound { .. }) => {
-            tracing::error!(
-                "a signed payment names an order that does not exist; recorded for ops"
-            );
-            return Ok("unknown_order");
-        }
-        Err(e) => return Err(ApiError::from(e).for_order(&event.order_id)),
-    };
-    let recorded = payments::payment_status(&state.db, &event.payment_id)
-        .await
-        .map_err(|e| ApiError::from(e).for_order(&order.order_id))?;
-    match recorded {
-        Some((order_id, status)) if status == "captured" && order_id == order.order_id => {
-            return Ok("already_captured");
-        }
-        Some((order_id, _)) if order_id != order.order_id => {
-            tracing::error!(recorded_for = %order_id, "a payment id is reported for two orders; recorded for ops");
-            return Ok("payment_order_mismatch");
-        }
-        _ => {}
-    }
-    let payment = PaymentReceived {
-        payment_id: event.payment_id.clone(),
-        event_id: event.event_id.clone(),
-        amount: event.amount,
-        currency: event.currency.clone(),
-    };
-    let mismatch = !decide::pays_for(&payment, order.payable_amount, &order.currency);
-    match temporal::signal_payment(&state.temporal, &order.order_id, payment.clone()).await? {
-        Answer::Answered(()) | Answer::Refused(_) if mismatch => Ok("amount_mismatch"),
-        Answer::Answered(()) | Answer::Refused(_) => Ok("signalled"),
-        Answer::Closed => {
-            let status = orderflow_activities::orders::parse_status(&order.status);
-            let Some(
-                status @ (OrderStatus::Paid
-                | OrderStatus::Fulfilled
-                | OrderStatus::Cancelled
-                | OrderStatus::Rejected),
-            ) = status
-            else {
-                // Pending in the database with no workflow: it must be repaired (reconciliation),
-                // not refunded under an order that may still be paid. The provider redelivers.
-                return Err(ApiError::unavailable(
-                    "order_workflow_missing",
-                    "the order is pending but its workflow is not running; retry later",
-                    format!(
-                        "order {} is {} without a running workflow",
-                        order.order_id, order.status
-                    ),
-                )
-                .for_order(&order.order_id));
-            };
-            let reason =
-                decide::refund_reason(status, &payment, order.payable_amount, &order.currency);
-            let request = RefundPayment {
-                order_id: order.order_id.clone(),
-                user_id: order.user_id.clone(),
-                payment,
-                reason: reason.to_owned(),
-                requested_at_ms: now_ms(),
-            };
-            temporal::start_refund(&state.temporal, &state.config, request).await?;
-            tracing::info!(%reason, "late payment: refund workflow started");
-            Ok("refund_started")
-        }
-    }
 }

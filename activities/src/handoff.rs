@@ -1,0 +1,400 @@
+//! Where a reported payment goes, and the durable decision about a payment its order cannot
+//! take.
+//!
+//! - [`hand_on`]: one verified inbox event to its destination, exactly as the webhook does it
+//!   and as the inbox re-drive does it again for events never handed on. A payment that pays a
+//!   pending order with a running workflow is signalled to that workflow. Every other payment
+//!   (unknown order, another order's payment, wrong amount or currency, order workflow closed
+//!   or missing) goes to its `payment-{payment_id}` decision by signal-with-start: it never
+//!   depends on its order workflow being alive.
+//! - [`hold`], [`decide`], [`record_decision`]: the decision's activities. `decide` reads the
+//!   provider's record of the payment first (what was really captured, for which order) and
+//!   never refunds a payment that paid an order.
+//!
+//! Nothing here moves money: the refund steps do, exactly once on the refund row.
+
+use crate::Db;
+use crate::error::StoreError;
+use crate::orders::{append_event_if_order, parse_status};
+use crate::payments::{InboxEvent, payment_status};
+use crate::provider::{PaymentProvider, ProviderError};
+use crate::store;
+use orderflow_workflows::decide::{pays_for, refund_reason, secs_to_ms};
+use orderflow_workflows::model::{
+    OrderStatus, PaymentDecided, PaymentReceived, PaymentVerdict, RefundPayment, StrayPayment,
+};
+use orderflow_workflows::{
+    OrderWorkflow, PaymentDecisionWorkflow, payment_workflow_id, workflow_id,
+};
+use sqlx::Row;
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
+use temporalio_client::{
+    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowSignalOptions,
+    WorkflowStartOptions,
+};
+
+/// Where payments are handed on to: the Temporal client, the task queue of decisions, and how
+/// long a payment for an unknown order is held before it is refunded.
+#[derive(Clone)]
+pub struct HandOff {
+    pub client: Client,
+    pub task_queue: String,
+    pub unknown_order_hold_secs: u64,
+}
+
+fn temporal_down(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable {
+        service: "Temporal",
+        message: e.to_string(),
+    }
+}
+
+/// Hands a verified `payment.succeeded` event on. Returns the outcome the inbox records and the
+/// webhook answers: `signalled`, `already_captured`, or why it went to its decision
+/// (`unknown_order`, `order_mismatch`, `amount_mismatch`, `refund_started`, `workflow_missing`).
+pub async fn hand_on(
+    db: &Db,
+    to: &HandOff,
+    event: &InboxEvent,
+) -> Result<&'static str, StoreError> {
+    let payment = PaymentReceived {
+        payment_id: event.payment_id.clone(),
+        event_id: event.event_id.clone(),
+        amount: event.amount,
+        currency: event.currency.clone(),
+    };
+    let order = match store::get_order(db, &event.order_id).await {
+        Ok(order) => order,
+        Err(StoreError::NotFound { .. }) => {
+            tracing::warn!("a payment names an order that does not exist: held, then refunded");
+            return stray(to, event, payment, "unknown_order").await;
+        }
+        Err(e) => return Err(e),
+    };
+    match payment_status(db, &event.payment_id).await? {
+        Some((order_id, status)) if status == "captured" && order_id == order.order_id => {
+            return Ok("already_captured");
+        }
+        Some((order_id, _)) if order_id != order.order_id => {
+            tracing::error!(recorded_for = %order_id, "a payment is reported for two orders");
+            return stray(to, event, payment, "order_mismatch").await;
+        }
+        _ => {}
+    }
+    if let Some(session) = &event.session_id
+        && session_order(db, session)
+            .await?
+            .is_some_and(|o| o != order.order_id)
+    {
+        tracing::error!(%session, "a payment names another order than its checkout session's");
+        return stray(to, event, payment, "order_mismatch").await;
+    }
+    if !pays_for(&payment, order.payable_amount, &order.currency) {
+        return stray(to, event, payment, "amount_mismatch").await;
+    }
+    match signal_order(&to.client, &order.order_id, payment.clone()).await? {
+        true => Ok("signalled"),
+        false if order.status == OrderStatus::PendingPayment.as_str() => {
+            tracing::error!("a payment for a pending order whose workflow is gone: held");
+            stray(to, event, payment, "workflow_missing").await
+        }
+        false => stray(to, event, payment, "refund_started").await,
+    }
+}
+
+/// The order a checkout session we opened belongs to.
+async fn session_order(db: &Db, session_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query("SELECT order_id FROM checkout_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_optional(db)
+            .await?
+            .map(|r| r.get(0)),
+    )
+}
+
+/// Signals a payment to its order's workflow; `false` if that workflow is closed or missing.
+/// The workflow deduplicates by `payment_id`.
+pub async fn signal_order(
+    client: &Client,
+    order_id: &str,
+    payment: PaymentReceived,
+) -> Result<bool, StoreError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    let options = WorkflowSignalOptions::builder()
+        .request_id(format!("pay-{}", payment.event_id))
+        .build();
+    match handle
+        .signal(OrderWorkflow::payment_succeeded, payment, options)
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
+        Err(e) => Err(temporal_down(e)),
+    }
+}
+
+/// Sends the payment to its `payment-{payment_id}` decision (signal-with-start: a running
+/// decision gets the report, a closed one is followed by a new run that re-reads the truth).
+async fn stray(
+    to: &HandOff,
+    event: &InboxEvent,
+    payment: PaymentReceived,
+    reason: &'static str,
+) -> Result<&'static str, StoreError> {
+    let input = StrayPayment {
+        payment,
+        order_id: event.order_id.clone(),
+        reason: reason.to_owned(),
+        unknown_order_hold_secs: to.unknown_order_hold_secs,
+        received_at_ms: event.received_at,
+    };
+    let options = WorkflowStartOptions::new(
+        to.task_queue.clone(),
+        payment_workflow_id(&input.payment.payment_id),
+    )
+    .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+    .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+    .build();
+    match to
+        .client
+        .signal_with_start_workflow(
+            PaymentDecisionWorkflow::run,
+            input.clone(),
+            PaymentDecisionWorkflow::reported,
+            input,
+            options,
+        )
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(reason),
+        Err(e) => Err(temporal_down(e)),
+    }
+}
+
+/// Records a payment as held for its decision and answers when the decision is due; `None` if
+/// it was refunded already, or its refund failed (then ops retry it). A payment decided
+/// otherwise before is decided again: a new report may find its order changed.
+pub async fn hold(db: &Db, input: &StrayPayment) -> Result<Option<i64>, StoreError> {
+    let p = &input.payment;
+    let wait = match input.reason.as_str() {
+        "unknown_order" => secs_to_ms(input.unknown_order_hold_secs),
+        _ => 0,
+    };
+    let due = input.received_at_ms.saturating_add(wait);
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO payment_decisions (payment_id, order_id, event_id, amount, currency, reason, state, decide_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'holding', $7, $8, $8) ON CONFLICT (payment_id) DO NOTHING",
+    )
+    .bind(&p.payment_id)
+    .bind(&input.order_id)
+    .bind(&p.event_id)
+    .bind(p.amount)
+    .bind(&p.currency)
+    .bind(&input.reason)
+    .bind(due)
+    .bind(input.received_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        let step = format!("payment:{}:held", p.payment_id);
+        append_event_if_order(
+            &mut tx,
+            &input.order_id,
+            step,
+            Some(&input.reason),
+            Some(&p.payment_id),
+            input.received_at_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Some(due));
+    }
+    sqlx::query(
+        "UPDATE payment_decisions SET state = 'holding', updated_at = $2
+         WHERE payment_id = $1 AND state IN ('applied', 'nothing_to_do')",
+    )
+    .bind(&p.payment_id)
+    .bind(input.received_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query("SELECT state, decide_at FROM payment_decisions WHERE payment_id = $1")
+        .bind(&p.payment_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(match row.get::<String, _>(0).as_str() {
+        "holding" => Some(row.get(1)),
+        _ => None,
+    })
+}
+
+/// Decides a held payment (see the module doc).
+pub async fn decide(
+    db: &Db,
+    provider: &PaymentProvider,
+    client: &Client,
+    input: &StrayPayment,
+    now_ms: i64,
+) -> Result<PaymentVerdict, StoreError> {
+    let payment_id = input.payment.payment_id.as_str();
+    let captured = provider.payment(payment_id).await.map_err(|e| match e {
+        ProviderError::Unavailable(m) | ProviderError::Refused { message: m, .. } => {
+            StoreError::Unavailable {
+                service: "payment provider",
+                message: m,
+            }
+        }
+    })?;
+    let Some(captured) = captured else {
+        return Ok(PaymentVerdict::NothingToDo {
+            detail: format!("the provider has no payment {payment_id}: nothing was captured"),
+        });
+    };
+    // What was really captured is what is owed back.
+    let payment = PaymentReceived {
+        payment_id: payment_id.to_owned(),
+        event_id: input.payment.event_id.clone(),
+        amount: captured.amount,
+        currency: captured.currency.clone(),
+    };
+    let refund = |order_id: &str, user_id: &str, reason: &str| {
+        PaymentVerdict::Refund(RefundPayment {
+            order_id: order_id.to_owned(),
+            user_id: user_id.to_owned(),
+            payment: payment.clone(),
+            reason: reason.to_owned(),
+            requested_at_ms: now_ms,
+            idempotency_key: None,
+        })
+    };
+    match payment_status(db, payment_id).await? {
+        Some((order_id, status)) if status == "captured" => {
+            return Ok(PaymentVerdict::NothingToDo {
+                detail: format!("it paid order {order_id}"),
+            });
+        }
+        // Owed back already (its refund may be done, pending or failed): the refund row says.
+        Some((order_id, _)) => {
+            let user: Option<String> =
+                sqlx::query_scalar("SELECT user_id FROM orders WHERE order_id = $1")
+                    .bind(&order_id)
+                    .fetch_optional(db)
+                    .await?;
+            return Ok(refund(&order_id, &user.unwrap_or_default(), &input.reason));
+        }
+        None => {}
+    }
+    let order = match store::get_order(db, &input.order_id).await {
+        Ok(order) => order,
+        Err(StoreError::NotFound { .. }) => {
+            return Ok(refund(&input.order_id, "", "unknown_order"));
+        }
+        Err(e) => return Err(e),
+    };
+    let session_elsewhere = match &captured.session_id {
+        Some(s) => session_order(db, s)
+            .await?
+            .is_some_and(|o| o != order.order_id),
+        None => false,
+    };
+    if captured.order_id != order.order_id || session_elsewhere {
+        return Ok(refund(&order.order_id, &order.user_id, "order_mismatch"));
+    }
+    if !pays_for(&payment, order.payable_amount, &order.currency) {
+        return Ok(refund(&order.order_id, &order.user_id, "amount_mismatch"));
+    }
+    let status = parse_status(&order.status).unwrap_or(OrderStatus::Cancelled);
+    if status == OrderStatus::PendingPayment {
+        return Ok(
+            match signal_order(client, &order.order_id, payment.clone()).await? {
+                true => PaymentVerdict::Applied {
+                    detail: format!("handed to the workflow of order {}", order.order_id),
+                },
+                false => PaymentVerdict::Wait {
+                    secs: 30,
+                    detail: "its order is pending without a running workflow: reconciliation \
+                         repairs it, with this payment"
+                        .into(),
+                },
+            },
+        );
+    }
+    let reason = refund_reason(status, &payment, order.payable_amount, &order.currency);
+    Ok(refund(&order.order_id, &order.user_id, reason))
+}
+
+/// Records how a decision ended.
+pub async fn record_decision(db: &Db, d: &PaymentDecided) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE payment_decisions SET state = $2, detail = $3, updated_at = $4 WHERE payment_id = $1",
+    )
+    .bind(&d.payment_id)
+    .bind(&d.state)
+    .bind(&d.detail)
+    .bind(d.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    let order_id: String =
+        sqlx::query_scalar("SELECT order_id FROM payment_decisions WHERE payment_id = $1")
+            .bind(&d.payment_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("payment decision", &d.payment_id))?;
+    crate::holds::expect_one(done.rows_affected(), &order_id, "decision_missing", || {
+        format!("no decision row for payment {}", d.payment_id)
+    })?;
+    let step = format!("payment:{}:{}", d.payment_id, d.state);
+    append_event_if_order(
+        &mut tx,
+        &order_id,
+        step,
+        Some(&d.detail),
+        Some(&d.payment_id),
+        d.at_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Hands on again every inbox event received before `before_ms` and never processed (a crash or
+/// a Temporal outage between receipt and hand-on), oldest first, at most `limit`. Returns how
+/// many were handed on.
+pub async fn redrive(
+    db: &Db,
+    to: &HandOff,
+    before_ms: i64,
+    limit: i64,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let rows = sqlx::query(
+        "SELECT event_id, event_type, order_id, payment_id, amount, currency, received_at, session_id
+         FROM webhook_inbox WHERE processed_at IS NULL AND received_at < $1
+         ORDER BY received_at LIMIT $2",
+    )
+    .bind(before_ms)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let mut handed = 0;
+    for r in rows {
+        let event = InboxEvent {
+            event_id: r.get(0),
+            event_type: r.get(1),
+            order_id: r.get(2),
+            payment_id: r.get(3),
+            amount: r.get(4),
+            currency: r.get(5),
+            received_at: r.get(6),
+            session_id: r.get(7),
+        };
+        let outcome = hand_on(db, to, &event).await?;
+        tracing::warn!(event_id = %event.event_id, order_id = %event.order_id, %outcome, "inbox event re-driven");
+        crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
+        handed += 1;
+    }
+    Ok(handed)
+}
