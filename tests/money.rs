@@ -335,26 +335,8 @@ async fn an_inbox_event_never_handed_on_is_redriven() {
         "{}",
         report.render()
     );
-    let schedule = orderflow::run::ensure_reconcile_schedule(
-        &app.client,
-        &format!("reconcile-{}", app.task_queue),
-        &app.task_queue,
-        Duration::from_secs(3600),
-        orderflow_workflows::model::ReconcileInput {
-            stale_after_secs: 300,
-            inbox_retention_secs: 3600,
-            redrive_after_secs: Some(1),
-        },
-    )
-    .await
-    .expect("the schedule");
-    schedule
-        .trigger(
-            temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    let schedule = app.reconcile_schedule().await;
+    app.reconcile_now(&schedule, 0).await;
     app.wait_status(&order, "fulfilled").await;
     let outcome: String =
         sqlx::query_scalar("SELECT outcome FROM webhook_inbox WHERE event_id = $1")
@@ -496,4 +478,43 @@ async fn an_admin_order_paid_offline_passes_the_audit_and_its_refund_is_owed_out
     assert_eq!((retry.status, retry.code()), (409, "refund_not_retryable"));
     assert!(app.sandbox.refunds().is_empty());
     app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_payment_whose_every_webhook_was_lost_is_found_at_the_provider() {
+    let app = spawn_app().await;
+    app.put_sku("book", 1000, 10).await;
+    let order = pending_order(&app, "alice", "lost-1").await;
+    let cancelled = pending_order(&app, "bob", "lost-2").await;
+    assert_eq!(app.cancel(&cancelled, "user").await.status, 200);
+    // Captured at the provider; no webhook ever arrives.
+    let paid = app.captured(&order, 1000);
+    let late = app.captured(&cancelled, 1000);
+    let report = app.audit().await;
+    assert_eq!(
+        report
+            .discrepancies
+            .iter()
+            .filter(|d| d.problem == "no_webhook")
+            .count(),
+        2,
+        "{}",
+        report.render()
+    );
+    let schedule = app.reconcile_schedule().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.eventually(60, "the sweep", || async {
+        app.reconcile_now(&schedule, 1).await;
+        (app.order(&order).await["status"] == "fulfilled"
+            && provider_refunds(&app, &late.payment_id) == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.order(&order).await["payments"][0]["payment_id"],
+        paid.payment_id.as_str()
+    );
+    schedule.delete(Default::default()).await.unwrap();
+    let report = audited(&app, "every webhook lost").await;
+    assert_eq!((report.applied.count, report.refunded.count), (1, 1));
 }

@@ -34,6 +34,8 @@ async fn every_recorded_history_replays_against_the_current_workflows() {
         .unwrap()
         .register_workflow::<RefundWorkflow>()
         .unwrap()
+        .register_workflow::<orderflow_workflows::PaymentDecisionWorkflow>()
+        .unwrap()
         .build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     for file in &files {
@@ -68,7 +70,7 @@ async fn record_histories() {
     app.credit_wallet("alice", 1000).await;
     app.credit_points("alice", 300).await;
     let mut coupons = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         coupons.push(app.create_coupon("alice", "amount", 500).await);
     }
     let full = |timeout: u64, coupon: &str| {
@@ -169,4 +171,24 @@ async fn record_histories() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.settled(&id).await;
     save(&app, workflow_id(&id), "rejected").await;
+
+    // v4: a payment of the wrong amount, decided and refunded by its `payment-…` workflow.
+    let pending = app
+        .create_order("decided", full(60, &coupons[4]))
+        .await
+        .body["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let short = app.captured(&pending, 1);
+    app.deliver(&short).await;
+    app.refunded(&short.payment_id).await;
+    app.cancel(&pending, "user").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    save(
+        &app,
+        orderflow_workflows::payment_workflow_id(&short.payment_id),
+        "payment-decision",
+    )
+    .await;
 }

@@ -242,6 +242,31 @@ async fn migrations_roll_back_cleanly_and_apply_again() {
 
 /// A cancelled order with one late payment, as the refund workflow finds it.
 async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
+    pending_order(db, order_id).await;
+    let cancel = MarkCancelled {
+        order_id: order_id.into(),
+        reason: CancelReason::Timeout,
+        at_ms: 1_500,
+    };
+    orders::mark_cancelled(db, &cancel).await.unwrap();
+    release_all(db, order_id).await;
+    RefundPayment {
+        order_id: order_id.into(),
+        user_id: "alice".into(),
+        payment: PaymentReceived {
+            payment_id: format!("pay_{order_id}"),
+            event_id: format!("evt_{order_id}"),
+            amount: 1330,
+            currency: "USD".into(),
+        },
+        reason: "order_cancelled".into(),
+        requested_at_ms: 2_000,
+        idempotency_key: None,
+    }
+}
+
+/// `reserve_everything`, and the order recorded `pending_payment` (payable 1580).
+async fn pending_order(db: &Db, order_id: &str) -> String {
     let coupon = reserve_everything(db, order_id).await;
     let order = PlaceOrder {
         order_id: order_id.into(),
@@ -250,7 +275,7 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
             sku: "book".into(),
             quantity: 2,
         }],
-        coupon_id: Some(coupon),
+        coupon_id: Some(coupon.clone()),
         points: 50,
         wallet_amount: 70,
         payment_timeout_secs: 60,
@@ -279,26 +304,109 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
         at_ms: 1_000,
     };
     orders::record(db, &record).await.unwrap();
-    let cancel = MarkCancelled {
-        order_id: order_id.into(),
-        reason: CancelReason::Timeout,
-        at_ms: 1_500,
-    };
-    orders::mark_cancelled(db, &cancel).await.unwrap();
-    release_all(db, order_id).await;
-    RefundPayment {
-        order_id: order_id.into(),
-        user_id: "alice".into(),
-        payment: PaymentReceived {
-            payment_id: format!("pay_{order_id}"),
-            event_id: format!("evt_{order_id}"),
-            amount: 1330,
-            currency: "USD".into(),
+    coupon
+}
+
+async fn hold_states(db: &Db, order_id: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT state FROM holds WHERE order_id = $1 ORDER BY resource")
+        .bind(order_id)
+        .fetch_all(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_outcome_commits_its_status_and_every_hold_move_together_or_not_at_all() {
+    use orderflow_activities::outcome;
+    let db = fresh_db().await;
+    let coupon = pending_order(&db, "ord_tx").await;
+    let held = Resource::ALL.to_vec();
+    let cancel = CancelOrder {
+        cancel: MarkCancelled {
+            order_id: "ord_tx".into(),
+            reason: CancelReason::Timeout,
+            at_ms: 5_000,
         },
-        reason: "order_cancelled".into(),
-        requested_at_ms: 2_000,
-        idempotency_key: None,
+        held: held.clone(),
+    };
+    // The coupon row is gone: its release fails, and so does the whole cancel, status and
+    // wallet included. Nothing is half done.
+    let saved: (String, String, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT coupon_id, user_id, amount, balance, reserved, used, created_at FROM coupons WHERE coupon_id = $1",
+    )
+    .bind(&coupon)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM coupons WHERE coupon_id = $1")
+        .bind(&coupon)
+        .execute(&db)
+        .await
+        .unwrap();
+    let err = outcome::cancel(&db, &cancel).await.unwrap_err();
+    assert_eq!(err.code(), "coupon_mismatch", "{err}");
+    assert_eq!(
+        orders::status(&db, "ord_tx").await.unwrap(),
+        Some(OrderStatus::PendingPayment)
+    );
+    assert_eq!(
+        account(&db, WALLET).await.held,
+        70,
+        "the wallet is still frozen"
+    );
+    assert_eq!(hold_states(&db, "ord_tx").await, vec!["reserved"; 4]);
+    // Put back, the same cancel commits everything at once; a retry changes nothing.
+    sqlx::query("INSERT INTO coupons (coupon_id, user_id, kind, amount, balance, reserved, used, created_at) VALUES ($1, $2, 'amount', $3, $4, $5, $6, $7)")
+        .bind(&saved.0).bind(&saved.1).bind(saved.2).bind(saved.3).bind(saved.4).bind(saved.5).bind(saved.6)
+        .execute(&db)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        outcome::cancel(&db, &cancel).await.unwrap();
     }
+    assert_eq!(
+        orders::status(&db, "ord_tx").await.unwrap(),
+        Some(OrderStatus::Cancelled)
+    );
+    assert_eq!(hold_states(&db, "ord_tx").await, vec!["released"; 4]);
+    assert_eq!(account(&db, WALLET).await.held, 0);
+    assert!(audit::check(&db).await.unwrap().is_empty());
+
+    // Paid: status, payment and every capture together, then cancelled after payment with
+    // everything returned together.
+    pending_order(&db, "ord_tx2").await;
+    let pay = PayOrder {
+        paid: MarkPaid {
+            order_id: "ord_tx2".into(),
+            payment: Some(PaymentReceived {
+                payment_id: "pay_tx2".into(),
+                event_id: "evt_tx2".into(),
+                amount: 1580,
+                currency: "USD".into(),
+            }),
+            at_ms: 6_000,
+        },
+        held: held.clone(),
+    };
+    for _ in 0..2 {
+        outcome::pay(&db, &pay).await.unwrap();
+    }
+    assert_eq!(hold_states(&db, "ord_tx2").await, vec!["captured"; 4]);
+    assert!(audit::check(&db).await.unwrap().is_empty());
+    let cancel_paid = CancelOrder {
+        cancel: MarkCancelled {
+            order_id: "ord_tx2".into(),
+            reason: CancelReason::User,
+            at_ms: 7_000,
+        },
+        held,
+    };
+    for _ in 0..2 {
+        outcome::cancel_paid(&db, &cancel_paid).await.unwrap();
+    }
+    assert_eq!(hold_states(&db, "ord_tx2").await, vec!["returned"; 4]);
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().sold, 0);
+    assert!(audit::check(&db).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -107,27 +107,31 @@ fn settle_sql(how: Move) -> &'static str {
 }
 
 pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, Move::Release).await
+    crate::outcome::settle_one(db, order_id, Resource::Coupon, Move::Release).await
 }
 
 pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, Move::Capture).await
+    crate::outcome::settle_one(db, order_id, Resource::Coupon, Move::Capture).await
 }
 
 /// Gives a used coupon value back (a cancel after payment).
 pub async fn give_back(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, Move::Return).await
+    crate::outcome::settle_one(db, order_id, Resource::Coupon, Move::Return).await
 }
 
-async fn settle(db: &Db, order_id: &str, how: Move) -> Result<(), StoreError> {
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    let hold = holds::begin(&mut tx, order_id, Resource::Coupon, how, now).await?;
+/// Moves the coupon hold inside the caller's transaction (see `outcome`).
+pub(crate) async fn settle_in(
+    tx: &mut holds::Tx<'_>,
+    order_id: &str,
+    how: Move,
+    now: i64,
+) -> Result<(), StoreError> {
+    let hold = holds::begin(tx, order_id, Resource::Coupon, how, now).await?;
     if let Some(hold) = hold {
         let moved = sqlx::query(settle_sql(how))
             .bind(&hold.subject)
             .bind(hold.amount)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         holds::expect_one(moved.rows_affected(), order_id, "coupon_mismatch", || {
             format!(
@@ -136,7 +140,6 @@ async fn settle(db: &Db, order_id: &str, how: Move) -> Result<(), StoreError> {
             )
         })?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

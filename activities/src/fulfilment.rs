@@ -207,11 +207,21 @@ pub async fn stop(db: &Db, input: &OrderAt) -> Result<(), StoreError> {
 /// pays it back), and the wallet funds the order spent return to the balance, all in this one
 /// transaction. An order paid purely online has no wallet hold: the wallet is not touched.
 pub async fn cancel_after_payment(db: &Db, input: &MarkCancelled) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    cancel_after_payment_in(&mut tx, input).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `cancel_after_payment` inside the caller's transaction.
+pub(crate) async fn cancel_after_payment_in(
+    tx: &mut crate::holds::Tx<'_>,
+    input: &MarkCancelled,
+) -> Result<(), StoreError> {
     let order_id = input.order_id.as_str();
     let reason = input.reason.as_str();
     let at = input.at_ms;
-    let mut tx = db.begin().await?;
-    let (from, _) = lock_order(&mut tx, order_id).await?;
+    let (from, _) = lock_order(tx, order_id).await?;
     match from.as_str() {
         "paid" | "fulfilled" => {}
         "cancelled" => return Ok(()),
@@ -231,7 +241,7 @@ pub async fn cancel_after_payment(db: &Db, input: &MarkCancelled) -> Result<(), 
     .bind(reason)
     .bind(at)
     .bind(&from)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     expect_one(
         moved.rows_affected(),
@@ -247,11 +257,10 @@ pub async fn cancel_after_payment(db: &Db, input: &MarkCancelled) -> Result<(), 
         orderflow_workflows::model::CancelReason::FulfilmentFailed => "fulfilment_failed",
         _ => "order_cancelled",
     })
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    funds::settle_in(&mut tx, WALLET, order_id, Move::Return, at).await?;
+    funds::settle_in(tx, WALLET, order_id, Move::Return, at).await?;
     let step = Step::status(Some(&from), "cancelled", Some(reason));
-    append_event(&mut tx, order_id, step, at).await?;
-    tx.commit().await?;
+    append_event(tx, order_id, step, at).await?;
     Ok(())
 }

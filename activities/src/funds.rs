@@ -82,27 +82,19 @@ pub async fn reserve(
 }
 
 pub async fn release(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    settle(db, account, order_id, Move::Release).await
+    crate::outcome::settle_one(db, order_id, account.resource, Move::Release).await
 }
 
 pub async fn capture(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    settle(db, account, order_id, Move::Capture).await
+    crate::outcome::settle_one(db, order_id, account.resource, Move::Capture).await
 }
 
 /// Gives spent funds back to the balance (a cancel after payment).
 pub async fn give_back(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    settle(db, account, order_id, Move::Return).await
+    crate::outcome::settle_one(db, order_id, account.resource, Move::Return).await
 }
 
-async fn settle(db: &Db, account: Account, order_id: &str, how: Move) -> Result<(), StoreError> {
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    settle_in(&mut tx, account, order_id, how, now).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// `settle` inside the caller's transaction (the wallet returns with the cancel's status change).
+/// Moves a points or wallet hold inside the caller's transaction (see `outcome`).
 pub(crate) async fn settle_in(
     tx: &mut Tx<'_>,
     account: Account,

@@ -7,6 +7,9 @@
 //!   (unknown order, another order's payment, wrong amount or currency, order workflow closed
 //!   or missing) goes to its `payment-{payment_id}` decision by signal-with-start: it never
 //!   depends on its order workflow being alive.
+//! - [`redrive`] and [`sweep_provider`]: reconciliation's part. Inbox events never handed on
+//!   are handed on again; payments the provider captured that orderflow never heard of (every
+//!   webhook lost) are read from the provider's listing and handed on like a webhook.
 //! - [`hold`], [`decide`], [`record_decision`]: the decision's activities. `decide` reads the
 //!   provider's record of the payment first (what was really captured, for which order) and
 //!   never refunds a payment that paid an order.
@@ -393,6 +396,58 @@ pub async fn redrive(
         };
         let outcome = hand_on(db, to, &event).await?;
         tracing::warn!(event_id = %event.event_id, order_id = %event.order_id, %outcome, "inbox event re-driven");
+        crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
+        handed += 1;
+    }
+    Ok(handed)
+}
+
+/// Hands on every payment the provider captured before `before_secs` (Unix seconds) that
+/// orderflow has no trace of (no payment row, no decision, no inbox event): its webhooks were
+/// all lost. Each becomes an inbox event (`sweep-<payment_id>`) and is handed on exactly as a
+/// webhook would have been. Returns how many.
+pub async fn sweep_provider(
+    db: &Db,
+    provider: &PaymentProvider,
+    to: &HandOff,
+    before_secs: i64,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let ledger = provider
+        .ledger()
+        .await
+        .map_err(|e| StoreError::Unavailable {
+            service: "payment provider",
+            message: e.to_string(),
+        })?;
+    let mut handed = 0;
+    for p in ledger.payments.iter().filter(|p| p.created < before_secs) {
+        let known: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM payments WHERE payment_id = $1)
+                  + (SELECT COUNT(*) FROM payment_decisions WHERE payment_id = $1)
+                  + (SELECT COUNT(*) FROM webhook_inbox WHERE payment_id = $1)",
+        )
+        .bind(&p.id)
+        .fetch_one(db)
+        .await?;
+        if known > 0 {
+            continue;
+        }
+        let event = InboxEvent {
+            event_id: format!("sweep-{}", p.id),
+            event_type: crate::provider::PAYMENT_SUCCEEDED.into(),
+            order_id: p.order_id.clone(),
+            payment_id: p.id.clone(),
+            amount: p.amount,
+            currency: p.currency.clone(),
+            received_at: now_ms,
+            session_id: p.session_id.clone(),
+        };
+        if crate::payments::receive(db, &event).await? != crate::payments::Inbox::New {
+            continue;
+        }
+        let outcome = hand_on(db, to, &event).await?;
+        tracing::warn!(payment_id = %p.id, order_id = %p.order_id, %outcome, "a payment the provider captured but never reported: handed on");
         crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
         handed += 1;
     }

@@ -7,6 +7,8 @@
 //!   which make every reserve, release and capture idempotent.
 //! - [`stock`], [`coupons`], [`funds`] (points and wallet): the resources an order holds.
 //! - [`orders`]: the order row, its events and payments.
+//! - [`outcome`]: one transaction per outcome (paid, cancelled, cancelled after payment): the
+//!   status change and every hold move commit together.
 //! - [`payments`]: checkout sessions, the webhook inbox and refunds (exactly once on the row).
 //! - [`handoff`]: where a reported payment goes, and the decision about one its order cannot
 //!   take (apply it or refund it); the inbox re-drive.
@@ -32,6 +34,7 @@ pub mod funds;
 pub mod handoff;
 pub mod holds;
 pub mod orders;
+pub mod outcome;
 pub mod payments;
 pub mod provider;
 pub mod quota;

@@ -148,18 +148,25 @@ pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
 
 /// `pending_payment -> paid`: clears `expires_at` and records the payment that paid.
 pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
-    let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
+    mark_paid_in(&mut tx, input).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `mark_paid` inside the caller's transaction.
+pub(crate) async fn mark_paid_in(tx: &mut Tx<'_>, input: &MarkPaid) -> Result<(), StoreError> {
+    let order_id = input.order_id.as_str();
     let moved = sqlx::query(
         "UPDATE orders SET status = 'paid', expires_at = NULL, paid_at = $2, updated_at = $2
          WHERE order_id = $1 AND status = 'pending_payment'",
     )
     .bind(order_id)
     .bind(input.at_ms)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     if moved.rows_affected() == 0 {
-        let status = status_of(&mut tx, order_id).await?;
+        let status = status_of(tx, order_id).await?;
         if status.as_deref() != Some("paid") {
             return Err(StoreError::conflict(
                 order_id,
@@ -172,7 +179,7 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
         }
         // A retry: the payment must already be the one recorded.
         if let Some(p) = &input.payment {
-            ensure_payment(&mut tx, order_id, p, "captured").await?;
+            ensure_payment(tx, order_id, p, "captured").await?;
         }
         return Ok(());
     }
@@ -185,9 +192,9 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
     if let Some(p) = &input.payment {
         step = step.payment(&p.payment_id);
     }
-    append_event(&mut tx, order_id, step, input.at_ms).await?;
+    append_event(tx, order_id, step, input.at_ms).await?;
     if let Some(p) = &input.payment {
-        let inserted = insert_payment(&mut tx, order_id, p, "captured", None, input.at_ms).await?;
+        let inserted = insert_payment(tx, order_id, p, "captured", None, input.at_ms).await?;
         expect_one(inserted, order_id, "payment_conflict", || {
             format!("payment {} is already recorded", p.payment_id)
         })?;
@@ -200,22 +207,31 @@ pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
     )
     .bind(order_id)
     .bind(input.at_ms)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     if first.rows_affected() == 1 {
         sqlx::query("UPDATE orders SET is_first_purchase = 1 WHERE order_id = $1")
             .bind(order_id)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
 /// `pending_payment -> cancelled`, before any release: from here on no payment can be applied.
 pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreError> {
-    let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
+    mark_cancelled_in(&mut tx, input).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `mark_cancelled` inside the caller's transaction.
+pub(crate) async fn mark_cancelled_in(
+    tx: &mut Tx<'_>,
+    input: &MarkCancelled,
+) -> Result<(), StoreError> {
+    let order_id = input.order_id.as_str();
     let moved = sqlx::query(
         "UPDATE orders SET status = 'cancelled', cancel_reason = $2, cancelled_at = $3, updated_at = $3
          WHERE order_id = $1 AND status = 'pending_payment'",
@@ -223,10 +239,10 @@ pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreE
     .bind(order_id)
     .bind(input.reason.as_str())
     .bind(input.at_ms)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     if moved.rows_affected() == 0 {
-        let status = status_of(&mut tx, order_id).await?;
+        let status = status_of(tx, order_id).await?;
         return match status.as_deref() {
             Some("cancelled") => Ok(()),
             other => Err(StoreError::conflict(
@@ -237,7 +253,7 @@ pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreE
         };
     }
     append_event(
-        &mut tx,
+        tx,
         order_id,
         Step::status(
             Some("pending_payment"),
@@ -247,7 +263,6 @@ pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreE
         input.at_ms,
     )
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 

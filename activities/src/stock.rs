@@ -148,28 +148,32 @@ fn line_sql(how: Move) -> &'static str {
 }
 
 pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, Move::Release).await
+    crate::outcome::settle_one(db, order_id, Resource::Stock, Move::Release).await
 }
 
 pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, Move::Capture).await
+    crate::outcome::settle_one(db, order_id, Resource::Stock, Move::Capture).await
 }
 
 /// Gives sold stock back to `available` (a cancel after payment).
 pub async fn give_back(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    settle(db, order_id, Move::Return).await
+    crate::outcome::settle_one(db, order_id, Resource::Stock, Move::Return).await
 }
 
-async fn settle(db: &Db, order_id: &str, how: Move) -> Result<(), StoreError> {
-    let now = now_ms();
-    let mut tx = db.begin().await?;
-    let hold = holds::begin(&mut tx, order_id, Resource::Stock, how, now).await?;
+/// Moves the stock hold inside the caller's transaction (see `outcome`).
+pub(crate) async fn settle_in(
+    tx: &mut holds::Tx<'_>,
+    order_id: &str,
+    how: Move,
+    now: i64,
+) -> Result<(), StoreError> {
+    let hold = holds::begin(tx, order_id, Resource::Stock, how, now).await?;
     if let Some(hold) = hold {
         let lines = sqlx::query(
             "SELECT sku, quantity, quota_units FROM order_items WHERE order_id = $1 ORDER BY sku",
         )
         .bind(order_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         if lines.is_empty() {
             return Err(StoreError::conflict(
@@ -186,17 +190,16 @@ async fn settle(db: &Db, order_id: &str, how: Move) -> Result<(), StoreError> {
                 .bind(&sku)
                 .bind(quantity)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             holds::expect_one(moved.rows_affected(), order_id, "stock_mismatch", || {
                 format!("SKU {sku}: fewer than {quantity} held, or the SKU is gone")
             })?;
             // Capture keeps the quota slot (it becomes the entitlement); the others free it.
             if how != Move::Capture {
-                crate::quota::free(&mut tx, &hold.subject, &sku, quota_units).await?;
+                crate::quota::free(tx, &hold.subject, &sku, quota_units).await?;
             }
         }
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -80,6 +80,8 @@ about_order! {
     RecordCheckout => |x| &x.order_id,
     RefundPayment => |x| &x.order_id,
     RecordRefundResult => |x| &x.order_id,
+    PayOrder => |x| &x.paid.order_id,
+    CancelOrder => |x| &x.cancel.order_id,
     StrayPayment => |x| &x.order_id,
     OrderAt => |x| &x.order_id,
 }
@@ -266,6 +268,42 @@ impl OrderActivitiesImpl {
             .map_err(into_activity_error)
     }
 
+    #[activity(definition = markers::PayOrder)]
+    #[tracing::instrument(name = "pay_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn pay_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: PayOrder,
+    ) -> Result<(), ActivityError> {
+        crate::outcome::pay(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::CancelOrder)]
+    #[tracing::instrument(name = "cancel_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn cancel_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CancelOrder,
+    ) -> Result<(), ActivityError> {
+        crate::outcome::cancel(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::CancelPaidOrder)]
+    #[tracing::instrument(name = "cancel_paid_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn cancel_paid_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CancelOrder,
+    ) -> Result<(), ActivityError> {
+        crate::outcome::cancel_paid(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
     #[activity(definition = markers::RecordUnappliedPayment)]
     #[tracing::instrument(name = "record_unapplied_payment", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_unapplied_payment(
@@ -394,15 +432,21 @@ impl OrderActivitiesImpl {
             task_queue: ctx.info().task_queue.clone(),
             unknown_order_hold_secs: self.unknown_order_hold_secs,
         };
-        crate::handoff::redrive(
+        let now = crate::now_ms();
+        let redriven = crate::handoff::redrive(&self.db, &to, input.before_ms, REDRIVE_BATCH, now)
+            .await
+            .map_err(into_activity_error)?;
+        let sweep = crate::handoff::sweep_provider(
             &self.db,
+            &self.provider,
             &to,
-            input.before_ms,
-            REDRIVE_BATCH,
-            crate::now_ms(),
-        )
-        .await
-        .map_err(into_activity_error)
+            input.before_ms / 1000,
+            now,
+        );
+        let swept = heartbeating(&ctx, sweep)
+            .await
+            .map_err(into_activity_error)?;
+        Ok(redriven + swept)
     }
 
     /// A refusal is returned as `Failed`, so that step 3 records it; transient failures are

@@ -132,6 +132,8 @@ pub struct SessionRecord {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PaymentRecord {
+    /// Unix seconds.
+    pub created: i64,
     pub payment_id: String,
     pub session_id: String,
     pub order_id: String,
@@ -249,6 +251,7 @@ impl Sandbox {
         ledger.payments.insert(
             payment_id.clone(),
             PaymentRecord {
+                created: unix_now(),
                 payment_id: payment_id.clone(),
                 session_id: session_id.clone(),
                 order_id: order_id.to_owned(),
@@ -325,10 +328,7 @@ impl Sandbox {
             let body = serde_json::to_vec(&event).expect("events serialize");
             let mut backoff = sandbox.config.webhook_retry_base;
             for attempt in 1..=sandbox.config.webhook_attempts {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                let now = unix_now();
                 let header = signature::sign(&sandbox.config.webhook_secret, now, &body);
                 let status = match sandbox
                     .http
@@ -526,6 +526,7 @@ async fn pay(
         ledger.payments.insert(
             payment_id.clone(),
             PaymentRecord {
+                created: unix_now(),
                 payment_id: payment_id.clone(),
                 session_id: session.id.clone(),
                 order_id: session.order_id.clone(),
@@ -618,7 +619,15 @@ fn payment_object(p: &PaymentRecord) -> PaymentObject {
         currency: p.currency.clone(),
         status: "captured".into(),
         amount_refunded: p.refunded,
+        created: p.created,
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// `?limit=1..100&starting_after=<id>`, as providers page their listings; payments can be
@@ -659,22 +668,34 @@ fn page<T: Serialize>(items: Vec<(String, T)>, q: &PageQuery) -> Response {
     Json(Page { data, has_more }).into_response()
 }
 
+/// An authorized listing: one page of what `items` picks from the ledger.
+fn listing<T: Serialize>(
+    sb: &Sandbox,
+    headers: &HeaderMap,
+    q: &PageQuery,
+    items: impl FnOnce(&Ledger) -> Vec<(String, T)>,
+) -> Response {
+    if let Err(r) = sb.authorize(headers) {
+        return r;
+    }
+    let items = items(&sb.lock());
+    page(items, q)
+}
+
 async fn list_payments(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    if let Err(r) = sb.authorize(&headers) {
-        return r;
-    }
-    let items = sb
-        .lock()
-        .payments
-        .values()
-        .filter(|p| q.order_id.as_ref().is_none_or(|o| *o == p.order_id))
-        .map(|p| (p.payment_id.clone(), payment_object(p)))
-        .collect();
-    page(items, &q)
+    let order = q.order_id.clone();
+    listing(&sb, &headers, &q, |ledger| {
+        ledger
+            .payments
+            .values()
+            .filter(|p| order.as_ref().is_none_or(|o| *o == p.order_id))
+            .map(|p| (p.payment_id.clone(), payment_object(p)))
+            .collect()
+    })
 }
 
 async fn get_payment(
@@ -700,24 +721,21 @@ async fn list_refunds(
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    if let Err(r) = sb.authorize(&headers) {
-        return r;
-    }
-    let items = sb
-        .lock()
-        .refunds
-        .iter()
-        .map(|r| {
-            let object = RefundObject {
-                id: r.id.clone(),
-                payment_id: r.payment_id.clone(),
-                amount: r.amount,
-                status: "succeeded".into(),
-            };
-            (r.id.clone(), object)
-        })
-        .collect();
-    page(items, &q)
+    listing(&sb, &headers, &q, |ledger| {
+        ledger
+            .refunds
+            .iter()
+            .map(|r| {
+                let object = RefundObject {
+                    id: r.id.clone(),
+                    payment_id: r.payment_id.clone(),
+                    amount: r.amount,
+                    status: "succeeded".into(),
+                };
+                (r.id.clone(), object)
+            })
+            .collect()
+    })
 }
 
 async fn add_fault(State(sb): State<Sandbox>, Json(fault): Json<ScriptedFault>) -> StatusCode {

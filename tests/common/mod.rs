@@ -410,6 +410,39 @@ impl TestApp {
         );
     }
 
+    /// The reconciliation Schedule of this test's task queue, as `orderflow worker --schedules`
+    /// creates it (but hourly: tests run it with [`TestApp::reconcile_now`]).
+    pub async fn reconcile_schedule(&self) -> temporalio_client::schedules::ScheduleHandle<Client> {
+        orderflow::run::ensure_reconcile_schedule(
+            &self.client,
+            &format!("reconcile-{}", self.task_queue),
+            &self.task_queue,
+            Duration::from_secs(3600),
+            orderflow_workflows::model::ReconcileInput {
+                stale_after_secs: 300,
+                inbox_retention_secs: 3600,
+                redrive_after_secs: Some(1),
+            },
+        )
+        .await
+        .expect("the reconciliation schedule")
+    }
+
+    /// Runs reconciliation now, then waits `secs` for it.
+    pub async fn reconcile_now(
+        &self,
+        schedule: &temporalio_client::schedules::ScheduleHandle<Client>,
+        secs: u64,
+    ) {
+        let _ = schedule
+            .trigger(
+                temporalio_client::schedules::ScheduleOverlapPolicy::AllowAll,
+                Default::default(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+
     /// Starts `orderflow worker` for this test's task queue in a child process.
     pub fn worker_process(&self) -> WorkerProcess {
         self.process(&["worker"], &[])

@@ -84,6 +84,22 @@ impl OrderActivities {
     pub fn mark_cancelled(input: MarkCancelled) -> Result<(), ActivityError> {
         unimplemented!()
     }
+    /// `pending_payment -> paid` and every capture, in one transaction.
+    #[activity(name = "order.pay")]
+    pub fn pay_order(input: PayOrder) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// `pending_payment -> cancelled` and every release, in one transaction.
+    #[activity(name = "order.cancel")]
+    pub fn cancel_order(input: CancelOrder) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// `paid | fulfilled -> cancelled`, the payment owed back, and every return (wallet, stock,
+    /// coupon, points), in one transaction.
+    #[activity(name = "order.cancel_paid")]
+    pub fn cancel_paid_order(input: CancelOrder) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
     /// Records a payment that did not pay for the order, so that it is refunded and never lost.
     #[activity(name = "order.record_unapplied_payment")]
     pub fn record_unapplied_payment(input: RecordUnappliedPayment) -> Result<(), ActivityError> {
@@ -206,7 +222,8 @@ impl OrderActivities {
         unimplemented!()
     }
     /// Hands on every inbox event received before `before_ms` and still unprocessed, exactly as
-    /// the webhook would have. Returns how many.
+    /// the webhook would have, and every payment the provider captured before then that
+    /// orderflow never heard of. Returns how many.
     #[activity(name = "reconcile.redrive_inbox")]
     pub fn redrive_inbox(input: RedriveInbox) -> Result<u64, ActivityError> {
         unimplemented!()

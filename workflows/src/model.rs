@@ -268,6 +268,21 @@ pub struct MarkCancelled {
     pub at_ms: i64,
 }
 
+/// Paid, in one transaction: the status and payment (`paid`) and a capture of every `held`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayOrder {
+    pub paid: MarkPaid,
+    pub held: Vec<Resource>,
+}
+
+/// Cancelled, in one transaction: the status (`cancel`) and a release of every `held` (before
+/// payment) or a return (after payment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub cancel: MarkCancelled,
+    pub held: Vec<Resource>,
+}
+
 /// A payment that did not pay for the order: late (after cancellation), a second payment, or a
 /// wrong amount. It is recorded so that it can be refunded; it is never dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

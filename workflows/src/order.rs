@@ -22,8 +22,10 @@
 //!    wallet funds in the same transaction), refunds the payment and returns the rest. A
 //!    fulfilment that fails for good is compensated the same way (`fulfilment_failed`).
 //!
-//! Versions: `PATCH_REFUNDS` (checkout, grace window, refunds) and `PATCH_FULFILMENT`
-//! (fulfilment, cancel after payment, admin orders, quotas). Orders started before a patch take
+//! Versions: `PATCH_REFUNDS` (checkout, grace window, refunds), `PATCH_FULFILMENT`
+//! (fulfilment, cancel after payment, admin orders, quotas), `PATCH_REFUND_ROW` (an existing
+//! refund resolved by its row; goods returned even when a refund fails) and `PATCH_ONE_TX`
+//! (each outcome, its status and every hold move, in one transaction). Orders started before a patch take
 //! the old path; `tests/histories/v1-*.json` and `v2-*.json` guard those paths.
 
 use crate::contract::OrderActivities;
@@ -48,6 +50,9 @@ pub const PATCH_FULFILMENT: &str = "order-v3-fulfilment";
 /// The patch that resolves an existing `refund-{payment_id}` by the refund row, and returns a
 /// cancelled order's stock, coupon and points even when its refund failed.
 pub const PATCH_REFUND_ROW: &str = "order-v4-refund-row";
+/// The patch that commits each outcome (paid; cancelled before or after payment) as one
+/// transaction: the status change and every hold move together.
+pub const PATCH_ONE_TX: &str = "order-v4-one-transaction";
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -770,15 +775,27 @@ async fn pay(
         payment,
         at_ms,
     };
-    ctx.execute_activity(OrderActivities::mark_paid, input, settle_options())
-        .await?;
+    let one_tx = ctx.patched(PATCH_ONE_TX);
+    if one_tx {
+        let outcome = PayOrder {
+            paid: input,
+            held: held.to_vec(),
+        };
+        ctx.execute_activity(OrderActivities::pay_order, outcome, settle_options())
+            .await?;
+    } else {
+        ctx.execute_activity(OrderActivities::mark_paid, input, settle_options())
+            .await?;
+    }
     ctx.state_mut(|s| {
         s.status = OrderStatus::Paid;
         s.deadline_ms = None;
         s.applied_payment = applied;
     });
     publish(ctx, OrderStatus::Paid, None);
-    settle_all(ctx, held, Settle::Capture).await?;
+    if !one_tx {
+        settle_all(ctx, held, Settle::Capture).await?;
+    }
     ctx.state_mut(|s| s.settled = true);
     Ok(())
 }
@@ -796,14 +813,26 @@ async fn cancel(
         reason,
         at_ms,
     };
-    ctx.execute_activity(OrderActivities::mark_cancelled, input, settle_options())
-        .await?;
+    let one_tx = ctx.patched(PATCH_ONE_TX);
+    if one_tx {
+        let outcome = CancelOrder {
+            cancel: input,
+            held: held.to_vec(),
+        };
+        ctx.execute_activity(OrderActivities::cancel_order, outcome, settle_options())
+            .await?;
+    } else {
+        ctx.execute_activity(OrderActivities::mark_cancelled, input, settle_options())
+            .await?;
+    }
     ctx.state_mut(|s| {
         s.status = OrderStatus::Cancelled;
         s.deadline_ms = None;
     });
     publish(ctx, OrderStatus::Cancelled, None);
-    settle_all(ctx, held, Settle::Release).await?;
+    if !one_tx {
+        settle_all(ctx, held, Settle::Release).await?;
+    }
     ctx.state_mut(|s| s.settled = true);
     Ok(())
 }
@@ -1200,16 +1229,31 @@ async fn compensate(
         settle_options(),
     )
     .await?;
-    ctx.execute_activity(
-        OrderActivities::cancel_after_payment,
-        MarkCancelled {
-            order_id: order_id.clone(),
-            reason,
-            at_ms,
-        },
-        settle_options(),
-    )
-    .await?;
+    let cancelled = MarkCancelled {
+        order_id: order_id.clone(),
+        reason,
+        at_ms,
+    };
+    let one_tx = ctx.patched(PATCH_ONE_TX);
+    if one_tx {
+        let outcome = CancelOrder {
+            cancel: cancelled,
+            held: held.to_vec(),
+        };
+        ctx.execute_activity(
+            OrderActivities::cancel_paid_order,
+            outcome,
+            settle_options(),
+        )
+        .await?;
+    } else {
+        ctx.execute_activity(
+            OrderActivities::cancel_after_payment,
+            cancelled,
+            settle_options(),
+        )
+        .await?;
+    }
     ctx.state_mut(|s| {
         s.status = OrderStatus::Cancelled;
         s.awaiting_shipment = false;
@@ -1226,14 +1270,17 @@ async fn compensate(
             _ => "order_cancelled",
         };
         let refunded = refund(ctx, OrderStatus::Cancelled, payment, Some(why)).await;
-        if refunded.is_err() && ctx.patched(PATCH_REFUND_ROW) {
+        if refunded.is_err() && !one_tx && ctx.patched(PATCH_REFUND_ROW) {
             // The goods come back even if the money could not: then the failure is raised.
             settle_all(ctx, held, Settle::Return).await?;
             ctx.state_mut(|s| s.compensating = false);
         }
         refunded?;
     }
-    settle_all(ctx, held, Settle::Return).await?;
+    // With one transaction per outcome, everything came back with the cancel itself.
+    if !one_tx {
+        settle_all(ctx, held, Settle::Return).await?;
+    }
     ctx.state_mut(|s| s.compensating = false);
     Ok(())
 }

@@ -60,38 +60,12 @@ impl RefundWorkflow {
             settle_options(),
         )
         .await?;
-        // An admin order paid offline was never paid through the provider: the money goes back
-        // outside orderflow, and the refund says so (`refund_failed` in the UI, for ops).
-        let outcome = if request.payment.payment_id.starts_with("offline-") {
-            RefundOutcome::Failed {
-                code: "offline_payment".into(),
-                message: "paid offline: return the money outside orderflow".into(),
-            }
-        } else {
-            ctx.execute_activity(
-                OrderActivities::call_provider_refund,
-                request.clone(),
-                provider_options(),
-            )
-            .await?
+        let outcome = match offline(&request) {
+            Some(refused) => refused,
+            None => call_provider(ctx, &request).await?,
         };
-        let result = RecordRefundResult {
-            order_id: request.order_id.clone(),
-            payment_id: request.payment.payment_id.clone(),
-            outcome: outcome.clone(),
-            at_ms: now_ms(ctx)?,
-        };
-        ctx.execute_activity(
-            OrderActivities::record_refund_result,
-            result,
-            settle_options(),
-        )
-        .await?;
-        let status = match outcome {
-            RefundOutcome::Succeeded { .. } => "refunded",
-            RefundOutcome::Failed { .. } => "refund_failed",
-        };
-        publish(ctx, &request, status);
+        record_result(ctx, &request, &outcome).await?;
+        publish(ctx, &request, outcome_status(Some(&outcome)));
         Ok(outcome)
     }
 }
@@ -121,24 +95,51 @@ pub async fn refund_payment<W>(
     let outcome = match begun {
         RefundBegun::Applied => return Ok(None),
         RefundBegun::Done(outcome) => return Ok(Some(outcome)),
-        // An admin order paid offline was never paid through the provider: the money goes
-        // back outside orderflow, and the refund says so (`refund_failed`, for ops).
-        RefundBegun::Call { .. } if request.payment.payment_id.starts_with("offline-") => {
-            RefundOutcome::Failed {
-                code: "offline_payment".into(),
-                message: "paid offline: return the money outside orderflow".into(),
-            }
-        }
         RefundBegun::Call { idempotency_key } => {
             request.idempotency_key = Some(idempotency_key);
-            ctx.execute_activity(
-                OrderActivities::call_provider_refund,
-                request.clone(),
-                provider_options(),
-            )
-            .await?
+            match offline(&request) {
+                Some(refused) => refused,
+                None => call_provider(ctx, &request).await?,
+            }
         }
     };
+    record_result(ctx, &request, &outcome).await?;
+    Ok(Some(outcome))
+}
+
+/// An admin order paid offline was never paid through the provider: the money goes back
+/// outside orderflow, and the refund says so (`refund_failed`, for ops).
+fn offline(request: &RefundPayment) -> Option<RefundOutcome> {
+    request
+        .payment
+        .payment_id
+        .starts_with("offline-")
+        .then(|| RefundOutcome::Failed {
+            code: "offline_payment".into(),
+            message: "paid offline: return the money outside orderflow".into(),
+        })
+}
+
+/// Step 2: the provider call, retried with the request's idempotency key.
+async fn call_provider<W>(
+    ctx: &WorkflowContext<W>,
+    request: &RefundPayment,
+) -> WorkflowResult<RefundOutcome> {
+    Ok(ctx
+        .execute_activity(
+            OrderActivities::call_provider_refund,
+            request.clone(),
+            provider_options(),
+        )
+        .await?)
+}
+
+/// Step 3: the outcome on the refund row.
+async fn record_result<W>(
+    ctx: &WorkflowContext<W>,
+    request: &RefundPayment,
+    outcome: &RefundOutcome,
+) -> WorkflowResult<()> {
     let result = RecordRefundResult {
         order_id: request.order_id.clone(),
         payment_id: request.payment.payment_id.clone(),
@@ -151,7 +152,7 @@ pub async fn refund_payment<W>(
         settle_options(),
     )
     .await?;
-    Ok(Some(outcome))
+    Ok(())
 }
 
 /// Search attributes: `OrderStatus` is the refund's step; `OrderId` and `CustomerId` find it.

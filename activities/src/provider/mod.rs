@@ -71,6 +71,9 @@ pub struct PaymentObject {
     pub status: String,
     /// How much of it has been refunded so far.
     pub amount_refunded: i64,
+    /// When it was captured (Unix seconds).
+    #[serde(default)]
+    pub created: i64,
 }
 
 /// One page of a listing.

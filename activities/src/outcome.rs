@@ -1,0 +1,109 @@
+//! One transaction per outcome: an order's status change, every hold move it implies and their
+//! ledger rows commit together, or none of them does (seed 004: the wallet freezes and
+//! unfreezes in the same transaction as the status).
+//!
+//! - [`pay`]: `pending_payment -> paid`, the payment recorded, every hold captured;
+//! - [`cancel`]: `pending_payment -> cancelled` (a cancel or the deadline), every hold released;
+//! - [`cancel_paid`]: `paid | fulfilled -> cancelled`, the payment owed back, the wallet,
+//!   stock, coupon and points returned. The refund follows, exactly once on its own row.
+//!
+//! Each is idempotent like its parts: a retry after a commit finds the status moved and every
+//! hold where it should be, and does nothing. A part that fails rolls the whole outcome back,
+//! loudly; it is never reported as done.
+
+use crate::error::StoreError;
+use crate::funds::{POINTS, WALLET};
+use crate::holds::{Move, Tx};
+use crate::{Db, coupons, fulfilment, funds, orders, stock};
+use orderflow_workflows::model::{CancelOrder, PayOrder, Resource};
+
+/// One hold move in its own transaction (the activities of orders from before
+/// `PATCH_ONE_TX`, and reconciliation's releases).
+pub async fn settle_one(
+    db: &Db,
+    order_id: &str,
+    resource: Resource,
+    how: Move,
+) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    settle(&mut tx, order_id, resource, how, crate::now_ms()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Moves one held resource inside the outcome's transaction.
+async fn settle(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resource: Resource,
+    how: Move,
+    now: i64,
+) -> Result<(), StoreError> {
+    match resource {
+        Resource::Stock => stock::settle_in(tx, order_id, how, now).await,
+        Resource::Coupon => coupons::settle_in(tx, order_id, how, now).await,
+        Resource::Points => funds::settle_in(tx, POINTS, order_id, how, now).await,
+        Resource::Wallet => funds::settle_in(tx, WALLET, order_id, how, now).await,
+    }
+}
+
+/// Paid: the status, the payment and every capture, together.
+pub async fn pay(db: &Db, input: &PayOrder) -> Result<(), StoreError> {
+    let order_id = input.paid.order_id.as_str();
+    let mut tx = db.begin().await?;
+    orders::mark_paid_in(&mut tx, &input.paid).await?;
+    for resource in &input.held {
+        settle(
+            &mut tx,
+            order_id,
+            *resource,
+            Move::Capture,
+            input.paid.at_ms,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Cancelled before payment: the status first (no payment can apply from here on), then every
+/// release in reverse order of reservation, together.
+pub async fn cancel(db: &Db, input: &CancelOrder) -> Result<(), StoreError> {
+    let order_id = input.cancel.order_id.as_str();
+    let mut tx = db.begin().await?;
+    orders::mark_cancelled_in(&mut tx, &input.cancel).await?;
+    for resource in input.held.iter().rev() {
+        settle(
+            &mut tx,
+            order_id,
+            *resource,
+            Move::Release,
+            input.cancel.at_ms,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Cancelled after payment: the status, the payment owed back and everything the order spent
+/// returned (the wallet with the status, as before, and now stock, coupon and points too).
+pub async fn cancel_paid(db: &Db, input: &CancelOrder) -> Result<(), StoreError> {
+    let order_id = input.cancel.order_id.as_str();
+    let mut tx = db.begin().await?;
+    fulfilment::cancel_after_payment_in(&mut tx, &input.cancel).await?;
+    for resource in input.held.iter().rev() {
+        if *resource != Resource::Wallet {
+            settle(
+                &mut tx,
+                order_id,
+                *resource,
+                Move::Return,
+                input.cancel.at_ms,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
