@@ -810,24 +810,13 @@ pub async fn confirm_owners(
     report: &mut MoneyReport,
     client: &temporalio_client::Client,
 ) -> Result<(), crate::StoreError> {
-    use temporalio_client::{UntypedWorkflow, WorkflowDescribeOptions, WorkflowExecutionStatus};
     let mut still = Vec::new();
     for f in std::mem::take(&mut report.in_progress) {
         if f.owner == "inbox-redrive" {
             still.push(f);
             continue;
         }
-        let handle = client.get_workflow_handle::<UntypedWorkflow>(f.owner.clone());
-        let running = match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => d.status() == WorkflowExecutionStatus::Running,
-            Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => false,
-            Err(e) => {
-                return Err(crate::StoreError::Unavailable {
-                    service: "Temporal",
-                    message: e.to_string(),
-                });
-            }
-        };
+        let running = crate::reconcile::workflow_status(client, &f.owner).await? == "running";
         if running {
             still.push(f);
         } else {
@@ -860,10 +849,7 @@ pub async fn run(
     let ledger = provider
         .ledger()
         .await
-        .map_err(|e| crate::StoreError::Unavailable {
-            service: "payment provider",
-            message: e.to_string(),
-        })?;
+        .map_err(|e| crate::StoreError::unavailable(crate::Service::Provider, e))?;
     let mut report = money(db, &ledger, now_ms).await?;
     confirm_owners(&mut report, client).await?;
     Ok(report)

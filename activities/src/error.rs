@@ -31,12 +31,25 @@ pub enum StoreError {
     /// Input the store refuses (negative amounts, overflow).
     #[error("{code}: {message}")]
     Invalid { code: &'static str, message: String },
-    /// Another service the store needs (Temporal) did not answer: transient, retried.
+    /// Another service the store needs did not answer: transient, retried.
     #[error("{service} unavailable: {message}")]
-    Unavailable {
-        service: &'static str,
-        message: String,
-    },
+    Unavailable { service: Service, message: String },
+}
+
+/// The services besides the database that the store calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Temporal,
+    Provider,
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Service::Temporal => "Temporal",
+            Service::Provider => "the payment provider",
+        })
+    }
 }
 
 /// Whether a database error is permanent: the same statement on the same data fails again.
@@ -68,6 +81,14 @@ impl StoreError {
         }
     }
 
+    /// `service` did not answer (or answered what we cannot use): retried.
+    pub fn unavailable(service: Service, e: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable {
+            service,
+            message: e.to_string(),
+        }
+    }
+
     pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
         StoreError::NotFound {
             entity,
@@ -89,7 +110,14 @@ impl StoreError {
         match self {
             StoreError::Db(e) => permanent_db_code(e).unwrap_or("database_unavailable"),
             StoreError::Busy(_) => "database_unavailable",
-            StoreError::Unavailable { .. } => "temporal_unavailable",
+            StoreError::Unavailable {
+                service: Service::Temporal,
+                ..
+            } => "temporal_unavailable",
+            StoreError::Unavailable {
+                service: Service::Provider,
+                ..
+            } => "provider_unavailable",
             StoreError::NotFound { .. } => "not_found",
             StoreError::Conflict { code, .. } | StoreError::Invalid { code, .. } => code,
         }

@@ -17,10 +17,10 @@
 //! Nothing here moves money: the refund steps do, exactly once on the refund row.
 
 use crate::Db;
-use crate::error::StoreError;
+use crate::error::{Service, StoreError};
 use crate::orders::{append_event_if_order, parse_status};
 use crate::payments::{InboxEvent, payment_status};
-use crate::provider::{PaymentProvider, ProviderError};
+use crate::provider::PaymentProvider;
 use crate::store;
 use orderflow_workflows::decide::{pays_for, refund_reason, secs_to_ms};
 use orderflow_workflows::model::{
@@ -30,6 +30,7 @@ use orderflow_workflows::{
     OrderWorkflow, PaymentDecisionWorkflow, payment_workflow_id, workflow_id,
 };
 use sqlx::Row;
+use std::collections::BTreeSet;
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
 use temporalio_client::{
     Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowSignalOptions,
@@ -46,10 +47,29 @@ pub struct HandOff {
 }
 
 fn temporal_down(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable {
-        service: "Temporal",
-        message: e.to_string(),
+    StoreError::unavailable(Service::Temporal, e)
+}
+
+/// Why `order` cannot take `payment`, paid through checkout `session`: the session is another
+/// order's (`order_mismatch`), or the amount or currency is not the order's (`amount_mismatch`).
+async fn not_for(
+    db: &Db,
+    order: &store::Order,
+    payment: &PaymentReceived,
+    session: Option<&str>,
+) -> Result<Option<&'static str>, StoreError> {
+    if let Some(session) = session
+        && session_order(db, session)
+            .await?
+            .is_some_and(|o| o != order.order_id)
+    {
+        tracing::error!(%session, "a payment names another order than its checkout session's");
+        return Ok(Some("order_mismatch"));
     }
+    if !pays_for(payment, order.payable_amount, &order.currency) {
+        return Ok(Some("amount_mismatch"));
+    }
+    Ok(None)
 }
 
 /// Hands a verified `payment.succeeded` event on. Returns the outcome the inbox records and the
@@ -84,16 +104,8 @@ pub async fn hand_on(
         }
         _ => {}
     }
-    if let Some(session) = &event.session_id
-        && session_order(db, session)
-            .await?
-            .is_some_and(|o| o != order.order_id)
-    {
-        tracing::error!(%session, "a payment names another order than its checkout session's");
-        return stray(to, event, payment, "order_mismatch").await;
-    }
-    if !pays_for(&payment, order.payable_amount, &order.currency) {
-        return stray(to, event, payment, "amount_mismatch").await;
+    if let Some(reason) = not_for(db, &order, &payment, event.session_id.as_deref()).await? {
+        return stray(to, event, payment, reason).await;
     }
     match signal_order(&to.client, &order.order_id, payment.clone()).await? {
         true => Ok("signalled"),
@@ -242,14 +254,10 @@ pub async fn decide(
     now_ms: i64,
 ) -> Result<PaymentVerdict, StoreError> {
     let payment_id = input.payment.payment_id.as_str();
-    let captured = provider.payment(payment_id).await.map_err(|e| match e {
-        ProviderError::Unavailable(m) | ProviderError::Refused { message: m, .. } => {
-            StoreError::Unavailable {
-                service: "payment provider",
-                message: m,
-            }
-        }
-    })?;
+    let captured = provider
+        .payment(payment_id)
+        .await
+        .map_err(|e| StoreError::unavailable(Service::Provider, e))?;
     let Some(captured) = captured else {
         return Ok(PaymentVerdict::NothingToDo {
             detail: format!("the provider has no payment {payment_id}: nothing was captured"),
@@ -296,17 +304,11 @@ pub async fn decide(
         }
         Err(e) => return Err(e),
     };
-    let session_elsewhere = match &captured.session_id {
-        Some(s) => session_order(db, s)
-            .await?
-            .is_some_and(|o| o != order.order_id),
-        None => false,
-    };
-    if captured.order_id != order.order_id || session_elsewhere {
+    if captured.order_id != order.order_id {
         return Ok(refund(&order.order_id, &order.user_id, "order_mismatch"));
     }
-    if !pays_for(&payment, order.payable_amount, &order.currency) {
-        return Ok(refund(&order.order_id, &order.user_id, "amount_mismatch"));
+    if let Some(reason) = not_for(db, &order, &payment, captured.session_id.as_deref()).await? {
+        return Ok(refund(&order.order_id, &order.user_id, reason));
     }
     let status = parse_status(&order.status).unwrap_or(OrderStatus::Cancelled);
     if status == OrderStatus::PendingPayment {
@@ -416,23 +418,22 @@ pub async fn sweep_provider(
     let ledger = provider
         .ledger()
         .await
-        .map_err(|e| StoreError::Unavailable {
-            service: "payment provider",
-            message: e.to_string(),
-        })?;
+        .map_err(|e| StoreError::unavailable(Service::Provider, e))?;
+    // Every payment id orderflow has a trace of, read once.
+    let known: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT payment_id FROM payments UNION SELECT payment_id FROM payment_decisions
+         UNION SELECT payment_id FROM webhook_inbox",
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .collect();
     let mut handed = 0;
-    for p in ledger.payments.iter().filter(|p| p.created < before_secs) {
-        let known: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM payments WHERE payment_id = $1)
-                  + (SELECT COUNT(*) FROM payment_decisions WHERE payment_id = $1)
-                  + (SELECT COUNT(*) FROM webhook_inbox WHERE payment_id = $1)",
-        )
-        .bind(&p.id)
-        .fetch_one(db)
-        .await?;
-        if known > 0 {
-            continue;
-        }
+    for p in ledger
+        .payments
+        .iter()
+        .filter(|p| p.created < before_secs && !known.contains(&p.id))
+    {
         let event = InboxEvent {
             event_id: format!("sweep-{}", p.id),
             event_type: crate::provider::PAYMENT_SUCCEEDED.into(),

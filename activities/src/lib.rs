@@ -45,7 +45,7 @@ pub mod store;
 pub mod worker;
 
 pub use db::Db;
-pub use error::StoreError;
+pub use error::{Service, StoreError};
 pub use worker::OrderActivitiesImpl;
 
 /// Unix milliseconds now. Only activities and the API read the clock; workflows never do.

@@ -422,10 +422,11 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
             .bind(order_id)
             .fetch_all(db)
             .await?;
-    let held = Resource::ALL
-        .into_iter()
-        .filter(|r| held_rows.iter().any(|h| h == r.as_str()))
+    let mut held: Vec<Resource> = held_rows
+        .iter()
+        .filter_map(|h| Resource::parse(h))
         .collect();
+    held.sort();
     let payment = |r: &sqlx::any::AnyRow| PaymentReceived {
         payment_id: r.get(0),
         event_id: r.get(1),
@@ -455,7 +456,6 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
     .await?
     .iter()
     .map(payment)
-    .filter(|p| !p.payment_id.is_empty())
     .collect();
     Ok(LoadedOrder {
         status,

@@ -47,21 +47,27 @@ async fn settle(
     }
 }
 
+/// Moves each of `resources`, in that order, inside the outcome's transaction.
+async fn settle_each(
+    tx: &mut Tx<'_>,
+    order_id: &str,
+    resources: impl Iterator<Item = Resource>,
+    how: Move,
+    now: i64,
+) -> Result<(), StoreError> {
+    for resource in resources {
+        settle(tx, order_id, resource, how, now).await?;
+    }
+    Ok(())
+}
+
 /// Paid: the status, the payment and every capture, together.
 pub async fn pay(db: &Db, input: &PayOrder) -> Result<(), StoreError> {
     let order_id = input.paid.order_id.as_str();
     let mut tx = db.begin().await?;
     orders::mark_paid_in(&mut tx, &input.paid).await?;
-    for resource in &input.held {
-        settle(
-            &mut tx,
-            order_id,
-            *resource,
-            Move::Capture,
-            input.paid.at_ms,
-        )
-        .await?;
-    }
+    let held = input.held.iter().copied();
+    settle_each(&mut tx, order_id, held, Move::Capture, input.paid.at_ms).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -72,16 +78,8 @@ pub async fn cancel(db: &Db, input: &CancelOrder) -> Result<(), StoreError> {
     let order_id = input.cancel.order_id.as_str();
     let mut tx = db.begin().await?;
     orders::mark_cancelled_in(&mut tx, &input.cancel).await?;
-    for resource in input.held.iter().rev() {
-        settle(
-            &mut tx,
-            order_id,
-            *resource,
-            Move::Release,
-            input.cancel.at_ms,
-        )
-        .await?;
-    }
+    let held = input.held.iter().rev().copied();
+    settle_each(&mut tx, order_id, held, Move::Release, input.cancel.at_ms).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -92,18 +90,10 @@ pub async fn cancel_paid(db: &Db, input: &CancelOrder) -> Result<(), StoreError>
     let order_id = input.cancel.order_id.as_str();
     let mut tx = db.begin().await?;
     fulfilment::cancel_after_payment_in(&mut tx, &input.cancel).await?;
-    for resource in input.held.iter().rev() {
-        if *resource != Resource::Wallet {
-            settle(
-                &mut tx,
-                order_id,
-                *resource,
-                Move::Return,
-                input.cancel.at_ms,
-            )
-            .await?;
-        }
-    }
+    // The wallet returned with the status, in `cancel_after_payment_in`.
+    let held = input.held.iter().rev().copied();
+    let rest = held.filter(|r| *r != Resource::Wallet);
+    settle_each(&mut tx, order_id, rest, Move::Return, input.cancel.at_ms).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -153,19 +153,10 @@ pub async fn begin_refund(
             ),
         ));
     }
-    let begun = match row.get::<String, _>(2).as_str() {
-        "succeeded" => RefundBegun::Done(RefundOutcome::Succeeded {
-            provider_refund_id: row.get::<Option<String>, _>(4).unwrap_or_default(),
-        }),
-        "failed" => {
-            let failure = row.get::<Option<String>, _>(5).unwrap_or_default();
-            let (code, message) = failure.split_once(": ").unwrap_or(("refused", &failure));
-            RefundBegun::Done(RefundOutcome::Failed {
-                code: code.to_owned(),
-                message: message.to_owned(),
-            })
-        }
-        _ => {
+    let status: String = row.get(2);
+    let begun = match refund_outcome(&status, row.get(4), row.get(5)) {
+        Some(outcome) => RefundBegun::Done(outcome),
+        None => {
             if let Some(owner) = owner {
                 sqlx::query(
                     "UPDATE refunds SET owner = $2 WHERE payment_id = $1 AND status = 'pending'",
@@ -257,6 +248,29 @@ pub async fn retry_refund(
         idempotency_key: Some(row.get(4)),
     };
     Ok((request, attempt))
+}
+
+/// The outcome a refund row holds (`status`, `provider_refund_id`, `failure`), or `None` while
+/// it is `pending`. `failure` is stored as `<code>: <message>`.
+pub fn refund_outcome(
+    status: &str,
+    provider_refund_id: Option<String>,
+    failure: Option<String>,
+) -> Option<RefundOutcome> {
+    match status {
+        "succeeded" => Some(RefundOutcome::Succeeded {
+            provider_refund_id: provider_refund_id.unwrap_or_default(),
+        }),
+        "failed" => {
+            let failure = failure.unwrap_or_default();
+            let (code, message) = failure.split_once(": ").unwrap_or(("refused", &failure));
+            Some(RefundOutcome::Failed {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Refund step 3: `pending -> succeeded | failed`. A retry that finds the same outcome is a

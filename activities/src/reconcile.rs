@@ -10,7 +10,7 @@
 //! of closed or never-recorded orders are released by the ordinary activities.
 
 use crate::Db;
-use crate::error::StoreError;
+use crate::error::{Service, StoreError};
 use futures::StreamExt;
 use orderflow_workflows::model::{
     OrderLine, PaymentMethod, PlaceOrder, ReconcileEntry, ReconcileInput, Resource, Suspect,
@@ -20,8 +20,8 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowStartOptions,
+    Client, UntypedWorkflow, WorkflowDescribeOptions, WorkflowExecutionStatus,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions, WorkflowStartOptions,
 };
 
 /// At most this many candidates per source per run; the next run takes the rest.
@@ -73,16 +73,24 @@ fn judge(order_id: &str, status: &str, workflow: &str, stale: bool) -> Option<Su
     })
 }
 
+/// The status of a workflow's latest run (`running`, `terminated`, ...), or `not_found`.
+pub(crate) async fn workflow_status(
+    client: &Client,
+    workflow_id: &str,
+) -> Result<&'static str, StoreError> {
+    let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
+    match handle.describe(WorkflowDescribeOptions::default()).await {
+        Ok(d) => Ok(workflow_word(d.status())),
+        Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => Ok("not_found"),
+        Err(e) => Err(StoreError::unavailable(Service::Temporal, e)),
+    }
+}
+
 /// The status of the order's latest workflow run, or `not_found`.
 async fn current_status(client: &Client, order_id: &str) -> Result<String, StoreError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    match handle.describe(WorkflowDescribeOptions::default()).await {
-        Ok(d) => Ok(workflow_word(d.status()).to_owned()),
-        Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => {
-            Ok("not_found".into())
-        }
-        Err(e) => Err(StoreError::Busy(format!("asking Temporal: {e}"))),
-    }
+    Ok(workflow_status(client, &workflow_id(order_id))
+        .await?
+        .to_owned())
 }
 
 async fn db_status(db: &Db, order_id: &str) -> Result<Option<(String, Option<i64>)>, StoreError> {
@@ -103,7 +111,7 @@ pub async fn find_suspects(
     input: &ReconcileInput,
     now_ms: i64,
 ) -> Result<Vec<Suspect>, StoreError> {
-    let unavailable = |e: &dyn std::fmt::Display| StoreError::Busy(format!("asking Temporal: {e}"));
+    let unavailable = |e: &dyn std::fmt::Display| StoreError::unavailable(Service::Temporal, e);
     let stale_before = now_ms.saturating_sub(orderflow_workflows::decide::secs_to_ms(
         input.stale_after_secs,
     ));
@@ -175,12 +183,14 @@ pub async fn find_suspects(
     .await?;
     let mut orphans: BTreeMap<String, (Option<String>, Vec<Resource>)> = BTreeMap::new();
     for row in rows {
-        let resource = match row.get::<String, _>(1).as_str() {
-            "stock" => Resource::Stock,
-            "coupon" => Resource::Coupon,
-            "points" => Resource::Points,
-            _ => Resource::Wallet,
-        };
+        let name: String = row.get(1);
+        let resource = Resource::parse(&name).ok_or_else(|| {
+            StoreError::conflict(
+                &row.get::<String, _>(0),
+                "ledger_mismatch",
+                format!("unknown resource {name:?}"),
+            )
+        })?;
         let entry = orphans
             .entry(row.get(0))
             .or_insert((row.get(2), Vec::new()));
@@ -241,11 +251,7 @@ pub async fn resume_order(
         idempotency_key: String::new(),
         checkout_window_secs: None,
         late_payment_grace_secs: None,
-        payment_method: match order.payment_method.as_str() {
-            "wallet" => PaymentMethod::Wallet,
-            "offline" => PaymentMethod::Offline,
-            _ => PaymentMethod::Online,
-        },
+        payment_method: PaymentMethod::parse(&order.payment_method).unwrap_or_default(),
         max_open_orders: None,
         resume: true,
     };
@@ -258,10 +264,7 @@ pub async fn resume_order(
         .await
     {
         Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
-        Err(e) => Err(StoreError::Unavailable {
-            service: "Temporal",
-            message: e.to_string(),
-        }),
+        Err(e) => Err(StoreError::unavailable(Service::Temporal, e)),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use orderflow_activities::StoreError;
+use orderflow_activities::{Service, StoreError};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +120,20 @@ impl From<StoreError> for ApiError {
                 code,
                 message,
             } => ApiError::conflict(code, message).for_order(&order_id),
-            e @ StoreError::Unavailable { .. } => ApiError::unavailable(
+            e @ StoreError::Unavailable {
+                service: Service::Temporal,
+                ..
+            } => ApiError::unavailable(
                 "temporal_unavailable",
                 "the workflow engine is unavailable; retry with the same request",
+                e,
+            ),
+            e @ StoreError::Unavailable {
+                service: Service::Provider,
+                ..
+            } => ApiError::unavailable(
+                "provider_unavailable",
+                "the payment provider is unavailable; retry later",
                 e,
             ),
             e @ (StoreError::Db(_) | StoreError::Busy(_)) if e.is_transient() => {

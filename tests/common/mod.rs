@@ -517,29 +517,16 @@ impl TestApp {
     /// order's `refund-{payment_id}` child or the payment's decision), and returns it from the
     /// refund row, which is the truth.
     pub async fn refunded(&self, payment_id: &str) -> orderflow_workflows::model::RefundOutcome {
-        use orderflow_workflows::model::RefundOutcome;
         self.eventually(60, &format!("the refund of {payment_id}"), || async {
-            let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT status, provider_refund_id, failure FROM refunds WHERE payment_id = $1",
-            )
-            .bind(payment_id)
-            .fetch_optional(&self.db)
-            .await
-            .unwrap();
-            match row? {
-                (s, Some(id), _) if s == "succeeded" => Some(RefundOutcome::Succeeded {
-                    provider_refund_id: id,
-                }),
-                (s, _, failure) if s == "failed" => {
-                    let failure = failure.unwrap_or_default();
-                    let (code, message) = failure.split_once(": ").unwrap_or(("", &failure));
-                    Some(RefundOutcome::Failed {
-                        code: code.to_owned(),
-                        message: message.to_owned(),
-                    })
-                }
-                _ => None,
-            }
+            let (status, refund_id, failure): (String, Option<String>, Option<String>) =
+                sqlx::query_as(
+                    "SELECT status, provider_refund_id, failure FROM refunds WHERE payment_id = $1",
+                )
+                .bind(payment_id)
+                .fetch_optional(&self.db)
+                .await
+                .unwrap()?;
+            orderflow_activities::payments::refund_outcome(&status, refund_id, failure)
         })
         .await
     }

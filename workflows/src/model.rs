@@ -70,6 +70,17 @@ impl PaymentMethod {
             PaymentMethod::Offline => "offline",
         }
     }
+
+    /// The method stored as `as_str` gives it.
+    pub fn parse(s: &str) -> Option<PaymentMethod> {
+        [
+            PaymentMethod::Online,
+            PaymentMethod::Wallet,
+            PaymentMethod::Offline,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
 }
 
 /// Order status as stored and as shown by the API and the `OrderStatus` search attribute.
@@ -176,6 +187,11 @@ impl Resource {
         Resource::Points,
         Resource::Wallet,
     ];
+
+    /// The resource stored as `as_str` gives it (the `resource` column).
+    pub fn parse(s: &str) -> Option<Resource> {
+        Resource::ALL.into_iter().find(|r| r.as_str() == s)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

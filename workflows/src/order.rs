@@ -650,11 +650,73 @@ async fn reserve_all(
 }
 
 #[derive(Clone, Copy)]
-enum Settle {
+pub(crate) enum Settle {
     Capture,
     Release,
     /// Gives back what a paid order captured (the wallet returns with the cancel itself).
     Return,
+}
+
+/// Captures, releases or returns one held resource with its own activity. A wallet return is
+/// no activity: it happens in the same transaction as the cancel.
+pub(crate) async fn settle_one<W>(
+    ctx: &WorkflowContext<W>,
+    how: Settle,
+    resource: Resource,
+    order_id: &str,
+) -> Result<(), ActivityExecutionError> {
+    let input = OrderRef {
+        order_id: order_id.to_owned(),
+    };
+    let opts = settle_options();
+    match (how, resource) {
+        (Settle::Release, Resource::Stock) => {
+            ctx.execute_activity(OrderActivities::release_stock, input, opts)
+                .await
+        }
+        (Settle::Release, Resource::Coupon) => {
+            ctx.execute_activity(OrderActivities::release_coupon, input, opts)
+                .await
+        }
+        (Settle::Release, Resource::Points) => {
+            ctx.execute_activity(OrderActivities::release_points, input, opts)
+                .await
+        }
+        (Settle::Release, Resource::Wallet) => {
+            ctx.execute_activity(OrderActivities::release_wallet, input, opts)
+                .await
+        }
+        (Settle::Capture, Resource::Stock) => {
+            ctx.execute_activity(OrderActivities::capture_stock, input, opts)
+                .await
+        }
+        (Settle::Capture, Resource::Coupon) => {
+            ctx.execute_activity(OrderActivities::capture_coupon, input, opts)
+                .await
+        }
+        (Settle::Capture, Resource::Points) => {
+            ctx.execute_activity(OrderActivities::capture_points, input, opts)
+                .await
+        }
+        (Settle::Capture, Resource::Wallet) => {
+            ctx.execute_activity(OrderActivities::capture_wallet, input, opts)
+                .await
+        }
+        (Settle::Return, Resource::Stock) => {
+            ctx.execute_activity(OrderActivities::return_stock, input, opts)
+                .await
+        }
+        (Settle::Return, Resource::Coupon) => {
+            ctx.execute_activity(OrderActivities::return_coupon, input, opts)
+                .await
+        }
+        (Settle::Return, Resource::Points) => {
+            ctx.execute_activity(OrderActivities::return_points, input, opts)
+                .await
+        }
+        // Returned in the same transaction as the cancel (`cancel_after_payment`).
+        (Settle::Return, Resource::Wallet) => Ok(()),
+    }
 }
 
 /// Captures, releases or returns every held resource (releases and returns in reverse order).
@@ -672,59 +734,7 @@ async fn settle_all(
     };
     let mut failures = Vec::new();
     for resource in order {
-        let input = OrderRef {
-            order_id: order_id.clone(),
-        };
-        let opts = settle_options();
-        let result = match (how, resource) {
-            (Settle::Release, Resource::Stock) => {
-                ctx.execute_activity(OrderActivities::release_stock, input, opts)
-                    .await
-            }
-            (Settle::Release, Resource::Coupon) => {
-                ctx.execute_activity(OrderActivities::release_coupon, input, opts)
-                    .await
-            }
-            (Settle::Release, Resource::Points) => {
-                ctx.execute_activity(OrderActivities::release_points, input, opts)
-                    .await
-            }
-            (Settle::Release, Resource::Wallet) => {
-                ctx.execute_activity(OrderActivities::release_wallet, input, opts)
-                    .await
-            }
-            (Settle::Capture, Resource::Stock) => {
-                ctx.execute_activity(OrderActivities::capture_stock, input, opts)
-                    .await
-            }
-            (Settle::Capture, Resource::Coupon) => {
-                ctx.execute_activity(OrderActivities::capture_coupon, input, opts)
-                    .await
-            }
-            (Settle::Capture, Resource::Points) => {
-                ctx.execute_activity(OrderActivities::capture_points, input, opts)
-                    .await
-            }
-            (Settle::Capture, Resource::Wallet) => {
-                ctx.execute_activity(OrderActivities::capture_wallet, input, opts)
-                    .await
-            }
-            (Settle::Return, Resource::Stock) => {
-                ctx.execute_activity(OrderActivities::return_stock, input, opts)
-                    .await
-            }
-            (Settle::Return, Resource::Coupon) => {
-                ctx.execute_activity(OrderActivities::return_coupon, input, opts)
-                    .await
-            }
-            (Settle::Return, Resource::Points) => {
-                ctx.execute_activity(OrderActivities::return_points, input, opts)
-                    .await
-            }
-            // Returned in the same transaction as the cancel (`cancel_after_payment`).
-            (Settle::Return, Resource::Wallet) => continue,
-        };
-        if let Err(e) = result {
+        if let Err(e) = settle_one(ctx, how, resource, &order_id).await {
             failures.push(format!("{}: {e}", resource.as_str()));
         }
     }

@@ -33,22 +33,19 @@ const MAX_WAIT_SECS: u64 = 300;
 #[workflow]
 pub struct PaymentDecisionWorkflow {
     input: StrayPayment,
-    /// Later reports of the same payment (redeliveries, re-drives): nothing new to decide.
-    reports: u32,
 }
 
 #[workflow_methods]
 impl PaymentDecisionWorkflow {
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: StrayPayment) -> Self {
-        PaymentDecisionWorkflow { input, reports: 0 }
+        PaymentDecisionWorkflow { input }
     }
 
-    /// The same payment reported again. The decision in progress covers it.
+    /// The same payment reported again (a redelivery, a re-drive): the decision in progress
+    /// covers it, so there is nothing to record. It exists for signal-with-start.
     #[signal(name = "payment.reported")]
-    pub fn reported(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _again: StrayPayment) {
-        self.reports += 1;
-    }
+    pub fn reported(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _again: StrayPayment) {}
 
     #[run(name = "payment_decision")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<String> {

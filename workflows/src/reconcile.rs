@@ -26,6 +26,7 @@ use crate::model::{
 pub const PATCH_REDRIVE: &str = "reconcile-v2-redrive";
 /// Inbox events unprocessed this long are re-driven, unless configured.
 pub const DEFAULT_REDRIVE_AFTER_SECS: u64 = 60;
+use crate::order::{Settle, settle_one};
 use crate::policy::{now_ms, settle_options};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
@@ -79,14 +80,7 @@ impl ReconcileWorkflow {
                     settle_options(),
                 )
                 .await?;
-                ctx.execute_activity(OrderActivities::release_wallet, order(), settle_options())
-                    .await?;
-                ctx.execute_activity(OrderActivities::release_points, order(), settle_options())
-                    .await?;
-                ctx.execute_activity(OrderActivities::release_coupon, order(), settle_options())
-                    .await?;
-                ctx.execute_activity(OrderActivities::release_stock, order(), settle_options())
-                    .await?;
+                release(ctx, &Resource::ALL, &order_id).await?;
                 report.repaired.push(order_id.clone());
             } else {
                 report.reported.push(order_id.clone());
@@ -149,28 +143,7 @@ async fn release(
     order_id: &str,
 ) -> WorkflowResult<()> {
     for resource in resources.iter().rev() {
-        let input = OrderRef {
-            order_id: order_id.to_owned(),
-        };
-        let opts = settle_options();
-        match resource {
-            Resource::Wallet => {
-                ctx.execute_activity(OrderActivities::release_wallet, input, opts)
-                    .await?
-            }
-            Resource::Points => {
-                ctx.execute_activity(OrderActivities::release_points, input, opts)
-                    .await?
-            }
-            Resource::Coupon => {
-                ctx.execute_activity(OrderActivities::release_coupon, input, opts)
-                    .await?
-            }
-            Resource::Stock => {
-                ctx.execute_activity(OrderActivities::release_stock, input, opts)
-                    .await?
-            }
-        }
+        settle_one(ctx, Settle::Release, *resource, order_id).await?;
     }
     Ok(())
 }

@@ -207,9 +207,8 @@ async fn create_admin_order(
     Json(body): Json<CreateAdminOrder>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let key = idempotency_key(&headers)?;
-    let method = match body.payment_method.as_str() {
-        "wallet" => PaymentMethod::Wallet,
-        "offline" => PaymentMethod::Offline,
+    let method = match PaymentMethod::parse(&body.payment_method) {
+        Some(m @ (PaymentMethod::Wallet | PaymentMethod::Offline)) => m,
         _ => {
             return Err(ApiError::unprocessable(
                 "invalid_payment_method",
