@@ -313,41 +313,84 @@ async fn a_refused_refund_is_shown_to_ops_and_retried_with_a_new_key() {
 async fn an_inbox_event_never_handed_on_is_redriven() {
     let app = spawn_app().await;
     app.put_sku("book", 1000, 10).await;
-    let order = pending_order(&app, "alice", "r-1").await;
-    // The provider captured and reported it; the API recorded it and died before handing it
-    // on; the provider will not redeliver.
-    let event = app.captured(&order, 1000);
-    let received = InboxEvent {
-        event_id: event.event_id.clone(),
-        event_type: event.kind.clone(),
-        order_id: order.clone(),
-        payment_id: event.payment_id.clone(),
-        amount: 1000,
-        currency: "USD".into(),
-        received_at: orderflow_activities::now_ms() - 5_000,
-        session_id: event.session_id.clone(),
-    };
-    receive(&app.db, &received).await.unwrap();
+    // a: the API recorded the event and died before handing it on. b: the same, and an operator
+    // terminated b's workflow too. The provider will redeliver neither.
+    let a = pending_order(&app, "alice", "r-1").await;
+    let b = pending_order(&app, "bob", "r-2").await;
+    app.temporal_cli(&[
+        "workflow",
+        "terminate",
+        "--workflow-id",
+        &orderflow_workflows::workflow_id(&b),
+        "--reason",
+        "operator mistake",
+    ]);
+    let mut events = Vec::new();
+    for order in [&a, &b] {
+        let event = app.captured(order, 1000);
+        let received = InboxEvent {
+            event_id: event.event_id.clone(),
+            event_type: event.kind.clone(),
+            order_id: order.to_string(),
+            payment_id: event.payment_id.clone(),
+            amount: 1000,
+            currency: "USD".into(),
+            received_at: orderflow_activities::now_ms() - 5_000,
+            session_id: event.session_id.clone(),
+        };
+        receive(&app.db, &received).await.unwrap();
+        events.push(event);
+    }
     let report = app.audit().await;
-    assert_eq!(
-        report.in_progress.first().map(|f| f.state),
-        Some("inbox_received"),
+    assert!(
+        report
+            .in_progress
+            .iter()
+            .all(|f| f.state == "inbox_received")
+            && report.in_progress.len() == 2,
         "{}",
         report.render()
     );
+    let started = std::time::Instant::now();
     let schedule = app.reconcile_schedule().await;
     app.reconcile_now(&schedule, 0).await;
-    app.wait_status(&order, "fulfilled").await;
+    app.wait_status(&a, "fulfilled").await;
+    // b's workflow is gone: the re-drive hands the payment on, and reconciliation resumes b
+    // from the database with it. Within 2 minutes, re-driving again if need be.
+    app.eventually(120, "b paid by its re-driven payment", || async {
+        if app.order(&b).await["status"] == "fulfilled" {
+            return Some(());
+        }
+        app.reconcile_now(&schedule, 2).await;
+        None
+    })
+    .await;
+    println!(
+        "re-drive: both orders fulfilled {:.1} s after the first run",
+        started.elapsed().as_secs_f64()
+    );
     let outcome: String =
         sqlx::query_scalar("SELECT outcome FROM webhook_inbox WHERE event_id = $1")
-            .bind(&event.event_id)
+            .bind(&events[0].event_id)
             .fetch_one(&app.db)
             .await
             .unwrap();
     assert_eq!(outcome, "signalled");
+    let processed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_inbox WHERE processed_at IS NOT NULL")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(processed, 2, "both events processed");
     schedule.delete(Default::default()).await.unwrap();
-    let report = audited(&app, "re-driven").await;
-    assert_eq!(report.applied.count, 1);
+    let report = audited(&app, "re-driven (one workflow terminated)").await;
+    assert_eq!(report.applied.count, 2);
+    assert_eq!(report.refunded.count, 0);
+    assert!(
+        report.repairs.iter().any(|r| r.order_id == b),
+        "the resume of b is a repair in the audit:\n{}",
+        report.render()
+    );
     app.assert_invariants().await;
 }
 
@@ -517,4 +560,138 @@ async fn a_payment_whose_every_webhook_was_lost_is_found_at_the_provider() {
     schedule.delete(Default::default()).await.unwrap();
     let report = audited(&app, "every webhook lost").await;
     assert_eq!((report.applied.count, report.refunded.count), (1, 1));
+}
+
+/// Makes the database itself refuse to sell any more of `sku`, as a constraint added by mistake
+/// would (PostgreSQL: a CHECK; SQLite: a trigger that aborts with a constraint error), or
+/// lifts it again.
+async fn forbid_selling(app: &TestApp, sku: &str, forbid: bool) {
+    let statements: Vec<String> = match (app.on_postgres(), forbid) {
+        (true, true) => vec![format!(
+            "ALTER TABLE skus ADD CONSTRAINT forbid_selling CHECK (sku <> '{sku}' OR sold = 0) NOT VALID"
+        )],
+        (true, false) => vec!["ALTER TABLE skus DROP CONSTRAINT forbid_selling".into()],
+        (false, true) => vec![format!(
+            "CREATE TRIGGER forbid_selling BEFORE UPDATE OF sold ON skus
+             WHEN NEW.sku = '{sku}' AND NEW.sold > OLD.sold
+             BEGIN SELECT RAISE(ABORT, 'selling {sku} is forbidden'); END"
+        )],
+        (false, false) => vec!["DROP TRIGGER forbid_selling".into()],
+    };
+    for sql in statements {
+        sqlx::query(&sql).execute(&app.db).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_constraint_violation_in_a_settle_step_stops_the_order_visibly_until_ops_retry_it() {
+    let app = spawn_app().await;
+    app.put_sku("book", 1000, 10).await;
+    let order = pending_order(&app, "alice", "att-1").await;
+    forbid_selling(&app, "book", true).await;
+    let paid_at = std::time::Instant::now();
+    let payment_id = app.checkout_and_pay(&order, None).await;
+
+    // Within a minute: the audit, the order's events, the metric and the Web UI all show it.
+    let stopped = app
+        .eventually(60, "the order needs attention", || async {
+            let report = app.audit().await;
+            report
+                .needs_attention
+                .into_iter()
+                .find(|a| a.order_id == order)
+        })
+        .await;
+    println!(
+        "needs_attention visible {:.1} s after the payment",
+        paid_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(stopped.code, "constraint_violation", "{stopped:?}");
+    assert!(
+        !app.audit().await.is_clean(),
+        "an order waiting for ops is not clean"
+    );
+    assert!(
+        steps(&app, &order)
+            .await
+            .contains(&"needs_attention:1 \"constraint_violation\"".to_owned()),
+        "{:?}",
+        steps(&app, &order).await
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("orderflow_orders_needs_attention{code=\"constraint_violation\"} 1"),
+        "{metrics}"
+    );
+    let listed = app
+        .eventually(
+            30,
+            "OrderStatus = 'needs_attention' in visibility",
+            || async {
+                let found = app.workflows_where("OrderStatus = 'needs_attention'");
+                (!found.is_empty()).then_some(found)
+            },
+        )
+        .await;
+    assert_eq!(listed, vec![orderflow_workflows::workflow_id(&order)]);
+
+    // Nothing is retried in silence: the step rolled back whole, and stays stopped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = app.audit().await;
+    assert_eq!(again.needs_attention.len(), 1, "{}", again.render());
+    assert_eq!(
+        again.needs_attention[0].raised, 1,
+        "raised once, not retried"
+    );
+    assert_eq!(app.order(&order).await["status"], "pending_payment");
+    assert_eq!(
+        app.sku("book").await["reserved"],
+        1,
+        "the hold is kept, not lost"
+    );
+    let r = app
+        .post("/v1/admin/orders/ord_nobody/retry", json!({}))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "order_not_found"), "{}", r.body);
+
+    // Ops lift the constraint and retry: the order is paid with the same payment.
+    forbid_selling(&app, "book", false).await;
+    let r = app
+        .post(&format!("/v1/admin/orders/{order}/retry"), json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["code"], "constraint_violation");
+    let done = app.wait_status(&order, "fulfilled").await;
+    assert_eq!(
+        done["payments"][0]["payment_id"],
+        payment_id.as_str(),
+        "{done}"
+    );
+    assert_eq!(done["payments"][0]["status"], "captured", "{done}");
+    let r = app
+        .post(&format!("/v1/admin/orders/{order}/retry"), json!({}))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "order_not_stopped"),
+        "{}",
+        r.body
+    );
+    assert!(
+        steps(&app, &order)
+            .await
+            .contains(&"attention_resolved:1 \"retry\"".to_owned())
+    );
+    let report = audited(&app, "stopped on a constraint, retried by ops").await;
+    assert_eq!(report.applied.count, 1);
+    assert_eq!(provider_refunds(&app, &payment_id), 0);
+    app.assert_invariants().await;
 }

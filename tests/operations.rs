@@ -120,6 +120,75 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
 /// second one was paid at the provider but its webhook never came: the provider's record pays
 /// it too.
 #[tokio::test]
+async fn reconciliation_releases_holds_whose_order_was_never_recorded() {
+    use orderflow_activities::funds::{self, POINTS};
+    use orderflow_workflows::model::{OrderLine, ReserveFunds, ReserveStock};
+    let app = spawn_app().await;
+    app.put_sku("book", 1000, 10).await;
+    app.credit_points("alice", 500).await;
+    // A workflow reserved stock and points, then was terminated before it recorded its order:
+    // no order row, so no order repair can find the holds. (Reserved through the activities'
+    // own store functions, then aged past the create timeout.)
+    let orphan = "ord_orphan";
+    let stock = ReserveStock {
+        order_id: orphan.into(),
+        items: vec![OrderLine {
+            sku: "book".into(),
+            quantity: 2,
+        }],
+        user_id: "alice".into(),
+        max_open_orders: None,
+    };
+    orderflow_activities::stock::reserve(&app.db, &stock)
+        .await
+        .unwrap();
+    let points = ReserveFunds {
+        order_id: orphan.into(),
+        user_id: "alice".into(),
+        amount: 300,
+    };
+    funds::reserve(&app.db, POINTS, &points).await.unwrap();
+    sqlx::query("UPDATE holds SET created_at = created_at - 660000 WHERE order_id = $1")
+        .bind(orphan)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(app.sku("book").await["reserved"], 2);
+
+    let schedule = app.reconcile_schedule().await;
+    app.reconcile_now(&schedule, 0).await;
+    app.eventually(60, "the orphan holds released", || async {
+        let sku = app.sku("book").await;
+        (sku["reserved"] == 0 && sku["available"] == 10).then_some(())
+    })
+    .await;
+    let points = app.get("/v1/points/alice").await;
+    assert_eq!(points.body["points"], 500, "{}", points.body);
+    assert_eq!(points.body["reserved"], 0, "{}", points.body);
+    schedule.delete(Default::default()).await.unwrap();
+    let report = app.audit_settled(30).await;
+    assert!(
+        report.repairs.iter().any(|r| r.order_id == orphan),
+        "the release is a repair in the audit:\n{}",
+        report.render()
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("orderflow_reconcile_actions_total{action=\"repaired\"}"),
+        "{metrics}"
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
 async fn reconciliation_pays_a_terminated_order_that_was_paid_instead_of_cancelling_it() {
     let app = spawn_app().await;
     app.put_sku("ebook", 800, 10).await;
@@ -310,4 +379,44 @@ async fn sigterm_during_load_loses_no_order() {
     );
     schedule.delete(Default::default()).await.unwrap();
     app.assert_invariants().await;
+}
+
+/// `PaymentDeadline` is never cleared (the server refuses the SDK's unset for a Datetime), so
+/// the README's query pairs it with `OrderStatus`: that query finds the waiting order and not
+/// the paid one, whose deadline is still set.
+#[tokio::test]
+async fn the_documented_deadline_query_finds_only_orders_still_waiting() {
+    let app = spawn_app().await;
+    app.put_sku("book", 1000, 10).await;
+    let mut orders = Vec::new();
+    for (user, key) in [("alice", "dq-1"), ("bob", "dq-2")] {
+        let body = json!({"user_id": user, "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 600});
+        let r = app.create_order(key, body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        orders.push(id(&r.body));
+    }
+    let (waiting, paid) = (&orders[0], &orders[1]);
+    app.checkout_and_pay(paid, None).await;
+    app.wait_status(paid, "fulfilled").await;
+    let before = rfc3339(orderflow_activities::now_ms() + 3_600_000);
+    let documented = format!(
+        "OrderStatus IN ('pending_payment', 'checkout_open') AND PaymentDeadline < '{before}'"
+    );
+    let found = app
+        .eventually(30, "visibility shows both orders' last status", || async {
+            let all = app.workflows_where(&format!("PaymentDeadline < '{before}'"));
+            (all.len() == 2).then_some(app.workflows_where(&documented))
+        })
+        .await;
+    assert_eq!(found, vec![workflow_id(waiting)], "the documented query");
+    assert_eq!(app.cancel(waiting, "user").await.status, 200);
+    app.assert_invariants().await;
+}
+
+/// Unix milliseconds as RFC 3339 UTC, the form visibility queries take.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .expect("a time in range")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatted")
 }

@@ -389,12 +389,32 @@ pub struct MoneyReport {
     pub offline_refunds: Vec<Discrepancy>,
     /// The conservation invariants of [`check`] that do not hold.
     pub invariants: Vec<String>,
+    /// Orders stopped on a permanent error, waiting for ops (their money stays held, not lost).
+    pub needs_attention: Vec<crate::attention::Attention>,
+    /// What reconciliation repaired, newest first (the last [`REPAIRS_SHOWN`]).
+    pub repairs: Vec<Repair>,
+}
+
+/// How many of reconciliation's latest repairs the report lists.
+pub const REPAIRS_SHOWN: i64 = 100;
+
+/// One repair by reconciliation: the order, what was done, and the run that did it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Repair {
+    pub order_id: String,
+    pub detail: String,
+    /// The reconciliation run (`reconciled:<run>` in the order's events).
+    pub run_id: String,
+    pub at: i64,
 }
 
 impl MoneyReport {
-    /// Whether nothing is wrong (in-flight money is not wrong while its owner runs).
+    /// Whether nothing is wrong (in-flight money is not wrong while its owner runs; an order
+    /// waiting for ops is).
     pub fn is_clean(&self) -> bool {
-        self.discrepancies.is_empty() && self.invariants.is_empty()
+        self.discrepancies.is_empty()
+            && self.invariants.is_empty()
+            && self.needs_attention.is_empty()
     }
 
     /// One line per figure, then one per discrepancy: what `orderflow audit` prints.
@@ -447,8 +467,43 @@ impl MoneyReport {
         for v in &self.invariants {
             out.push_str(&format!("invariant: {v}\n"));
         }
+        out.push_str(&format!(
+            "{} orders need attention\n",
+            self.needs_attention.len()
+        ));
+        for a in &self.needs_attention {
+            out.push_str(&format!(
+                "needs_attention: order {} stopped {} time(s) on {}: {}; repair: fix the cause, then POST /v1/admin/orders/{}/retry\n",
+                a.order_id, a.raised, a.code, a.message, a.order_id
+            ));
+        }
+        for r in &self.repairs {
+            out.push_str(&format!(
+                "repaired by reconciliation {}: order {}: {}\n",
+                r.run_id, r.order_id, r.detail
+            ));
+        }
         out
     }
+}
+
+/// Reconciliation's latest repairs, newest first.
+async fn repairs(db: &Db) -> Result<Vec<Repair>, sqlx::Error> {
+    Ok(sqlx::query(
+        "SELECT order_id, detail, run_id, at FROM reconcile_log WHERE action = 'repaired'
+         ORDER BY at DESC, order_id LIMIT $1",
+    )
+    .bind(REPAIRS_SHOWN)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| Repair {
+        order_id: r.get(0),
+        detail: r.get(1),
+        run_id: r.get(2),
+        at: r.get(3),
+    })
+    .collect())
 }
 
 /// Inbox outcomes that handed the payment to its `payment-{payment_id}` decision.
@@ -488,6 +543,8 @@ pub async fn money(
 ) -> Result<MoneyReport, sqlx::Error> {
     let mut report = MoneyReport {
         invariants: check(db).await?,
+        needs_attention: crate::attention::open(db).await?,
+        repairs: repairs(db).await?,
         ..MoneyReport::default()
     };
     let payments: BTreeMap<String, OurPayment> =

@@ -53,6 +53,11 @@ impl std::fmt::Display for Service {
 }
 
 /// Whether a database error is permanent: the same statement on the same data fails again.
+///
+/// By kind first; then by the database's own code, so that every constraint counts (an
+/// exclusion constraint or a `RAISE(ABORT)` trigger as much as a CHECK): PostgreSQL's SQLSTATE
+/// class 23 (integrity constraint violation) and class 22 (data exception: a value out of
+/// range), SQLite's primary result code 19 (`SQLITE_CONSTRAINT`, whatever its extended code).
 fn permanent_db_code(e: &sqlx::Error) -> Option<&'static str> {
     use sqlx::error::ErrorKind;
     match e {
@@ -61,7 +66,15 @@ fn permanent_db_code(e: &sqlx::Error) -> Option<&'static str> {
             | ErrorKind::ForeignKeyViolation
             | ErrorKind::NotNullViolation
             | ErrorKind::CheckViolation => Some("constraint_violation"),
-            _ => None,
+            _ => match d.code().as_deref() {
+                Some(c) if c.len() == 5 && c.starts_with("23") => Some("constraint_violation"),
+                Some(c) if c.len() == 5 && c.starts_with("22") => Some("data_error"),
+                // SQLite's codes are decimal numbers of up to 4 digits; PostgreSQL's are 5.
+                Some(c) if c.len() < 5 && c.parse::<i32>().is_ok_and(|n| n & 0xff == 19) => {
+                    Some("constraint_violation")
+                }
+                _ => None,
+            },
         },
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
@@ -125,13 +138,18 @@ impl StoreError {
 }
 
 /// Converts a store error into an activity error: transient errors are retried, business
-/// and permanent errors are non-retryable, and their message starts with their stable code.
+/// and permanent errors are non-retryable. Their stable code is the failure's type (the
+/// workflow reads it there, without parsing) and starts the message.
 pub fn into_activity_error(e: StoreError) -> ActivityError {
     if e.is_transient() {
         ActivityError::application(ApplicationFailure::new(e))
     } else {
-        let message = format!("{}: {e}", e.code());
-        ActivityError::application(ApplicationFailure::non_retryable(message))
+        let code = e.code();
+        let failure = ApplicationFailure::builder(format!("{code}: {e}"))
+            .type_name(code.to_owned())
+            .non_retryable(true)
+            .build();
+        ActivityError::application(failure)
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`reconcile`]: what reconciliation finds (asking Temporal too), logs and purges.
 //! - [`redemptions`]: redemption codes, granted at most once per user and never beyond `max_uses`.
 //! - [`store`]: reads and admin writes used by the API.
+//! - [`attention`]: orders that stopped on a permanent error and wait for ops.
 //! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data,
 //!   and the two-way money audit against the provider's own ledger.
 //! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
@@ -25,6 +26,7 @@
 //! Nothing here decides an order's fate: the workflow decides, these functions do exactly one
 //! transaction each and never report `Ok` for work that did not happen.
 
+pub mod attention;
 pub mod audit;
 pub mod coupons;
 pub mod db;

@@ -121,7 +121,7 @@ pub async fn find_suspects(
     // 1. Closed order workflows whose last published status was not final.
     let query = format!(
         "WorkflowType = 'order' AND TaskQueue = '{task_queue}' AND ExecutionStatus != 'Running' \
-         AND OrderStatus IN ('reserving', 'pending_payment', 'checkout_open', 'paid')"
+         AND OrderStatus IN ('reserving', 'pending_payment', 'checkout_open', 'paid', 'needs_attention')"
     );
     let mut closed =
         client.list_workflows(query, WorkflowListOptions::builder().limit(BATCH).build());

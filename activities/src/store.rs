@@ -489,16 +489,44 @@ pub async fn order_counts(db: &Db) -> Result<Vec<(String, String, String, bool, 
     .collect())
 }
 
-/// Refund counts by status, for metrics.
-pub async fn refund_counts(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(
-        sqlx::query("SELECT status, COUNT(*) FROM refunds GROUP BY status")
-            .fetch_all(db)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect(),
-    )
+/// What metrics count from the database besides orders, each grouped by its labels.
+#[derive(Debug, Clone, Copy)]
+pub enum Tally {
+    /// Refunds by status.
+    Refunds,
+    /// Orders waiting for ops (`needs_attention`), by code.
+    NeedsAttention,
+    /// Reconciliation's actions (repaired, reported, purged).
+    ReconcileActions,
+    /// Payments their order could not take, by reason and decision state.
+    PaymentDecisions,
+}
+
+impl Tally {
+    fn sql(self) -> &'static str {
+        match self {
+            Tally::Refunds => "SELECT status, '', COUNT(*) FROM refunds GROUP BY status",
+            Tally::NeedsAttention => {
+                "SELECT code, '', COUNT(*) FROM needs_attention WHERE resolved_at IS NULL GROUP BY code"
+            }
+            Tally::ReconcileActions => {
+                "SELECT action, '', COUNT(*) FROM reconcile_log GROUP BY action"
+            }
+            Tally::PaymentDecisions => {
+                "SELECT reason, state, COUNT(*) FROM payment_decisions GROUP BY reason, state"
+            }
+        }
+    }
+}
+
+/// Counts for metrics: `(first label, second label or "", count)`.
+pub async fn tally(db: &Db, what: Tally) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(sqlx::query(what.sql())
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
 /// Whether the database answers.

@@ -76,6 +76,8 @@ about_order! {
     MarkPaid => |x| &x.order_id,
     MarkCancelled => |x| &x.order_id,
     RecordUnappliedPayment => |x| &x.order_id,
+    NeedsAttention => |x| &x.order_id,
+    AttentionResolved => |x| &x.order_id,
     OpenCheckout => |x| &x.order_id,
     RecordCheckout => |x| &x.order_id,
     RefundPayment => |x| &x.order_id,
@@ -300,6 +302,31 @@ impl OrderActivitiesImpl {
         input: CancelOrder,
     ) -> Result<(), ActivityError> {
         crate::outcome::cancel_paid(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::RaiseAttention)]
+    #[tracing::instrument(name = "raise_attention", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn raise_attention(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: NeedsAttention,
+    ) -> Result<(), ActivityError> {
+        tracing::error!(code = %input.code, message = %input.message, "order needs attention");
+        crate::attention::raise(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::ResolveAttention)]
+    #[tracing::instrument(name = "resolve_attention", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn resolve_attention(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AttentionResolved,
+    ) -> Result<(), ActivityError> {
+        crate::attention::resolve(&self.db, &input)
             .await
             .map_err(into_activity_error)
     }

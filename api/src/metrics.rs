@@ -4,7 +4,9 @@
 //!   matched route, so ids do not explode the label space), and webhook requests by outcome.
 //! - Counted from the database at scrape time, so that they are right across API and worker
 //!   processes and restarts: orders created, paid, cancelled by reason, rejected by code;
-//!   refunds by outcome. (One grouped query per table per scrape.)
+//!   refunds by outcome; orders needing attention by code; reconciliation's actions; payments
+//!   their order could not take, by reason and decision. (One grouped query per table per
+//!   scrape.)
 //! - The Temporal worker's own metrics are on the worker's port (`ORDERFLOW_WORKER_METRICS_ADDR`),
 //!   through the SDK's Prometheus exporter.
 //!
@@ -108,14 +110,25 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &BTreeM
 }
 
 fn label(key: &str, value: &str) -> String {
-    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-    format!("{{{key}=\"{escaped}\"}}")
+    labels(&[(key, value)])
+}
+
+/// `{k1="v1",k2="v2"}`, values escaped.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(key, value)| {
+            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("{key}=\"{escaped}\"")
+        })
+        .collect();
+    format!("{{{}}}", inner.join(","))
 }
 
 async fn order_metrics(
     db: &orderflow_activities::Db,
 ) -> Result<String, orderflow_activities::StoreError> {
-    use orderflow_activities::store;
+    use orderflow_activities::store::{self, Tally};
     let (mut created, mut paid) = (0i64, 0i64);
     let (mut cancelled, mut rejected, mut current) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
@@ -132,8 +145,20 @@ async fn order_metrics(
         }
     }
     let mut refunds = BTreeMap::new();
-    for (status, n) in store::refund_counts(db).await? {
+    for (status, _, n) in store::tally(db, Tally::Refunds).await? {
         refunds.insert(label("outcome", &status), n);
+    }
+    let mut attention = BTreeMap::new();
+    for (code, _, n) in store::tally(db, Tally::NeedsAttention).await? {
+        attention.insert(label("code", &code), n);
+    }
+    let mut reconcile = BTreeMap::new();
+    for (action, _, n) in store::tally(db, Tally::ReconcileActions).await? {
+        reconcile.insert(label("action", &action), n);
+    }
+    let mut decisions = BTreeMap::new();
+    for (reason, state, n) in store::tally(db, Tally::PaymentDecisions).await? {
+        decisions.insert(labels(&[("reason", &reason), ("state", &state)]), n);
     }
     let mut out = String::new();
     let one = |v: i64| BTreeMap::from([(String::new(), v)]);
@@ -178,6 +203,27 @@ async fn order_metrics(
         "counter",
         "Refunds by outcome (pending, succeeded, failed)",
         &refunds,
+    );
+    family(
+        &mut out,
+        "orderflow_orders_needs_attention",
+        "gauge",
+        "Orders stopped on a permanent error and waiting for ops, by code",
+        &attention,
+    );
+    family(
+        &mut out,
+        "orderflow_reconcile_actions_total",
+        "counter",
+        "Reconciliation's actions on orders (repaired, reported, purged)",
+        &reconcile,
+    );
+    family(
+        &mut out,
+        "orderflow_payments_held_total",
+        "counter",
+        "Payments their order could not take, by reason and by decision (holding, applied, refunded, refund_failed, nothing_to_do)",
+        &decisions,
     );
     Ok(out)
 }

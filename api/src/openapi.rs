@@ -58,6 +58,16 @@ pub struct WebhookAnswer {
     pub status: String,
 }
 
+/// An order in `needs_attention` that ops asked to try again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderRetry {
+    pub order_id: String,
+    /// Always `retrying`: the workflow carries on from the database.
+    pub status: String,
+    /// The code that had stopped it (`constraint_violation`, ...).
+    pub code: String,
+}
+
 /// A refund retry that was started.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RefundRetry {
@@ -170,6 +180,7 @@ impl Modify for Security {
         crate::routes::orders::pay_order,
         crate::routes::orders::create_admin_order,
         crate::routes::orders::ship_order,
+        crate::routes::orders::retry_order,
         crate::routes::payments::webhook,
         crate::routes::payments::audit,
         crate::routes::payments::retry_refund,

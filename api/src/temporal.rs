@@ -16,11 +16,12 @@ use orderflow_workflows::{
     refund_retry_workflow_id, workflow_id,
 };
 use temporalio_client::errors::{
-    WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    WorkflowIdReusePolicy, WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowUpdateWithStartOptions,
 };
 use temporalio_common::{HasWorkflowDefinition, UpdateDefinition};
 
@@ -151,6 +152,21 @@ pub async fn ship_order(
         ShipRequest::default(),
     )
     .await
+}
+
+/// Signals an order stopped in `needs_attention` to try again; `false` if its workflow is
+/// closed or missing.
+#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
+pub async fn retry_order(client: &Client, order_id: &str) -> Result<bool, ApiError> {
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    match handle
+        .signal(OrderWorkflow::retry, (), WorkflowSignalOptions::default())
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
+        Err(e) => Err(unavailable(order_id, e)),
+    }
 }
 
 /// Redeems a code for a user through the pair's workflow. Concurrent calls for one pair meet

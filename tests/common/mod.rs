@@ -396,7 +396,7 @@ impl TestApp {
 
     /// Runs the `temporal` CLI against this test's server, as an operator would; panics if it
     /// fails.
-    pub fn temporal_cli(&self, args: &[&str]) {
+    pub fn temporal_cli(&self, args: &[&str]) -> String {
         let address = self.temporal_address.trim_start_matches("http://");
         let out = std::process::Command::new("temporal")
             .args(args)
@@ -408,6 +408,29 @@ impl TestApp {
             "temporal {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The ids of this test's order workflows that a visibility query finds, as ops query the
+    /// Web UI (`OrderStatus = 'needs_attention'`, ...).
+    pub fn workflows_where(&self, query: &str) -> Vec<String> {
+        let query = format!("TaskQueue = '{}' AND ({query})", self.task_queue);
+        let out = self.temporal_cli(&["workflow", "list", "--query", &query, "-o", "json"]);
+        // An array, or one object per line, depending on the CLI's version.
+        let found: Vec<Value> = serde_json::from_str(out.trim()).unwrap_or_else(|_| {
+            out.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        });
+        found
+            .iter()
+            .filter_map(|w| w["execution"]["workflowId"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Whether the test database is PostgreSQL (else SQLite).
+    pub fn on_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
     }
 
     /// The reconciliation Schedule of this test's task queue, as `orderflow worker --schedules`

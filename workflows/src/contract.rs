@@ -100,6 +100,17 @@ impl OrderActivities {
     pub fn cancel_paid_order(input: CancelOrder) -> Result<(), ActivityError> {
         unimplemented!()
     }
+    /// Shows an order that stopped on a permanent error to ops: the `needs_attention` row, an
+    /// order event, the audit and the metric.
+    #[activity(name = "order.needs_attention")]
+    pub fn raise_attention(input: NeedsAttention) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+    /// Ops asked for a retry: the row is resolved (raised again if the retry stops too).
+    #[activity(name = "order.attention_resolved")]
+    pub fn resolve_attention(input: AttentionResolved) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
     /// Records a payment that did not pay for the order, so that it is refunded and never lost.
     #[activity(name = "order.record_unapplied_payment")]
     pub fn record_unapplied_payment(input: RecordUnappliedPayment) -> Result<(), ActivityError> {

@@ -239,6 +239,24 @@ pub struct OrderRef {
     pub order_id: String,
 }
 
+/// An order that stopped on a permanent error (a constraint violation, unreadable data): it
+/// waits for ops in `needs_attention` instead of retrying forever. `code` is the failure's
+/// stable type (`constraint_violation`, `data_error`, ...), `message` what it said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeedsAttention {
+    pub order_id: String,
+    pub code: String,
+    pub message: String,
+    pub at_ms: i64,
+}
+
+/// Ops asked an order in `needs_attention` to try again (`order.retry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttentionResolved {
+    pub order_id: String,
+    pub at_ms: i64,
+}
+
 /// The priced order, as the workflow computed it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amounts {

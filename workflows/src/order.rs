@@ -22,6 +22,11 @@
 //!    wallet funds in the same transaction), refunds the payment and returns the rest. A
 //!    fulfilment that fails for good is compensated the same way (`fulfilment_failed`).
 //!
+//! A step that fails for good (a constraint violation, data the store cannot read, an
+//! inconsistent hold) stops the order in `needs_attention` (`PATCH_ATTENTION`): the step rolled
+//! back whole, the order is shown to ops (search attribute, event, audit, metric), and the
+//! `order.retry` signal carries it on from the database, like a resumed run.
+//!
 //! Versions: `PATCH_REFUNDS` (checkout, grace window, refunds), `PATCH_FULFILMENT`
 //! (fulfilment, cancel after payment, admin orders, quotas), `PATCH_REFUND_ROW` (an existing
 //! refund resolved by its row; goods returned even when a refund fails) and `PATCH_ONE_TX`
@@ -36,11 +41,12 @@ use crate::refund::RefundWorkflow;
 use crate::{refund_workflow_id, search};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use temporalio_common::error::IncomingError;
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ApplicationFailure, ChildWorkflowOptions, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityExecutionError, ApplicationFailure, ChildWorkflowOptions, OutgoingWorkflowError,
+    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
 };
 
 /// The patch that added checkout sessions, the late-payment grace window and refunds.
@@ -53,6 +59,9 @@ pub const PATCH_REFUND_ROW: &str = "order-v4-refund-row";
 /// The patch that commits each outcome (paid; cancelled before or after payment) as one
 /// transaction: the status change and every hold move together.
 pub const PATCH_ONE_TX: &str = "order-v4-one-transaction";
+/// The patch that stops an order on a permanent error in `needs_attention` (visible, waiting
+/// for ops to fix the cause and retry) instead of failing the workflow.
+pub const PATCH_ATTENTION: &str = "order-v4-needs-attention";
 
 type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -97,6 +106,8 @@ pub struct OrderWorkflow {
     settled: bool,
     /// Update handlers still waiting; the run waits for them before it returns.
     open_handlers: u32,
+    /// Retries ops asked for (`order.retry`), counted so that one is never missed.
+    retries_requested: u32,
 }
 
 #[workflow_methods]
@@ -128,87 +139,32 @@ impl OrderWorkflow {
             compensating: false,
             settled: false,
             open_handlers: 0,
+            retries_requested: 0,
         }
     }
 
+    /// The lifecycle, and what happens when a step of it fails for good: the order waits in
+    /// `needs_attention` for ops, then carries on from the database (as a resumed run does).
     #[run(name = "order")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<OrderStatus> {
-        let input = ctx.state(|s| s.input.clone());
-        // Started by reconciliation for an order whose previous run is gone (never true in a
-        // history from before resumes existed).
-        if input.resume {
-            return resume(ctx).await;
+        let mut outcome = lifecycle(ctx).await;
+        loop {
+            let problem = match &outcome {
+                Err(WorkflowTermination::Failed(failure)) => Problem::of(failure),
+                _ => return outcome,
+            };
+            if !ctx.patched(PATCH_ATTENTION) {
+                return outcome;
+            }
+            wait_for_ops(ctx, problem).await?;
+            outcome = resume(ctx).await;
         }
-        let v3 = ctx.patched(PATCH_FULFILMENT);
-        ctx.state_mut(|s| s.v3 = v3);
-        publish(ctx, OrderStatus::Reserving, None);
+    }
 
-        // 1. Reserve. `held` lists every resource a reservation was attempted for, so that a
-        //    rejection releases (or tombstones) each of them.
-        let mut held = Vec::new();
-        let priced = reserve_all(ctx, &input, &mut held, v3).await;
-        let now = now_ms(ctx)?;
-        let amounts = match priced {
-            Ok(amounts) => amounts,
-            Err(refusal) => {
-                settle_all(ctx, &held, Settle::Release).await?;
-                record_order(
-                    ctx,
-                    OrderStatus::Rejected,
-                    Amounts::default(),
-                    None,
-                    Some(refusal.clone()),
-                    now,
-                )
-                .await?;
-                ctx.state_mut(|s| {
-                    s.status = OrderStatus::Rejected;
-                    s.rejection = Some(refusal);
-                    s.settled = true;
-                });
-                publish(ctx, OrderStatus::Rejected, None);
-                return finish(ctx, OrderStatus::Rejected).await;
-            }
-        };
-
-        // 2. Nothing left to pay, or an admin order paid offline: paid at creation, no deadline,
-        //    no webhook.
-        let offline = v3 && input.payment_method == PaymentMethod::Offline;
-        if amounts.payable == 0 || offline {
-            record_order(ctx, OrderStatus::PendingPayment, amounts, None, None, now).await?;
-            ctx.state_mut(|s| s.amounts = amounts);
-            let payment = offline.then(|| offline_payment(&input, amounts.payable));
-            if let Some(p) = &payment {
-                ctx.state_mut(|s| {
-                    s.seen_payment_ids.insert(p.payment_id.clone());
-                    s.payments.push(p.clone());
-                });
-            }
-            pay(ctx, &held, payment).await?;
-            if v3 {
-                return after_payment(ctx, &held).await;
-            }
-            return finish(ctx, OrderStatus::Paid).await;
-        }
-
-        let deadline = decide::deadline(now, input.payment_timeout_secs);
-        record_order(
-            ctx,
-            OrderStatus::PendingPayment,
-            amounts,
-            Some(deadline),
-            None,
-            now,
-        )
-        .await?;
-        ctx.state_mut(|s| {
-            s.amounts = amounts;
-            s.status = OrderStatus::PendingPayment;
-            s.deadline_ms = Some(deadline);
-            s.original_deadline_ms = Some(deadline);
-        });
-        publish(ctx, OrderStatus::PendingPayment, Some(deadline));
-        wait_then_settle(ctx, &held, v3).await
+    /// Ops fixed what stopped the order in `needs_attention`: try again.
+    #[signal(name = "order.retry")]
+    pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.retries_requested += 1;
     }
 
     /// The provider reported a payment. Deduplicated here by `payment_id`.
@@ -447,6 +403,86 @@ impl OrderWorkflow {
     }
 }
 
+/// Steps 1 to 4 of a new order, top to bottom.
+async fn lifecycle(ctx: &WorkflowContext<OrderWorkflow>) -> WorkflowResult<OrderStatus> {
+    let input = ctx.state(|s| s.input.clone());
+    // Started by reconciliation for an order whose previous run is gone (never true in a
+    // history from before resumes existed).
+    if input.resume {
+        return resume(ctx).await;
+    }
+    let v3 = ctx.patched(PATCH_FULFILMENT);
+    ctx.state_mut(|s| s.v3 = v3);
+    publish(ctx, OrderStatus::Reserving, None);
+
+    // 1. Reserve. `held` lists every resource a reservation was attempted for, so that a
+    //    rejection releases (or tombstones) each of them.
+    let mut held = Vec::new();
+    let priced = reserve_all(ctx, &input, &mut held, v3).await;
+    let now = now_ms(ctx)?;
+    let amounts = match priced {
+        Ok(amounts) => amounts,
+        Err(refusal) => {
+            settle_all(ctx, &held, Settle::Release).await?;
+            record_order(
+                ctx,
+                OrderStatus::Rejected,
+                Amounts::default(),
+                None,
+                Some(refusal.clone()),
+                now,
+            )
+            .await?;
+            ctx.state_mut(|s| {
+                s.status = OrderStatus::Rejected;
+                s.rejection = Some(refusal);
+                s.settled = true;
+            });
+            publish(ctx, OrderStatus::Rejected, None);
+            return finish(ctx, OrderStatus::Rejected).await;
+        }
+    };
+
+    // 2. Nothing left to pay, or an admin order paid offline: paid at creation, no deadline,
+    //    no webhook.
+    let offline = v3 && input.payment_method == PaymentMethod::Offline;
+    if amounts.payable == 0 || offline {
+        record_order(ctx, OrderStatus::PendingPayment, amounts, None, None, now).await?;
+        ctx.state_mut(|s| s.amounts = amounts);
+        let payment = offline.then(|| offline_payment(&input, amounts.payable));
+        if let Some(p) = &payment {
+            ctx.state_mut(|s| {
+                s.seen_payment_ids.insert(p.payment_id.clone());
+                s.payments.push(p.clone());
+            });
+        }
+        pay(ctx, &held, payment).await?;
+        if v3 {
+            return after_payment(ctx, &held).await;
+        }
+        return finish(ctx, OrderStatus::Paid).await;
+    }
+
+    let deadline = decide::deadline(now, input.payment_timeout_secs);
+    record_order(
+        ctx,
+        OrderStatus::PendingPayment,
+        amounts,
+        Some(deadline),
+        None,
+        now,
+    )
+    .await?;
+    ctx.state_mut(|s| {
+        s.amounts = amounts;
+        s.status = OrderStatus::PendingPayment;
+        s.deadline_ms = Some(deadline);
+        s.original_deadline_ms = Some(deadline);
+    });
+    publish(ctx, OrderStatus::PendingPayment, Some(deadline));
+    wait_then_settle(ctx, &held, v3).await
+}
+
 /// Steps 3 and 4 of a pending order: wait for a payment, a cancel or the deadline; then settle.
 async fn wait_then_settle(
     ctx: &WorkflowContext<OrderWorkflow>,
@@ -519,7 +555,10 @@ async fn resume(ctx: &WorkflowContext<OrderWorkflow>) -> WorkflowResult<OrderSta
         // seen): the wait ends with it at once. Not paid: cancelled and released now.
         OrderStatus::PendingPayment => {
             if loaded.waiting.is_empty() {
-                ctx.state_mut(|s| s.cancel_request = Some(CancelReason::Reconciled));
+                // A cancel asked for before the run stopped (ops retried it) keeps its reason.
+                ctx.state_mut(|s| {
+                    s.cancel_request.get_or_insert(CancelReason::Reconciled);
+                });
             }
             wait_then_settle(ctx, &held, true).await
         }
@@ -535,6 +574,69 @@ async fn resume(ctx: &WorkflowContext<OrderWorkflow>) -> WorkflowResult<OrderSta
         ))
         .into()),
     }
+}
+
+/// What stopped an order for good: the failure's stable code and what it said.
+struct Problem {
+    code: String,
+    message: String,
+}
+
+impl Problem {
+    /// Reads the code from the failure's type (set by the activities from their `StoreError`),
+    /// never from its text. A failure of the workflow's own making is `settlement_failed`.
+    fn of(failure: &OutgoingWorkflowError) -> Problem {
+        let application = match failure {
+            OutgoingWorkflowError::ActivityExecution(e) => match e.cause() {
+                Some(IncomingError::Application(app)) => Some(app),
+                _ => None,
+            },
+            _ => None,
+        };
+        match application {
+            Some(app) => Problem {
+                code: app.type_name().unwrap_or("activity_failed").to_owned(),
+                message: app.source_error().to_string(),
+            },
+            None => Problem {
+                code: "settlement_failed".to_owned(),
+                message: failure.to_string(),
+            },
+        }
+    }
+}
+
+/// A step failed for good. Nothing it did committed (one transaction per outcome), so the
+/// order shows as `needs_attention` (search attribute, order event, audit, metric) and waits
+/// for ops to fix the cause and ask for a retry. It is never retried in silence.
+async fn wait_for_ops(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    problem: Problem,
+) -> WorkflowResult<()> {
+    let order_id = ctx.state(|s| s.input.order_id.clone());
+    let seen = ctx.state(|s| s.retries_requested);
+    let raised = NeedsAttention {
+        order_id: order_id.clone(),
+        code: problem.code,
+        message: problem.message,
+        at_ms: now_ms(ctx)?,
+    };
+    ctx.execute_activity(OrderActivities::raise_attention, raised, settle_options())
+        .await?;
+    publish_step(ctx, "needs_attention", None);
+    ctx.wait_condition(move |s: &OrderWorkflow| s.retries_requested > seen)
+        .await?;
+    let resolved = AttentionResolved {
+        order_id,
+        at_ms: now_ms(ctx)?,
+    };
+    ctx.execute_activity(
+        OrderActivities::resolve_attention,
+        resolved,
+        settle_options(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Upserts the search attributes that ops filter on in the Web UI. `PaymentDeadline` is only

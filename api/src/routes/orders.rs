@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/orders/{order_id}/pay", post(pay_order))
         .route("/v1/admin/orders", post(create_admin_order))
         .route("/v1/admin/orders/{order_id}/ship", post(ship_order))
+        .route("/v1/admin/orders/{order_id}/retry", post(retry_order))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ORDER_BODY_BYTES))
 }
 
@@ -591,6 +592,35 @@ async fn ship_order(
         Answer::Refused(message) => Err(not_shippable(split_refusal(&message).1.to_owned())),
         Answer::Closed => Err(not_shippable("the order's workflow has ended".into())),
     }
+}
+
+/// `POST /v1/admin/orders/{id}/retry`: an order stopped in `needs_attention` by a permanent
+/// error tries again, once ops fixed the cause. Its workflow reads the order back from the
+/// database and carries on; if the same error stops it again, it is raised again.
+#[utoipa::path(post, path = "/v1/admin/orders/{order_id}/retry", tag = "admin", summary = "Retry an order that needs attention", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 202, description = "the order's workflow carries on", body = crate::openapi::OrderRetry), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 404, description = "no such order", body = crate::openapi::ErrorBody), (status = 409, description = "`order_not_stopped`: the order does not need attention", body = crate::openapi::ErrorBody), (status = 422, description = "invalid order id", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[tracing::instrument(skip(state, _admin))]
+async fn retry_order(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    check_id("order_id", &order_id)?;
+    let stopped = orderflow_activities::attention::of_order(&state.db, &order_id)
+        .await
+        .map_err(orderflow_activities::StoreError::from)?;
+    let not_stopped = |why: &str| ApiError::conflict("order_not_stopped", why).for_order(&order_id);
+    let Some(stopped) = stopped else {
+        store::get_order(&state.db, &order_id).await?;
+        return Err(not_stopped("the order does not need attention"));
+    };
+    if !temporal::retry_order(&state.temporal, &order_id).await? {
+        return Err(not_stopped("the order's workflow has ended"));
+    }
+    tracing::warn!(code = %stopped.code, "order retried by ops");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "order_id": order_id, "status": "retrying", "code": stopped.code })),
+    ))
 }
 
 /// `POST /v1/orders/{id}/pay`: a checkout session for the payable amount, through the
