@@ -50,7 +50,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub struct StartOptions {
     pub port: u16,
     pub ui_port: Option<u16>,
-    /// Persist to this SQLite file (WAL, synchronous=normal: DESIGN.md section 7); `None`
+    /// Persist to this SQLite file (WAL, synchronous=normal); `None`
     /// keeps everything in memory.
     pub db_file: Option<String>,
 }

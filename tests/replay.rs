@@ -1,10 +1,12 @@
 //! Determinism guard: every recorded history under `tests/histories/` must replay against the
-//! current workflow code. A change to a released workflow that is not behind `ctx.patched(..)`
-//! fails here, before it can break orders that are running in production.
+//! current workflow code, for every workflow type (order, refund, payment decision, redemption,
+//! reconcile). A change to a released workflow that is not behind `ctx.patched(..)` fails here,
+//! before it can break orders that are running in production.
 //!
-//! `record_histories` (ignored; run it by hand against a new workflow version) records a fresh
-//! set of histories: `cargo test --test replay -- --ignored record_histories`. Keep the old files:
-//! running orders were started by the old code.
+//! `1.0-*.json` is the baseline: the redesigned workflows, before any release. Record a new set
+//! by hand with `HISTORY_VERSION=<v> cargo test --test replay -- --ignored record_histories`
+//! when a change is released, and keep the old files: running orders were started by the old
+//! code (see the README's upgrade policy).
 
 mod common;
 
@@ -36,6 +38,10 @@ async fn every_recorded_history_replays_against_the_current_workflows() {
         .unwrap()
         .register_workflow::<orderflow_workflows::PaymentDecisionWorkflow>()
         .unwrap()
+        .register_workflow::<orderflow_workflows::RedemptionWorkflow>()
+        .unwrap()
+        .register_workflow::<orderflow_workflows::ReconcileWorkflow>()
+        .unwrap()
         .build();
     let replayer = WorkflowReplayer::new(options).expect("replayer");
     for file in &files {
@@ -61,7 +67,7 @@ async fn save(app: &TestApp, workflow: String, name: &str) {
     eprintln!("recorded {}", path.display());
 }
 
-/// Records one history per path through the order workflow.
+/// Records one history per path through the order workflow, and one of every other workflow.
 #[tokio::test]
 #[ignore = "records histories; run by hand when releasing a workflow change"]
 async fn record_histories() {
@@ -70,7 +76,7 @@ async fn record_histories() {
     app.credit_wallet("alice", 1000).await;
     app.credit_points("alice", 300).await;
     let mut coupons = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         coupons.push(app.create_coupon("alice", "amount", 500).await);
     }
     let full = |timeout: u64, coupon: &str| {
@@ -191,4 +197,111 @@ async fn record_histories() {
         "payment-decision",
     )
     .await;
+
+    // Fulfilment failed for good (the quota lowered after the order was placed): undone.
+    app.put_sku_with(
+        "pro",
+        json!({"price": 900, "stock": 10, "kind": "digital", "quota": 1}),
+    )
+    .await;
+    let doomed = app
+        .create_order(
+            "doomed",
+            json!({"user_id": "erin", "items": [{"sku": "pro", "quantity": 1}]}),
+        )
+        .await
+        .body["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.put_sku_with(
+        "pro",
+        json!({"price": 900, "stock": 9, "kind": "digital", "quota": 0}),
+    )
+    .await;
+    app.checkout_and_pay(&doomed, None).await;
+    app.wait_status(&doomed, "cancelled").await;
+    app.settled(&doomed).await;
+    save(&app, workflow_id(&doomed), "fulfilment-failed").await;
+
+    // A redemption.
+    app.put_sku_with(
+        "ebook",
+        json!({"price": 500, "stock": 10, "kind": "digital"}),
+    )
+    .await;
+    let code = app
+        .post(
+            "/v1/admin/codes",
+            json!({"code": "FREEBOOK", "sku": "ebook", "max_uses": 3}),
+        )
+        .await;
+    assert_eq!(code.status, 201, "{}", code.body);
+    let redeemed = app
+        .post(
+            "/v1/redemptions",
+            json!({"user_id": "bob", "code": "FREEBOOK"}),
+        )
+        .await;
+    assert_eq!(redeemed.status, 201, "{}", redeemed.body);
+    save(
+        &app,
+        orderflow_workflows::redemption_workflow_id("bob", "FREEBOOK"),
+        "redemption",
+    )
+    .await;
+
+    // Admin orders: a lamp paid from the wallet and then cancelled (the wallet returns with the
+    // cancel), and an ebook paid offline (fulfilled at once).
+    app.credit_wallet("alice", 5000).await;
+    for (key, sku, method) in [
+        ("admin-wallet", "lamp", "wallet"),
+        ("admin-offline", "ebook", "offline"),
+    ] {
+        let r = app
+            .send(
+                app.http
+                    .post(format!("{}/v1/admin/orders", app.base))
+                    .header("Idempotency-Key", key)
+                    .json(&json!({"user_id": "alice", "items": [{"sku": sku, "quantity": 1}], "payment_method": method})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.body["order_id"].as_str().unwrap().to_owned();
+        if method == "wallet" {
+            app.wait_shipment(&id, "pending").await;
+            app.cancel(&id, "admin").await;
+        }
+        app.settled(&id).await;
+        save(&app, workflow_id(&id), key).await;
+    }
+
+    // A reconciliation run that resumes a terminated order.
+    let orphan = app
+        .create_order("orphan", full(600, &coupons[5]))
+        .await
+        .body["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.temporal_cli(&[
+        "workflow",
+        "terminate",
+        "--workflow-id",
+        &workflow_id(&orphan),
+        "--reason",
+        "recording a reconciliation",
+    ]);
+    let schedule = app.reconcile_schedule().await;
+    app.reconcile_now(&schedule, 0).await;
+    let run = app
+        .eventually(30, "a finished reconciliation run", || async {
+            let done =
+                app.workflows_where("WorkflowType = 'reconcile' AND ExecutionStatus = 'Completed'");
+            done.into_iter().next()
+        })
+        .await;
+    schedule.delete(Default::default()).await.unwrap();
+    save(&app, run, "reconcile").await;
+    app.cancel(&orphan, "user").await;
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use orderflow_activities::funds::{POINTS, WALLET};
-use orderflow_activities::{Db, StoreError, audit, coupons, funds, orders, stock, store};
+use orderflow_activities::{Db, StoreError, audit, coupons, funds, orders, outcome, stock, store};
 use orderflow_workflows::model::*;
 
 fn sku_spec(price: i64, stock: i64) -> store::SkuSpec {
@@ -92,10 +92,18 @@ async fn account(db: &Db, kind: funds::Account) -> store::Account {
 }
 
 async fn release_all(db: &Db, order_id: &str) {
-    stock::release(db, order_id).await.unwrap();
-    coupons::release(db, order_id).await.unwrap();
-    funds::release(db, POINTS, order_id).await.unwrap();
-    funds::release(db, WALLET, order_id).await.unwrap();
+    outcome::settle_one(db, order_id, Resource::Stock, Move::Release)
+        .await
+        .unwrap();
+    outcome::settle_one(db, order_id, Resource::Coupon, Move::Release)
+        .await
+        .unwrap();
+    outcome::settle_one(db, order_id, Resource::Points, Move::Release)
+        .await
+        .unwrap();
+    outcome::settle_one(db, order_id, Resource::Wallet, Move::Release)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -129,15 +137,25 @@ async fn each_capture_is_idempotent_and_a_captured_hold_can_never_be_released() 
     let db = fresh_db().await;
     let coupon = reserve_everything(&db, "ord_2").await;
     for _ in 0..2 {
-        stock::capture(&db, "ord_2").await.unwrap();
-        coupons::capture(&db, "ord_2").await.unwrap();
-        funds::capture(&db, POINTS, "ord_2").await.unwrap();
-        funds::capture(&db, WALLET, "ord_2").await.unwrap();
+        outcome::settle_one(&db, "ord_2", Resource::Stock, Move::Capture)
+            .await
+            .unwrap();
+        outcome::settle_one(&db, "ord_2", Resource::Coupon, Move::Capture)
+            .await
+            .unwrap();
+        outcome::settle_one(&db, "ord_2", Resource::Points, Move::Capture)
+            .await
+            .unwrap();
+        outcome::settle_one(&db, "ord_2", Resource::Wallet, Move::Capture)
+            .await
+            .unwrap();
     }
     assert_eq!(store::get_sku(&db, "book").await.unwrap().sold, 2);
     assert_eq!(store::get_coupon(&db, &coupon).await.unwrap().used, 300);
     assert_eq!(account(&db, WALLET).await.spent, 70);
-    let err = stock::release(&db, "ord_2").await.unwrap_err();
+    let err = outcome::settle_one(&db, "ord_2", Resource::Stock, Move::Release)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -162,7 +180,9 @@ async fn a_release_whose_update_matches_no_row_fails_loudly_and_changes_nothing(
         .execute(&db)
         .await
         .unwrap();
-    let err = coupons::release(&db, "ord_3").await.unwrap_err();
+    let err = outcome::settle_one(&db, "ord_3", Resource::Coupon, Move::Release)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -189,7 +209,9 @@ async fn a_release_whose_update_matches_no_row_fails_loudly_and_changes_nothing(
     .unwrap();
     assert_eq!(n, 0);
     // Capturing what was never reserved fails loudly too.
-    let err = stock::capture(&db, "ord_never").await.unwrap_err();
+    let err = outcome::settle_one(&db, "ord_never", Resource::Stock, Move::Capture)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -248,8 +270,10 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
         reason: CancelReason::Timeout,
         at_ms: 1_500,
     };
-    orders::mark_cancelled(db, &cancel).await.unwrap();
-    release_all(db, order_id).await;
+    let held = Resource::ALL.to_vec();
+    outcome::cancel(db, &CancelOrder { cancel, held })
+        .await
+        .unwrap();
     RefundPayment {
         order_id: order_id.into(),
         user_id: "alice".into(),
@@ -413,9 +437,11 @@ async fn an_outcome_commits_its_status_and_every_hold_move_together_or_not_at_al
 async fn each_refund_step_runs_twice_with_one_effect_and_a_second_outcome_is_refused() {
     let db = fresh_db().await;
     let refund = late_payment(&db, "ord_r1").await;
-    let payments = orderflow_activities::payments::record_refund_pending;
-    payments(&db, &refund).await.unwrap();
-    payments(&db, &refund).await.unwrap();
+    let begin = |r| orderflow_activities::payments::begin_refund(&db, r, None);
+    for _ in 0..2 {
+        let begun = begin(&refund).await.unwrap();
+        assert!(matches!(begun, RefundBegun::Call { .. }), "{begun:?}");
+    }
     let ok = RecordRefundResult {
         order_id: "ord_r1".into(),
         payment_id: refund.payment.payment_id.clone(),
@@ -444,7 +470,7 @@ async fn each_refund_step_runs_twice_with_one_effect_and_a_second_outcome_is_ref
         },
         ..refund.clone()
     };
-    assert!(payments(&db, &bigger).await.is_err());
+    assert!(begin(&bigger).await.is_err());
 
     let order = store::get_order(&db, "ord_r1").await.unwrap();
     assert_eq!(order.payments.len(), 1);
@@ -488,10 +514,10 @@ async fn a_captured_payment_can_never_be_refunded_as_owed() {
     .execute(&db)
     .await
     .unwrap();
-    let err = orderflow_activities::payments::record_refund_pending(&db, &refund)
+    let begun = orderflow_activities::payments::begin_refund(&db, &refund, None)
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), "payment_conflict", "{err}");
+        .unwrap();
+    assert!(matches!(begun, RefundBegun::Applied), "{begun:?}");
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refunds")
         .fetch_one(&db)
         .await

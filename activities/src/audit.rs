@@ -1,4 +1,4 @@
-//! The conservation invariants of DESIGN.md section 3, checked against the database.
+//! The conservation invariants of `docs/architecture.md` (section 3), checked against the database.
 //!
 //! Like Jepsen's bank test: every scenario test ends by calling [`check`], which recomputes
 //! what each SKU, coupon, wallet and points account must hold from the orders' holds and

@@ -106,19 +106,6 @@ fn settle_sql(how: Move) -> &'static str {
     }
 }
 
-pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, Resource::Coupon, Move::Release).await
-}
-
-pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, Resource::Coupon, Move::Capture).await
-}
-
-/// Gives a used coupon value back (a cancel after payment).
-pub async fn give_back(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, Resource::Coupon, Move::Return).await
-}
-
 /// Moves the coupon hold inside the caller's transaction (see `outcome`).
 pub(crate) async fn settle_in(
     tx: &mut holds::Tx<'_>,

@@ -203,16 +203,6 @@ pub async fn stop(db: &Db, input: &OrderAt) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `paid | fulfilled -> cancelled`: the captured payment becomes owed back (the refund workflow
-/// pays it back), and the wallet funds the order spent return to the balance, all in this one
-/// transaction. An order paid purely online has no wallet hold: the wallet is not touched.
-pub async fn cancel_after_payment(db: &Db, input: &MarkCancelled) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    cancel_after_payment_in(&mut tx, input).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// `cancel_after_payment` inside the caller's transaction.
 pub(crate) async fn cancel_after_payment_in(
     tx: &mut crate::holds::Tx<'_>,

@@ -81,19 +81,6 @@ pub async fn reserve(
     })
 }
 
-pub async fn release(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, account.resource, Move::Release).await
-}
-
-pub async fn capture(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, account.resource, Move::Capture).await
-}
-
-/// Gives spent funds back to the balance (a cancel after payment).
-pub async fn give_back(db: &Db, account: Account, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, account.resource, Move::Return).await
-}
-
 /// Moves a points or wallet hold inside the caller's transaction (see `outcome`).
 pub(crate) async fn settle_in(
     tx: &mut Tx<'_>,

@@ -227,13 +227,8 @@ pub async fn begin_return(
     .await
 }
 
-/// How a settled hold moves, for the resource modules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Move {
-    Release,
-    Capture,
-    Return,
-}
+/// How a settled hold moves (the workflow's own `Move`, one type on both sides).
+pub use orderflow_workflows::model::Move;
 
 /// Starts `how` on the hold (see `begin_release`, `begin_capture`, `begin_return`).
 pub async fn begin(

@@ -19,7 +19,7 @@
 //! - [`redemptions`]: redemption codes, granted at most once per user and never beyond `max_uses`.
 //! - [`store`]: reads and admin writes used by the API.
 //! - [`attention`]: orders that stopped on a permanent error and wait for ops.
-//! - [`audit`]: the conservation invariants of DESIGN.md section 3, checked against the data,
+//! - [`audit`]: the conservation invariants of `docs/architecture.md`, checked against the data,
 //!   and the two-way money audit against the provider's own ledger.
 //! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
 //!

@@ -9,7 +9,7 @@ use crate::error::StoreError;
 use crate::holds::{Tx, expect_one};
 use orderflow_workflows::model::{
     Amounts, LoadedOrder, MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder,
-    RecordUnappliedPayment, Resource,
+    Resource,
 };
 use sqlx::Row;
 
@@ -146,14 +146,6 @@ pub async fn record(db: &Db, input: &RecordOrder) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// `pending_payment -> paid`: clears `expires_at` and records the payment that paid.
-pub async fn mark_paid(db: &Db, input: &MarkPaid) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    mark_paid_in(&mut tx, input).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// `mark_paid` inside the caller's transaction.
 pub(crate) async fn mark_paid_in(tx: &mut Tx<'_>, input: &MarkPaid) -> Result<(), StoreError> {
     let order_id = input.order_id.as_str();
@@ -218,14 +210,6 @@ pub(crate) async fn mark_paid_in(tx: &mut Tx<'_>, input: &MarkPaid) -> Result<()
     Ok(())
 }
 
-/// `pending_payment -> cancelled`, before any release: from here on no payment can be applied.
-pub async fn mark_cancelled(db: &Db, input: &MarkCancelled) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    mark_cancelled_in(&mut tx, input).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// `mark_cancelled` inside the caller's transaction.
 pub(crate) async fn mark_cancelled_in(
     tx: &mut Tx<'_>,
@@ -263,24 +247,6 @@ pub(crate) async fn mark_cancelled_in(
         input.at_ms,
     )
     .await?;
-    Ok(())
-}
-
-/// Records a payment that did not pay for its order, so that it is owed back, never dropped.
-pub async fn record_unapplied_payment(
-    db: &Db,
-    input: &RecordUnappliedPayment,
-) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    owe_back(
-        &mut tx,
-        &input.order_id,
-        &input.payment,
-        &input.reason,
-        input.at_ms,
-    )
-    .await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -15,20 +15,54 @@ use crate::error::StoreError;
 use crate::funds::{POINTS, WALLET};
 use crate::holds::{Move, Tx};
 use crate::{Db, coupons, fulfilment, funds, orders, stock};
-use orderflow_workflows::model::{CancelOrder, PayOrder, Resource};
+use orderflow_workflows::model::{CancelOrder, PayOrder, Resource, SettleHolds};
 
-/// One hold move in its own transaction (the activities of orders from before
-/// `PATCH_ONE_TX`, and reconciliation's releases).
+/// Moves every hold in `input.held` the same way in one transaction (releases and returns in
+/// reverse order of reservation): a rejection, a resumed paid order's captures,
+/// reconciliation's releases.
+pub async fn settle_holds(db: &Db, input: &SettleHolds) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    let order_id = input.order_id.as_str();
+    let now = crate::now_ms();
+    match input.how {
+        Move::Capture => {
+            settle_each(
+                &mut tx,
+                order_id,
+                input.held.iter().copied(),
+                input.how,
+                now,
+            )
+            .await?
+        }
+        Move::Release | Move::Return => {
+            settle_each(
+                &mut tx,
+                order_id,
+                input.held.iter().rev().copied(),
+                input.how,
+                now,
+            )
+            .await?
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One hold move in its own transaction.
 pub async fn settle_one(
     db: &Db,
     order_id: &str,
     resource: Resource,
     how: Move,
 ) -> Result<(), StoreError> {
-    let mut tx = db.begin().await?;
-    settle(&mut tx, order_id, resource, how, crate::now_ms()).await?;
-    tx.commit().await?;
-    Ok(())
+    let input = SettleHolds {
+        order_id: order_id.to_owned(),
+        held: vec![resource],
+        how,
+    };
+    settle_holds(db, &input).await
 }
 
 /// Moves one held resource inside the outcome's transaction.

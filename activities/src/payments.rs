@@ -69,22 +69,6 @@ pub async fn record_checkout(db: &Db, input: &RecordCheckout) -> Result<(), Stor
     Ok(())
 }
 
-/// Refund step 1: the payment is recorded as owed back, and a `pending` refund of all of it is
-/// recorded, in one transaction, before the provider is called. A retry finds both rows.
-pub async fn record_refund_pending(db: &Db, input: &RefundPayment) -> Result<(), StoreError> {
-    match begin_refund(db, input, None).await? {
-        RefundBegun::Applied => Err(StoreError::conflict(
-            &input.order_id,
-            "payment_conflict",
-            format!(
-                "payment {} paid its order: it is not owed back",
-                input.payment.payment_id
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Refund step 1, on our own record: if the payment paid its order, there is nothing to refund;
 /// otherwise it is recorded as owed back with a `pending` refund row (unless one exists), and
 /// the answer is what that row says: call the provider with the attempt's key, or the outcome

@@ -147,19 +147,6 @@ fn line_sql(how: Move) -> &'static str {
     }
 }
 
-pub async fn release(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, Resource::Stock, Move::Release).await
-}
-
-pub async fn capture(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, Resource::Stock, Move::Capture).await
-}
-
-/// Gives sold stock back to `available` (a cancel after payment).
-pub async fn give_back(db: &Db, order_id: &str) -> Result<(), StoreError> {
-    crate::outcome::settle_one(db, order_id, Resource::Stock, Move::Return).await
-}
-
 /// Moves the stock hold inside the caller's transaction (see `outcome`).
 pub(crate) async fn settle_in(
     tx: &mut holds::Tx<'_>,

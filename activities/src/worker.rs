@@ -75,7 +75,7 @@ about_order! {
     RecordOrder => |x| &x.order.order_id,
     MarkPaid => |x| &x.order_id,
     MarkCancelled => |x| &x.order_id,
-    RecordUnappliedPayment => |x| &x.order_id,
+    SettleHolds => |x| &x.order_id,
     NeedsAttention => |x| &x.order_id,
     AttentionResolved => |x| &x.order_id,
     OpenCheckout => |x| &x.order_id,
@@ -138,102 +138,6 @@ impl OrderActivitiesImpl {
             .map_err(into_activity_error)
     }
 
-    #[activity(definition = markers::ReleaseStock)]
-    #[tracing::instrument(name = "release_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn release_stock(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::stock::release(&self.db, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::ReleaseCoupon)]
-    #[tracing::instrument(name = "release_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn release_coupon(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::coupons::release(&self.db, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::ReleasePoints)]
-    #[tracing::instrument(name = "release_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn release_points(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::funds::release(&self.db, POINTS, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::ReleaseWallet)]
-    #[tracing::instrument(name = "release_wallet", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn release_wallet(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::funds::release(&self.db, WALLET, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::CaptureStock)]
-    #[tracing::instrument(name = "capture_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn capture_stock(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::stock::capture(&self.db, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::CaptureCoupon)]
-    #[tracing::instrument(name = "capture_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn capture_coupon(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::coupons::capture(&self.db, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::CapturePoints)]
-    #[tracing::instrument(name = "capture_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn capture_points(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::funds::capture(&self.db, POINTS, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::CaptureWallet)]
-    #[tracing::instrument(name = "capture_wallet", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn capture_wallet(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::funds::capture(&self.db, WALLET, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
     #[activity(definition = markers::RecordOrder)]
     #[tracing::instrument(name = "record_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn record_order(
@@ -246,26 +150,14 @@ impl OrderActivitiesImpl {
             .map_err(into_activity_error)
     }
 
-    #[activity(definition = markers::MarkPaid)]
-    #[tracing::instrument(name = "mark_paid", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn mark_paid(
+    #[activity(definition = markers::SettleHolds)]
+    #[tracing::instrument(name = "settle_holds", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn settle_holds(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        input: MarkPaid,
+        input: SettleHolds,
     ) -> Result<(), ActivityError> {
-        crate::orders::mark_paid(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::MarkCancelled)]
-    #[tracing::instrument(name = "mark_cancelled", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn mark_cancelled(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: MarkCancelled,
-    ) -> Result<(), ActivityError> {
-        crate::orders::mark_cancelled(&self.db, &input)
+        crate::outcome::settle_holds(&self.db, &input)
             .await
             .map_err(into_activity_error)
     }
@@ -331,18 +223,6 @@ impl OrderActivitiesImpl {
             .map_err(into_activity_error)
     }
 
-    #[activity(definition = markers::RecordUnappliedPayment)]
-    #[tracing::instrument(name = "record_unapplied_payment", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn record_unapplied_payment(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: RecordUnappliedPayment,
-    ) -> Result<(), ActivityError> {
-        crate::orders::record_unapplied_payment(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
-    }
-
     #[activity(definition = markers::OpenCheckout)]
     #[tracing::instrument(name = "open_checkout", skip_all, fields(order_id = %input.order_id(), workflow_id = ?ctx.info().workflow_id))]
     pub async fn open_checkout(
@@ -377,18 +257,6 @@ impl OrderActivitiesImpl {
         input: RecordCheckout,
     ) -> Result<(), ActivityError> {
         crate::payments::record_checkout(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::RecordRefundPending)]
-    #[tracing::instrument(name = "record_refund_pending", skip_all, fields(order_id = %input.order_id(), payment_id = %input.payment.payment_id, workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn record_refund_pending(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: RefundPayment,
-    ) -> Result<(), ActivityError> {
-        crate::payments::record_refund_pending(&self.db, &input)
             .await
             .map_err(into_activity_error)
     }
@@ -554,54 +422,6 @@ impl OrderActivitiesImpl {
         input: OrderAt,
     ) -> Result<(), ActivityError> {
         crate::fulfilment::stop(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::CancelAfterPayment)]
-    #[tracing::instrument(name = "cancel_after_payment", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn cancel_after_payment(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: MarkCancelled,
-    ) -> Result<(), ActivityError> {
-        crate::fulfilment::cancel_after_payment(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::ReturnStock)]
-    #[tracing::instrument(name = "return_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn return_stock(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::stock::give_back(&self.db, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::ReturnCoupon)]
-    #[tracing::instrument(name = "return_coupon", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn return_coupon(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::coupons::give_back(&self.db, &input.order_id)
-            .await
-            .map_err(into_activity_error)
-    }
-
-    #[activity(definition = markers::ReturnPoints)]
-    #[tracing::instrument(name = "return_points", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
-    pub async fn return_points(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: OrderRef,
-    ) -> Result<(), ActivityError> {
-        crate::funds::give_back(&self.db, POINTS, &input.order_id)
             .await
             .map_err(into_activity_error)
     }

@@ -1,4 +1,5 @@
-//! orderflow-api: the REST edge (DESIGN.md section 6).
+//! orderflow-api: the REST edge (the README's "The API"; `docs/architecture.md` for where
+//! a new endpoint goes).
 //!
 //! - [`app`] builds the router from an [`AppState`]; tests call it on port 0.
 //! - [`auth`]: bearer JWTs (HS256): who calls, and what they may touch.

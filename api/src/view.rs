@@ -1,4 +1,4 @@
-//! Response shapes of DESIGN.md section 6, as typed structs: the same definitions serialize the
+//! Response shapes of the REST API (README, "The API"), as typed structs: the same definitions serialize the
 //! responses and describe them in the OpenAPI document, so the two cannot drift. Fields may be
 //! added; the listed ones are never renamed. Times are RFC 3339 in UTC; money is integer minor
 //! units.

@@ -624,7 +624,7 @@ impl TestApp {
         result.unwrap_or_else(|e| panic!("order {order_id}: workflow failed: {e}"));
     }
 
-    /// The conservation invariants of DESIGN.md section 3 against the database, and the
+    /// The conservation invariants of `docs/architecture.md` (section 3) against the database, and the
     /// two-way money audit against the provider sandbox's own ledger (read through its listing
     /// API, as `orderflow audit` reads a real provider): every payment it captured is applied
     /// to exactly one order or refunded once, every refund it holds is one we meant, within its

@@ -35,53 +35,16 @@ impl OrderActivities {
         unimplemented!()
     }
 
-    #[activity(name = "order.release_stock")]
-    pub fn release_stock(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.release_coupon")]
-    pub fn release_coupon(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.release_points")]
-    pub fn release_points(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.release_wallet")]
-    pub fn release_wallet(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-
-    #[activity(name = "order.capture_stock")]
-    pub fn capture_stock(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.capture_coupon")]
-    pub fn capture_coupon(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.capture_points")]
-    pub fn capture_points(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.capture_wallet")]
-    pub fn capture_wallet(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-
     /// Creates the order row (`pending_payment` or `rejected`) and its first event.
     #[activity(name = "order.record_order")]
     pub fn record_order(input: RecordOrder) -> Result<(), ActivityError> {
         unimplemented!()
     }
-    /// `pending_payment -> paid`, records the payment and clears `expires_at`.
-    #[activity(name = "order.mark_paid")]
-    pub fn mark_paid(input: MarkPaid) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    /// `pending_payment -> cancelled` with its reason, before any release runs.
-    #[activity(name = "order.mark_cancelled")]
-    pub fn mark_cancelled(input: MarkCancelled) -> Result<(), ActivityError> {
+    /// Moves every listed hold of an order (capture, release or return) in one transaction;
+    /// releases and returns in reverse order of reservation. For moves outside an outcome: a
+    /// rejection, a resumed paid order, reconciliation's releases.
+    #[activity(name = "order.settle_holds")]
+    pub fn settle_holds(input: SettleHolds) -> Result<(), ActivityError> {
         unimplemented!()
     }
     /// `pending_payment -> paid` and every capture, in one transaction.
@@ -111,11 +74,6 @@ impl OrderActivities {
     pub fn resolve_attention(input: AttentionResolved) -> Result<(), ActivityError> {
         unimplemented!()
     }
-    /// Records a payment that did not pay for the order, so that it is refunded and never lost.
-    #[activity(name = "order.record_unapplied_payment")]
-    pub fn record_unapplied_payment(input: RecordUnappliedPayment) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
 
     /// Asks the provider for a checkout session (idempotent on `checkout-{order_id}-{attempt}`).
     #[activity(name = "payment.open_checkout")]
@@ -128,12 +86,6 @@ impl OrderActivities {
         unimplemented!()
     }
 
-    /// Step 1 of a refund: records the payment as owed back (if it is not recorded yet) and a
-    /// `pending` refund row keyed by the payment, in one transaction.
-    #[activity(name = "refund.record_pending")]
-    pub fn record_refund_pending(input: RefundPayment) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
     /// Step 1 since refunds are exactly-once on our own record: records the payment as owed
     /// back and a `pending` refund row if there is none, and answers what the row says: call
     /// the provider (with the attempt's key), or the outcome it already has. Never calls out.
@@ -167,24 +119,6 @@ impl OrderActivities {
     /// Intercepts the pending shipment and revokes the order's entitlements.
     #[activity(name = "order.stop_fulfilment")]
     pub fn stop_fulfilment(input: OrderAt) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    /// `paid | fulfilled -> cancelled`; the payment becomes owed back and the wallet funds
-    /// return, in the same transaction.
-    #[activity(name = "order.cancel_after_payment")]
-    pub fn cancel_after_payment(input: MarkCancelled) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.return_stock")]
-    pub fn return_stock(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.return_coupon")]
-    pub fn return_coupon(input: OrderRef) -> Result<(), ActivityError> {
-        unimplemented!()
-    }
-    #[activity(name = "order.return_points")]
-    pub fn return_points(input: OrderRef) -> Result<(), ActivityError> {
         unimplemented!()
     }
 

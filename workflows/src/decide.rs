@@ -15,7 +15,7 @@ pub fn coupon_cap(total: i64) -> i64 {
     total.max(0)
 }
 
-/// Prices an order (DESIGN.md section 3): the coupon first, then points and wallet exactly as
+/// Prices an order (`docs/architecture.md`, section 3): the coupon first, then points and wallet exactly as
 /// requested. Refuses with `amount_exceeds_total` if they exceed what remains.
 pub fn price(total: i64, coupon: i64, points: i64, wallet: i64) -> Result<Amounts, Refusal> {
     let exceeds = || {

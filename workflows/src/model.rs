@@ -232,6 +232,25 @@ pub struct ReserveFunds {
     pub amount: i64,
 }
 
+/// How a hold moves once it is settled: released back (never captured), captured (sold,
+/// spent), or returned after a capture (a paid order undone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Move {
+    Release,
+    Capture,
+    Return,
+}
+
+/// Moves every listed hold of one order the same way, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleHolds {
+    pub order_id: String,
+    /// In reservation order; releases and returns run in reverse.
+    pub held: Vec<Resource>,
+    pub how: Move,
+}
+
 /// Release or capture what an order holds of one resource. The ledger row of the reservation
 /// says how much and from whom, so the order id is all the activity needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +334,19 @@ pub struct PayOrder {
 pub struct CancelOrder {
     pub cancel: MarkCancelled,
     pub held: Vec<Resource>,
+}
+
+impl CancelOrder {
+    pub fn new(order_id: String, reason: CancelReason, at_ms: i64, held: &[Resource]) -> Self {
+        CancelOrder {
+            cancel: MarkCancelled {
+                order_id,
+                reason,
+                at_ms,
+            },
+            held: held.to_vec(),
+        }
+    }
 }
 
 /// A payment that did not pay for the order: late (after cancellation), a second payment, or a

@@ -15,7 +15,7 @@
 //! 4. records the decision.
 //!
 //! A run after a finished one (a redelivered event, a re-drive) re-reads the truth: a payment
-//! already refunded is never refunded again. Deterministic code only (see `order.rs`).
+//! already refunded is never refunded again. Deterministic code only (see `order/mod.rs`).
 
 use crate::contract::OrderActivities;
 use crate::decide::{secs_to_ms, until};

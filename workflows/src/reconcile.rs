@@ -11,23 +11,20 @@
 //! the order workflow uses. A running workflow far past its deadline is reported. Each repair
 //! is an order event with reason `reconciled` and a `reconcile_log` row.
 //!
-//! Since `PATCH_REDRIVE` it also hands on again every webhook-inbox event still unprocessed a
-//! short while after it arrived (default 60 s): provider redelivery is not the only path.
+//! It also hands on again every webhook-inbox event still unprocessed a short while after it
+//! arrived (default 60 s): provider redelivery is not the only path.
 //!
 //! Deterministic code only.
 
 use crate::contract::OrderActivities;
 use crate::model::{
-    CancelReason, MarkCancelled, OrderRef, PurgeInbox, ReconcileEntry, ReconcileInput,
-    ReconcileReport, RedriveInbox, Resource,
+    Move, OrderRef, PurgeInbox, ReconcileEntry, ReconcileInput, ReconcileReport, RedriveInbox,
 };
+use crate::order::settle;
+use crate::policy::{now_ms, settle_options};
 
-/// The patch that added the inbox re-drive.
-pub const PATCH_REDRIVE: &str = "reconcile-v2-redrive";
 /// Inbox events unprocessed this long are re-driven, unless configured.
 pub const DEFAULT_REDRIVE_AFTER_SECS: u64 = 60;
-use crate::order::{Settle, settle_one};
-use crate::policy::{now_ms, settle_options};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
 
@@ -65,22 +62,8 @@ impl ReconcileWorkflow {
                     .await?;
                 report.repaired.push(order_id.clone());
             } else if suspect.action == "release" {
-                release(ctx, &suspect.resources, &order_id).await?;
-                report.repaired.push(order_id.clone());
-            } else if suspect.action == "repair" {
-                // Runs from before resumes: cancel and release.
-                let at_ms = now_ms(ctx)?;
-                ctx.execute_activity(
-                    OrderActivities::mark_cancelled,
-                    MarkCancelled {
-                        order_id: order_id.clone(),
-                        reason: CancelReason::Reconciled,
-                        at_ms,
-                    },
-                    settle_options(),
-                )
-                .await?;
-                release(ctx, &Resource::ALL, &order_id).await?;
+                // What a closed or never-recorded order still holds.
+                settle(ctx, &order_id, &suspect.resources, Move::Release).await?;
                 report.repaired.push(order_id.clone());
             } else {
                 report.reported.push(order_id.clone());
@@ -106,21 +89,19 @@ impl ReconcileWorkflow {
             )
             .await?;
         }
-        if ctx.patched(PATCH_REDRIVE) {
-            let after = input
-                .redrive_after_secs
-                .unwrap_or(DEFAULT_REDRIVE_AFTER_SECS);
-            let now = now_ms(ctx)?;
-            report.inbox_redriven = ctx
-                .execute_activity(
-                    OrderActivities::redrive_inbox,
-                    RedriveInbox {
-                        before_ms: now.saturating_sub(crate::decide::secs_to_ms(after)),
-                    },
-                    settle_options(),
-                )
-                .await?;
-        }
+        let after = input
+            .redrive_after_secs
+            .unwrap_or(DEFAULT_REDRIVE_AFTER_SECS);
+        let now = now_ms(ctx)?;
+        report.inbox_redriven = ctx
+            .execute_activity(
+                OrderActivities::redrive_inbox,
+                RedriveInbox {
+                    before_ms: now.saturating_sub(crate::decide::secs_to_ms(after)),
+                },
+                settle_options(),
+            )
+            .await?;
         let now = now_ms(ctx)?;
         let retention_ms = crate::decide::secs_to_ms(input.inbox_retention_secs);
         report.inbox_purged = ctx
@@ -134,16 +115,4 @@ impl ReconcileWorkflow {
             .await?;
         Ok(report)
     }
-}
-
-/// Releases what a closed or never-recorded order still holds.
-async fn release(
-    ctx: &WorkflowContext<ReconcileWorkflow>,
-    resources: &[Resource],
-    order_id: &str,
-) -> WorkflowResult<()> {
-    for resource in resources.iter().rev() {
-        settle_one(ctx, Settle::Release, *resource, order_id).await?;
-    }
-    Ok(())
 }

@@ -4,21 +4,21 @@
 //! the API (for payments that arrive after it closed). Both use the same workflow id with a
 //! reuse policy that rejects duplicates, so one payment has one refund workflow, ever. Inside,
 //! three steps, each idempotent on the payment:
-//! 1. record a `pending` refund row (and the payment as owed back) — before any money moves;
+//! 1. `refund.begin`: record a `pending` refund row (and the payment as owed back) before any
+//!    money moves, or answer what the row already says;
 //! 2. call the provider with the idempotency key `refund-{payment_id}`; transient errors and
 //!    timeouts are retried with backoff, and a retry after a timeout that followed a success
 //!    gets the same refund back, not a second one;
 //! 3. record `succeeded` or `failed`.
 //!
-//! Since `PATCH_OWN_RECORD`, step 1 (`refund.begin`) answers what the refund row says, and the
-//! row is the truth: a refund already `succeeded` or `failed` never calls the provider again,
+//! The refund row is the truth: a refund already `succeeded` or `failed` never calls the provider again,
 //! whatever Temporal remembers (a second run after the first one's history is gone, a
 //! terminated run, an order workflow and a payment decision both refunding one payment); a
 //! `pending` one resumes with its attempt's key. [`refund_payment`] is those steps, run by this
 //! workflow, by the order workflow when `refund-{payment_id}` already exists, and by the
 //! `payment-{payment_id}` decision.
 //!
-//! Deterministic code only (see `order.rs`).
+//! Deterministic code only (see `order/mod.rs`).
 
 use crate::contract::OrderActivities;
 use crate::model::{RecordRefundResult, RefundBegun, RefundOutcome, RefundPayment};
@@ -26,9 +26,6 @@ use crate::policy::{now_ms, provider_options, settle_options};
 use crate::search;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
-
-/// The patch that made the refund row the truth (`refund.begin`).
-pub const PATCH_OWN_RECORD: &str = "refund-v2-own-record";
 
 #[workflow]
 pub struct RefundWorkflow {
@@ -46,27 +43,12 @@ impl RefundWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<RefundOutcome> {
         let request = ctx.state(|s| s.request.clone());
         publish(ctx, &request, "refund_pending");
-        if ctx.patched(PATCH_OWN_RECORD) {
-            let outcome = refund_payment(ctx, request.clone()).await?;
-            publish(ctx, &request, outcome_status(outcome.as_ref()));
-            return Ok(outcome.unwrap_or(RefundOutcome::Failed {
-                code: "payment_applied".into(),
-                message: "the payment paid its order: nothing to refund".into(),
-            }));
-        }
-        ctx.execute_activity(
-            OrderActivities::record_refund_pending,
-            request.clone(),
-            settle_options(),
-        )
-        .await?;
-        let outcome = match offline(&request) {
-            Some(refused) => refused,
-            None => call_provider(ctx, &request).await?,
-        };
-        record_result(ctx, &request, &outcome).await?;
-        publish(ctx, &request, outcome_status(Some(&outcome)));
-        Ok(outcome)
+        let outcome = refund_payment(ctx, request.clone()).await?;
+        publish(ctx, &request, outcome_status(outcome.as_ref()));
+        Ok(outcome.unwrap_or(RefundOutcome::Failed {
+            code: "payment_applied".into(),
+            message: "the payment paid its order: nothing to refund".into(),
+        }))
     }
 }
 

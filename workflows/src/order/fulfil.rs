@@ -1,0 +1,157 @@
+//! Step 3 of a paid order: fulfil it (an entitlement, or a shipment the admin ships), or undo
+//! it (a cancel before shipping, a fulfilment that failed for good).
+//!
+//! Exactly one of ship and cancel wins: each checks and sets the phase in one step. Undoing a
+//! paid order commits its status and every return in one transaction (`order.cancel_paid`),
+//! then refunds the payment exactly once on its refund row.
+
+use super::{HandlerError, OrderWorkflow, Phase, at_rest, publish, refunds};
+use crate::contract::OrderActivities;
+use crate::model::*;
+use crate::policy::{now_ms, settle_options};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
+
+/// Fulfils a paid order, unless a cancel is already waiting: a digital order is `fulfilled` at
+/// once and rests; a physical one waits for its shipment; one that cannot be fulfilled is
+/// undone (`fulfilment_failed`).
+pub(super) async fn fulfil(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+) -> WorkflowResult<()> {
+    let order_id = ctx.state_mut(|s| {
+        s.phase = Phase::Fulfilling;
+        s.input.order_id.clone()
+    });
+    let at_ms = now_ms(ctx)?;
+    if ctx.state(|s| s.cancel_request.is_some()) {
+        // Undone by the rest that follows, before anything is granted or shipped.
+        ctx.state_mut(|s| {
+            s.phase = Phase::Grace {
+                since_ms: at_ms,
+                shipped: false,
+            }
+        });
+        return Ok(());
+    }
+    let fulfilled = ctx
+        .execute_activity(
+            OrderActivities::fulfil,
+            OrderAt { order_id, at_ms },
+            settle_options(),
+        )
+        .await;
+    match fulfilled {
+        Ok(f) if f.needs_shipping => {
+            ctx.state_mut(|s| s.phase = Phase::AwaitingShipment { shipping: false });
+        }
+        Ok(_) => at_rest(ctx, OrderStatus::Fulfilled, now_ms(ctx)?, false),
+        // Retries are unlimited: an error here is a business failure, for good.
+        Err(_) => compensate(ctx, held, CancelReason::FulfilmentFailed).await?,
+    }
+    Ok(())
+}
+
+/// `order.ship`: waits for fulfilment to say what ships, then ships it, unless a cancel got in
+/// first.
+pub(super) async fn ship(
+    ctx: &WorkflowContext<OrderWorkflow>,
+) -> Result<OrderStatus, HandlerError> {
+    let _ = ctx
+        .wait_condition(|s: &OrderWorkflow| {
+            s.cancel_request.is_some()
+                || !matches!(
+                    s.phase,
+                    Phase::Reserving
+                        | Phase::AwaitingPayment(_)
+                        | Phase::Settling
+                        | Phase::Fulfilling
+                )
+        })
+        .await;
+    let refusal = ctx.state_mut(|s| {
+        let refusal = if s.cancel_request.is_some() || s.status == OrderStatus::Cancelled {
+            Some("order_not_shippable: the order is cancelled or being cancelled")
+        } else if s.shipping_or_shipped() {
+            Some("order_not_shippable: the order has shipped already")
+        } else if s.phase != (Phase::AwaitingShipment { shipping: false }) {
+            Some("order_not_shippable: the order has nothing to ship")
+        } else {
+            None
+        };
+        if refusal.is_none() {
+            s.phase = Phase::AwaitingShipment { shipping: true };
+        }
+        refusal
+    });
+    if let Some(why) = refusal {
+        return Err(why.into());
+    }
+    let at_ms = now_ms(ctx)?;
+    let order_id = ctx.state(|s| s.input.order_id.clone());
+    let shipped = ctx
+        .execute_activity(
+            OrderActivities::mark_shipped,
+            OrderAt { order_id, at_ms },
+            settle_options(),
+        )
+        .await;
+    if let Err(e) = shipped {
+        ctx.state_mut(|s| s.phase = Phase::AwaitingShipment { shipping: false });
+        return Err(e.into());
+    }
+    at_rest(ctx, OrderStatus::Fulfilled, at_ms, true);
+    Ok(OrderStatus::Fulfilled)
+}
+
+/// Undoes a paid order: stop fulfilment (intercept the shipment, revoke entitlements), mark it
+/// cancelled with every return (wallet, stock, coupon, points) in one transaction, then refund
+/// the payment. Every step is idempotent and retried until it succeeds. The order then rests.
+pub(super) async fn compensate(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    reason: CancelReason,
+) -> WorkflowResult<()> {
+    let order_id = ctx.state_mut(|s| {
+        s.phase = Phase::Compensating;
+        s.input.order_id.clone()
+    });
+    let at_ms = now_ms(ctx)?;
+    ctx.execute_activity(
+        OrderActivities::stop_fulfilment,
+        OrderAt {
+            order_id: order_id.clone(),
+            at_ms,
+        },
+        settle_options(),
+    )
+    .await?;
+    let outcome = CancelOrder::new(order_id, reason, at_ms, held);
+    ctx.execute_activity(
+        OrderActivities::cancel_paid_order,
+        outcome,
+        settle_options(),
+    )
+    .await?;
+    ctx.state_mut(|s| s.status = OrderStatus::Cancelled);
+    publish(ctx, OrderStatus::Cancelled, None);
+    let applied = ctx.state(|s| {
+        s.applied_payment
+            .as_ref()
+            .and_then(|id| s.payments.iter().find(|p| &p.payment_id == id).cloned())
+    });
+    if let Some(payment) = applied {
+        let why = match reason {
+            CancelReason::FulfilmentFailed => "fulfilment_failed",
+            _ => "order_cancelled",
+        };
+        refunds::refund(ctx, OrderStatus::Cancelled, payment, Some(why)).await?;
+    }
+    let now = now_ms(ctx)?;
+    ctx.state_mut(|s| {
+        s.phase = Phase::Grace {
+            since_ms: now,
+            shipped: false,
+        }
+    });
+    Ok(())
+}

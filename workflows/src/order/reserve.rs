@@ -1,0 +1,160 @@
+//! Step 1 of an order: the reservation saga, the order row, and a rejection.
+//!
+//! Each resource is pushed onto `held` *before* its reservation is tried, so that a refusal
+//! (or a reservation that could not run) releases every one of them, tombstoning any that the
+//! activity had not reached. Never moves a hold except through [`settle`].
+
+use super::{OrderWorkflow, at_rest};
+use crate::contract::OrderActivities;
+use crate::decide;
+use crate::model::*;
+use crate::policy::{now_ms, reserve_options, settle_options};
+use temporalio_sdk::{ActivityExecutionError, WorkflowContext, WorkflowResult};
+
+/// A reservation activity that could not run (retries exhausted) is a refusal too: the order is
+/// rejected and everything attempted is released.
+fn reservation(result: Result<Reservation, ActivityExecutionError>) -> Result<i64, Refusal> {
+    match result {
+        Ok(Reservation::Reserved { amount }) => Ok(amount),
+        Ok(Reservation::Refused(refusal)) => Err(refusal),
+        Err(e) => Err(Refusal::new(
+            "reservation_unavailable",
+            format!("a reservation could not be made: {e}"),
+        )),
+    }
+}
+
+/// Holds stock (pricing the order), then the coupon, points and wallet, in that order.
+pub(super) async fn reserve_all(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    input: &PlaceOrder,
+    held: &mut Vec<Resource>,
+) -> Result<Amounts, Refusal> {
+    let order_id = input.order_id.clone();
+    held.push(Resource::Stock);
+    let stock = ReserveStock {
+        order_id: order_id.clone(),
+        items: input.items.clone(),
+        user_id: input.user_id.clone(),
+        max_open_orders: input.max_open_orders,
+    };
+    let total = reservation(
+        ctx.execute_activity(OrderActivities::reserve_stock, stock, reserve_options())
+            .await,
+    )?;
+
+    let mut coupon = 0;
+    if let Some(coupon_id) = &input.coupon_id {
+        held.push(Resource::Coupon);
+        let req = ReserveCoupon {
+            order_id: order_id.clone(),
+            user_id: input.user_id.clone(),
+            coupon_id: coupon_id.clone(),
+            max_discount: decide::coupon_cap(total),
+        };
+        coupon = reservation(
+            ctx.execute_activity(OrderActivities::reserve_coupon, req, reserve_options())
+                .await,
+        )?;
+    }
+    let wallet = decide::wallet_share(
+        input.payment_method,
+        total,
+        coupon,
+        input.points,
+        input.wallet_amount,
+    );
+    let amounts = decide::price(total, coupon, input.points, wallet)?;
+
+    let funds = |amount| ReserveFunds {
+        order_id: order_id.clone(),
+        user_id: input.user_id.clone(),
+        amount,
+    };
+    if amounts.points > 0 {
+        held.push(Resource::Points);
+        reservation(
+            ctx.execute_activity(
+                OrderActivities::reserve_points,
+                funds(amounts.points),
+                reserve_options(),
+            )
+            .await,
+        )?;
+    }
+    if amounts.wallet > 0 {
+        held.push(Resource::Wallet);
+        reservation(
+            ctx.execute_activity(
+                OrderActivities::reserve_wallet,
+                funds(amounts.wallet),
+                reserve_options(),
+            )
+            .await,
+        )?;
+    }
+    Ok(amounts)
+}
+
+/// Records the order row (idempotent on the order id).
+pub(super) async fn record_order(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    status: OrderStatus,
+    amounts: Amounts,
+    expires_at_ms: Option<i64>,
+    rejection: Option<Refusal>,
+) -> WorkflowResult<()> {
+    let order = ctx.state(|s| s.input.clone());
+    let input = RecordOrder {
+        order,
+        status,
+        amounts,
+        expires_at_ms,
+        rejection,
+        at_ms: now_ms(ctx)?,
+    };
+    ctx.execute_activity(OrderActivities::record_order, input, settle_options())
+        .await?;
+    Ok(())
+}
+
+/// A refused reservation: everything attempted is released, and the order is recorded
+/// `rejected` with the refusal's code. It then rests (no grace window: nothing was payable).
+pub(super) async fn reject(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    held: &[Resource],
+    refusal: Refusal,
+) -> WorkflowResult<()> {
+    let order_id = ctx.state(|s| s.input.order_id.clone());
+    settle(ctx, &order_id, held, Move::Release).await?;
+    record_order(
+        ctx,
+        OrderStatus::Rejected,
+        Amounts::default(),
+        None,
+        Some(refusal.clone()),
+    )
+    .await?;
+    ctx.state_mut(|s| s.rejection = Some(refusal));
+    at_rest(ctx, OrderStatus::Rejected, now_ms(ctx)?, false);
+    Ok(())
+}
+
+/// Moves every hold in `held` (releases and returns in reverse order of reservation) in one
+/// transaction: the one activity for hold moves outside an outcome (a rejection, a resumed
+/// paid order's captures, reconciliation's releases of orphan holds).
+pub(crate) async fn settle<W>(
+    ctx: &WorkflowContext<W>,
+    order_id: &str,
+    held: &[Resource],
+    how: Move,
+) -> WorkflowResult<()> {
+    let input = SettleHolds {
+        order_id: order_id.to_owned(),
+        held: held.to_vec(),
+        how,
+    };
+    ctx.execute_activity(OrderActivities::settle_holds, input, settle_options())
+        .await?;
+    Ok(())
+}
