@@ -2,7 +2,7 @@
 //! `orderflow dev`; a bad value is an error that names the variable, never a silent fallback.
 
 use anyhow::{Context, bail};
-use orderflow_activities::provider::ProviderConfig;
+use orderflow_provider::ProviderConfig;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]

@@ -161,7 +161,7 @@ async fn audit(config: Config, json: bool) -> anyhow::Result<()> {
     let db = run::open_db(&config.database_url, false).await?;
     let client =
         run::connect_temporal(&config.temporal_address, &config.temporal_namespace).await?;
-    let provider = orderflow_activities::provider::PaymentProvider::new(&config.provider)
+    let provider = orderflow_provider::PaymentProvider::new(&config.provider)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!(
         "auditing {} against the provider at {} ...",

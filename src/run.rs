@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use anyhow::{Context, anyhow};
-use orderflow_activities::provider::{PaymentProvider, ProviderConfig};
+use orderflow_provider::{PaymentProvider, ProviderConfig};
 use orderflow_activities::{Db, OrderActivitiesImpl};
 use orderflow_workflows::model::ReconcileInput;
 use orderflow_workflows::{

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{TestApp, WorkerMode, spawn_app, spawn_app_with};
-use orderflow_activities::provider::{CreateCheckoutSession, PaymentProvider};
+use orderflow_provider::{CreateCheckoutSession, PaymentProvider};
 use orderflow_sandbox::{Fault, Op, ScriptedFault};
 use orderflow_workflows::model::RefundOutcome;
 use serde_json::{Value, json};

@@ -12,7 +12,6 @@
 //! - [`payments`]: checkout sessions, the webhook inbox and refunds (exactly once on the row).
 //! - [`handoff`]: where a reported payment goes, and the decision about one its order cannot
 //!   take (apply it or refund it); the inbox re-drive.
-//! - [`provider`]: the payment provider's protocol, webhook signatures and HTTP client.
 //! - [`quota`]: per-user, per-SKU quotas, moved with the stock hold or the redemption.
 //! - [`fulfilment`]: entitlements, shipments, cancel after payment.
 //! - [`reconcile`]: what reconciliation finds (asking Temporal too), logs and purges.
@@ -21,7 +20,8 @@
 //! - [`attention`]: orders that stopped on a permanent error and wait for ops.
 //! - [`audit`]: the conservation invariants of `docs/architecture.md`, checked against the data,
 //!   and the two-way money audit against the provider's own ledger.
-//! - [`worker`]: `OrderActivitiesImpl`, the Temporal activities implementing the contract.
+//! - [`contract_impl`]: `OrderActivitiesImpl`, the Temporal activities implementing the
+//!   contract of `orderflow_workflows::contract`, each a thin wrapper on one store function.
 //!
 //! Nothing here decides an order's fate: the workflow decides, these functions do exactly one
 //! transaction each and never report `Ok` for work that did not happen.
@@ -38,17 +38,18 @@ pub mod holds;
 pub mod orders;
 pub mod outcome;
 pub mod payments;
-pub mod provider;
 pub mod quota;
 pub mod reconcile;
 pub mod redemptions;
 pub mod stock;
 pub mod store;
-pub mod worker;
+pub mod contract_impl;
 
 pub use db::Db;
+/// The provider protocol and client (the `orderflow-provider` crate), as the activities use it.
+pub use orderflow_provider as provider;
 pub use error::{Service, StoreError};
-pub use worker::OrderActivitiesImpl;
+pub use contract_impl::OrderActivitiesImpl;
 
 /// Unix milliseconds now. Only activities and the API read the clock; workflows never do.
 pub fn now_ms() -> i64 {

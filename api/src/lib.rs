@@ -23,7 +23,7 @@ pub mod temporal;
 pub mod view;
 
 /// Webhook signatures live with the provider protocol; re-exported for callers of the API.
-pub use orderflow_activities::provider::signature;
+pub use orderflow_provider::signature;
 
 use axum::Router;
 use orderflow_activities::Db;
@@ -64,7 +64,7 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<metrics::Metrics>,
     /// The payment provider's API, for the audit (its payment and refund listings).
-    pub provider: orderflow_activities::provider::PaymentProvider,
+    pub provider: orderflow_provider::PaymentProvider,
 }
 
 impl AppState {

@@ -1,7 +1,7 @@
 //! orderflow-sandbox: a card payment provider on loopback, for tests and `orderflow dev`.
 //!
 //! It is the outside world orderflow cannot reach here, so it behaves like one: a real HTTP
-//! server speaking the protocol of `orderflow_activities::provider`.
+//! server speaking the protocol of `orderflow_provider`.
 //! - `POST /v1/checkout_sessions` and `POST /v1/refunds` need `Authorization: Bearer <key>`
 //!   and are idempotent on `Idempotency-Key` (same key and body: the same answer; same key,
 //!   other body: 422 `idempotency_key_reused`). A refund never exceeds what was captured.
@@ -23,8 +23,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use orderflow_activities::provider::signature;
-use orderflow_activities::provider::{
+use orderflow_provider::signature;
+use orderflow_provider::{
     CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody, ErrorDetail,
     IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page, PaymentObject, RefundObject, WebhookEvent,
 };

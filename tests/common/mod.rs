@@ -10,7 +10,7 @@
 use orderflow::config::Config;
 use orderflow::{devserver, run};
 use orderflow_activities::Db;
-use orderflow_activities::provider::{ProviderConfig, WebhookEvent};
+use orderflow_provider::{ProviderConfig, WebhookEvent};
 use orderflow_sandbox::{Sandbox, SandboxConfig};
 use orderflow_workflows::{OrderWorkflow, workflow_id};
 use serde_json::{Value, json};
@@ -653,7 +653,7 @@ impl TestApp {
 
     /// The two-way audit now, as ops run it.
     pub async fn audit(&self) -> orderflow_activities::audit::MoneyReport {
-        let provider = orderflow_activities::provider::PaymentProvider::new(&self.provider)
+        let provider = orderflow_provider::PaymentProvider::new(&self.provider)
             .expect("a provider client");
         orderflow_activities::audit::run(
             &self.db,

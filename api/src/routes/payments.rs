@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use orderflow_activities::handoff;
 use orderflow_activities::now_ms;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
-use orderflow_activities::provider::{WebhookEvent, is_known_currency};
+use orderflow_provider::{WebhookEvent, is_known_currency};
 use serde_json::{Value, json};
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
