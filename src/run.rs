@@ -5,8 +5,8 @@
 
 use crate::config::Config;
 use anyhow::{Context, anyhow};
-use orderflow_provider::{PaymentProvider, ProviderConfig};
 use orderflow_activities::{Db, OrderActivitiesImpl};
+use orderflow_provider::{PaymentProvider, ProviderConfig};
 use orderflow_workflows::model::ReconcileInput;
 use orderflow_workflows::{
     OrderWorkflow, PaymentDecisionWorkflow, ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow,

@@ -28,6 +28,7 @@
 
 pub mod attention;
 pub mod audit;
+pub mod contract_impl;
 pub mod coupons;
 pub mod db;
 pub mod error;
@@ -43,13 +44,12 @@ pub mod reconcile;
 pub mod redemptions;
 pub mod stock;
 pub mod store;
-pub mod contract_impl;
 
+pub use contract_impl::OrderActivitiesImpl;
 pub use db::Db;
+pub use error::{Service, StoreError};
 /// The provider protocol and client (the `orderflow-provider` crate), as the activities use it.
 pub use orderflow_provider as provider;
-pub use error::{Service, StoreError};
-pub use contract_impl::OrderActivitiesImpl;
 
 /// Unix milliseconds now. Only activities and the API read the clock; workflows never do.
 pub fn now_ms() -> i64 {

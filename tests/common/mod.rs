@@ -653,8 +653,8 @@ impl TestApp {
 
     /// The two-way audit now, as ops run it.
     pub async fn audit(&self) -> orderflow_activities::audit::MoneyReport {
-        let provider = orderflow_provider::PaymentProvider::new(&self.provider)
-            .expect("a provider client");
+        let provider =
+            orderflow_provider::PaymentProvider::new(&self.provider).expect("a provider client");
         orderflow_activities::audit::run(
             &self.db,
             &provider,
