@@ -618,15 +618,7 @@ async fn a_constraint_violation_in_a_settle_step_stops_the_order_visibly_until_o
         "{:?}",
         steps(&app, &order).await
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape(&format!("{}/metrics", app.base)).await;
     assert!(
         metrics.contains("orderflow_orders_needs_attention{code=\"constraint_violation\"} 1"),
         "{metrics}"

@@ -172,15 +172,7 @@ async fn reconciliation_releases_holds_whose_order_was_never_recorded() {
         "the release is a repair in the audit:\n{}",
         report.render()
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape(&format!("{}/metrics", app.base)).await;
     assert!(
         metrics.contains("orderflow_reconcile_actions_total{action=\"repaired\"}"),
         "{metrics}"

@@ -418,12 +418,8 @@ async fn metrics_move_as_orders_are_paid_cancelled_rejected_and_refunded() {
     let app = spawn_app().await;
     app.put_sku("book", 1500, 10).await;
     // Prometheus text, no token needed.
-    let raw = |app: &TestApp| {
-        let url = format!("{}/metrics", app.base);
-        let http = app.http.clone();
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
-    let m0 = raw(&app).await;
+    let url = format!("{}/metrics", app.base);
+    let m0 = app.scrape(&url).await;
 
     let paid = id(&app
         .create_order(
@@ -449,7 +445,7 @@ async fn metrics_move_as_orders_are_paid_cancelled_rejected_and_refunded() {
     let bad = app.webhook_with(b"{}".to_vec(), None).await;
     assert_eq!(bad.status, 401);
 
-    let m1 = raw(&app).await;
+    let m1 = app.scrape(&url).await;
     let grew = |name: &str, by: f64| {
         let (a, b) = (sample(&m0, name), sample(&m1, name));
         assert!(b - a >= by, "{name}: {a} -> {b}\n{m1}");
@@ -489,15 +485,7 @@ async fn metrics_move_as_orders_are_paid_cancelled_rejected_and_refunded() {
     let worker = app
         .worker_metrics
         .expect("the in-process worker serves metrics");
-    let w = app
-        .http
-        .get(format!("http://{worker}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let w = app.scrape(&format!("http://{worker}/metrics")).await;
     assert!(w.contains("temporal_"), "{w}");
     app.settled(&paid).await;
     app.assert_invariants().await;

@@ -665,6 +665,12 @@ impl TestApp {
         .expect("the audit reads the provider, the database and Temporal")
     }
 
+    /// The text a Prometheus scrape of `url` (a `/metrics` endpoint) gets.
+    pub async fn scrape(&self, url: &str) -> String {
+        let res = self.http.get(url).send().await.expect("a scrape");
+        res.text().await.expect("a metrics body")
+    }
+
     pub async fn sku(&self, sku: &str) -> Value {
         self.get(&format!("/v1/skus/{sku}")).await.body
     }
