@@ -18,7 +18,7 @@
 
 use crate::Db;
 use crate::error::{Service, StoreError};
-use crate::orders::{append_event_if_order, parse_status};
+use crate::orders::append_event_if_order;
 use crate::payments::{InboxEvent, payment_status};
 use crate::provider::PaymentProvider;
 use crate::store;
@@ -310,7 +310,7 @@ pub async fn decide(
     if let Some(reason) = not_for(db, &order, &payment, captured.session_id.as_deref()).await? {
         return Ok(refund(&order.order_id, &order.user_id, reason));
     }
-    let status = parse_status(&order.status).unwrap_or(OrderStatus::Cancelled);
+    let status = OrderStatus::parse(&order.status).unwrap_or(OrderStatus::Cancelled);
     if status == OrderStatus::PendingPayment {
         return Ok(
             match signal_order(client, &order.order_id, payment.clone()).await? {

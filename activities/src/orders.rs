@@ -345,18 +345,7 @@ pub async fn status(db: &Db, order_id: &str) -> Result<Option<OrderStatus>, Stor
         .bind(order_id)
         .fetch_optional(db)
         .await?;
-    Ok(row.and_then(|r| parse_status(&r.get::<String, _>(0))))
-}
-
-pub fn parse_status(s: &str) -> Option<OrderStatus> {
-    Some(match s {
-        "pending_payment" => OrderStatus::PendingPayment,
-        "paid" => OrderStatus::Paid,
-        "fulfilled" => OrderStatus::Fulfilled,
-        "cancelled" => OrderStatus::Cancelled,
-        "rejected" => OrderStatus::Rejected,
-        _ => return None,
-    })
+    Ok(row.and_then(|r| OrderStatus::parse(&r.get::<String, _>(0))))
 }
 
 /// Reads an order back for a resumed workflow (see `OrderWorkflow`'s resume): its status,
@@ -372,7 +361,7 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
     .fetch_optional(db)
     .await?
     .ok_or_else(|| StoreError::not_found("order", order_id))?;
-    let status = parse_status(&row.get::<String, _>(0)).ok_or_else(|| {
+    let status = OrderStatus::parse(&row.get::<String, _>(0)).ok_or_else(|| {
         StoreError::conflict(order_id, "invalid_status", "the order's status is unknown")
     })?;
     let amounts = Amounts {

@@ -98,6 +98,21 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status an order row can have (`reserving` is never stored): the one list the
+    /// store, the API's filter and the metrics read.
+    pub const STORED: [OrderStatus; 5] = [
+        OrderStatus::PendingPayment,
+        OrderStatus::Paid,
+        OrderStatus::Fulfilled,
+        OrderStatus::Cancelled,
+        OrderStatus::Rejected,
+    ];
+
+    /// A stored status from its TEXT column: the one conversion back from the database.
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        OrderStatus::STORED.into_iter().find(|st| st.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Reserving => "reserving",
@@ -655,4 +670,18 @@ pub struct ReconcileReport {
     /// Inbox events handed on again.
     #[serde(default)]
     pub inbox_redriven: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stored_status_round_trips_and_reserving_is_never_stored() {
+        for status in OrderStatus::STORED {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(OrderStatus::parse("reserving"), None);
+        assert_eq!(OrderStatus::parse("Paid"), None);
+    }
 }

@@ -407,13 +407,6 @@ pub struct ListQuery {
 }
 
 pub const MAX_PAGE: i64 = 100;
-const STATUSES: [&str; 5] = [
-    "pending_payment",
-    "paid",
-    "fulfilled",
-    "cancelled",
-    "rejected",
-];
 
 fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     let raw = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
@@ -431,13 +424,14 @@ async fn list_orders(
     if !caller.is_admin() {
         q.user_id = Some(caller.user_for(q.user_id.as_deref())?);
     }
-    if let Some(status) = &q.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::unprocessable(
-                "invalid_status",
-                format!("status must be one of {}", STATUSES.join(", ")),
-            ));
-        }
+    if let Some(status) = &q.status
+        && OrderStatus::parse(status).is_none()
+    {
+        let all: Vec<&str> = OrderStatus::STORED.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::unprocessable(
+            "invalid_status",
+            format!("status must be one of {}", all.join(", ")),
+        ));
     }
     if let Some(user) = &q.user_id {
         check_id("user_id", user)?;
