@@ -256,3 +256,114 @@ pub fn points(a: &Account) -> Value {
         spent: a.spent,
     })
 }
+
+// Bodies and answers named in the OpenAPI document (lists, checkout, webhook, errors).
+
+/// The one error shape: `{"error": {"code", "message", "order_id"?}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `insufficient_stock`, `order_not_payable`, ...
+    pub code: String,
+    /// Human-readable; safe to show.
+    pub message: String,
+    pub order_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub order_id: String,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutView {
+    pub order_id: String,
+    pub payment_session_id: String,
+    pub amount: i64,
+    pub currency: String,
+    /// Where the payer pays.
+    pub pay_url: String,
+    /// The order's deadline while this session is open.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAnswer {
+    pub status: String,
+}
+
+/// An order in `needs_attention` that ops asked to try again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderRetry {
+    pub order_id: String,
+    /// Always `retrying`: the workflow carries on from the database.
+    pub status: String,
+    /// The code that had stopped it (`constraint_violation`, ...).
+    pub code: String,
+}
+
+/// A refund retry that was started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundRetry {
+    pub payment_id: String,
+    pub order_id: String,
+    pub attempt: i64,
+    /// The workflow running this attempt.
+    pub workflow_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CodeView {
+    pub code: String,
+    pub sku: String,
+    pub max_uses: i64,
+    pub used_count: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedemptionView {
+    pub user_id: String,
+    pub code: String,
+    pub sku: String,
+    pub entitlement_id: String,
+    pub redeemed_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntitlementView {
+    pub entitlement_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    /// `order` or `redemption`.
+    pub source: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntitlementList {
+    pub user_id: String,
+    pub entitlements: Vec<EntitlementView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: String,
+    pub database: String,
+    pub temporal: String,
+}

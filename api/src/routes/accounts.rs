@@ -49,7 +49,7 @@ pub struct PutSku {
     quota: Option<i64>,
 }
 
-#[utoipa::path(put, path = "/v1/admin/skus/{sku}", tag = "admin", summary = "Create or update a SKU", security(("bearer" = [])), request_body = PutSku, params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/v1/admin/skus/{sku}", tag = "admin", summary = "Create or update a SKU", security(("bearer" = [])), request_body = PutSku, params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn put_sku(
     _admin: Admin,
     State(state): State<AppState>,
@@ -81,7 +81,7 @@ async fn put_sku(
     )
 }
 
-#[utoipa::path(get, path = "/v1/skus/{sku}", tag = "catalogue", summary = "A SKU", security(("bearer" = [])), params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/skus/{sku}", tag = "catalogue", summary = "A SKU", security(("bearer" = [])), params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn get_sku(_caller: Caller, State(state): State<AppState>, Path(sku): Path<String>) -> Reply {
     ok(
         StatusCode::OK,
@@ -97,7 +97,7 @@ pub struct CreateCoupon {
     amount: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/coupons", tag = "admin", summary = "Create a coupon for a user", security(("bearer" = [])), request_body = CreateCoupon, responses((status = 201, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/admin/coupons", tag = "admin", summary = "Create a coupon for a user", security(("bearer" = [])), request_body = CreateCoupon, responses((status = 201, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn create_coupon(
     _admin: Admin,
     State(state): State<AppState>,
@@ -119,7 +119,7 @@ async fn create_coupon(
     )
 }
 
-#[utoipa::path(get, path = "/v1/coupons/{coupon_id}", tag = "accounts", summary = "A coupon", security(("bearer" = [])), params(("coupon_id" = String, Path)), responses((status = 200, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/coupons/{coupon_id}", tag = "accounts", summary = "A coupon", security(("bearer" = [])), params(("coupon_id" = String, Path)), responses((status = 200, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn get_coupon(
     caller: Caller,
     State(state): State<AppState>,
@@ -138,7 +138,7 @@ pub struct CreditWallet {
     amount: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/wallets/{user_id}/credit", tag = "admin", summary = "Credit a wallet", security(("bearer" = [])), request_body = CreditWallet, params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/admin/wallets/{user_id}/credit", tag = "admin", summary = "Credit a wallet", security(("bearer" = [])), request_body = CreditWallet, params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn credit_wallet(
     _admin: Admin,
     State(state): State<AppState>,
@@ -153,7 +153,7 @@ async fn credit_wallet(
     )
 }
 
-#[utoipa::path(get, path = "/v1/wallets/{user_id}", tag = "accounts", summary = "A wallet", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/wallets/{user_id}", tag = "accounts", summary = "A wallet", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn get_wallet(
     caller: Caller,
     State(state): State<AppState>,
@@ -174,7 +174,7 @@ pub struct CreditPoints {
     points: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/points/{user_id}/credit", tag = "admin", summary = "Credit points", security(("bearer" = [])), request_body = CreditPoints, params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody), (status = 413, description = "body too large", body = crate::openapi::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/admin/points/{user_id}/credit", tag = "admin", summary = "Credit points", security(("bearer" = [])), request_body = CreditPoints, params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn credit_points(
     _admin: Admin,
     State(state): State<AppState>,
@@ -189,7 +189,7 @@ async fn credit_points(
     )
 }
 
-#[utoipa::path(get, path = "/v1/points/{user_id}", tag = "accounts", summary = "A points account", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::openapi::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::openapi::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/points/{user_id}", tag = "accounts", summary = "A points account", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 async fn get_points(
     caller: Caller,
     State(state): State<AppState>,
