@@ -222,7 +222,7 @@ impl Resource {
 pub struct ReserveStock {
     pub order_id: String,
     pub items: Vec<OrderLine>,
-    /// Whose quota the lines count against (empty in orders from before quotas).
+    /// Whose quota the lines count against.
     #[serde(default)]
     pub user_id: String,
     /// Refuse with `too_many_open_orders` if the user already holds this many open orders.
@@ -637,7 +637,7 @@ pub struct Suspect {
     pub workflow: String,
     /// What reconciliation does about it: `resume` (start its workflow again from the
     /// database), `release` (holds of an order that is closed or was never recorded) or
-    /// `report`. (`repair`, cancel and release, in runs from before resumes.)
+    /// `report`.
     pub action: String,
     pub detail: String,
     /// For `release`: the resources still reserved.
