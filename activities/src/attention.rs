@@ -96,30 +96,30 @@ pub async fn resolve(db: &Db, input: &AttentionResolved) -> Result<(), StoreErro
     Ok(())
 }
 
+/// The open rows, as [`attention_of`] reads them.
+const OPEN: &str = "SELECT order_id, code, message, raised, raised_at FROM needs_attention
+     WHERE resolved_at IS NULL";
+
 /// The open rows: orders waiting for ops, oldest first.
 pub async fn open(db: &Db) -> Result<Vec<Attention>, sqlx::Error> {
-    Ok(sqlx::query(
-        "SELECT order_id, code, message, raised, raised_at FROM needs_attention
-         WHERE resolved_at IS NULL ORDER BY raised_at, order_id",
-    )
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(attention_of)
-    .collect())
+    let sql = format!("{OPEN} ORDER BY raised_at, order_id");
+    Ok(sqlx::query(&sql)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(attention_of)
+        .collect())
 }
 
 /// The open row of one order, if it waits for ops.
 pub async fn of_order(db: &Db, order_id: &str) -> Result<Option<Attention>, sqlx::Error> {
-    Ok(sqlx::query(
-        "SELECT order_id, code, message, raised, raised_at FROM needs_attention
-         WHERE order_id = $1 AND resolved_at IS NULL",
-    )
-    .bind(order_id)
-    .fetch_optional(db)
-    .await?
-    .as_ref()
-    .map(attention_of))
+    let sql = format!("{OPEN} AND order_id = $1");
+    Ok(sqlx::query(&sql)
+        .bind(order_id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(attention_of))
 }
 
 fn attention_of(r: &sqlx::any::AnyRow) -> Attention {

@@ -36,6 +36,7 @@ use temporalio_client::{
     Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowSignalOptions,
     WorkflowStartOptions,
 };
+use temporalio_common::{HasWorkflowDefinition, SignalDefinition};
 
 /// Where payments are handed on to: the Temporal client, the task queue of decisions, and how
 /// long a payment for an unknown order is held before it is refunded.
@@ -135,14 +136,28 @@ pub async fn signal_order(
     order_id: &str,
     payment: PaymentReceived,
 ) -> Result<bool, StoreError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
     let options = WorkflowSignalOptions::builder()
         .request_id(format!("pay-{}", payment.event_id))
         .build();
-    match handle
-        .signal(OrderWorkflow::payment_succeeded, payment, options)
-        .await
-    {
+    let signal = OrderWorkflow::payment_succeeded;
+    signal_order_workflow(client, order_id, signal, payment, options).await
+}
+
+/// Sends `signal` to the order's workflow; `false` if that workflow is closed or missing
+/// (then the database row is the truth), an error if Temporal did not answer.
+pub async fn signal_order_workflow<S>(
+    client: &Client,
+    order_id: &str,
+    signal: S,
+    input: S::Input,
+    options: WorkflowSignalOptions,
+) -> Result<bool, StoreError>
+where
+    S: SignalDefinition<Workflow = <OrderWorkflow as HasWorkflowDefinition>::Run>,
+    S::Input: Send,
+{
+    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+    match handle.signal(signal, input, options).await {
         Ok(()) => Ok(true),
         Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
         Err(e) => Err(temporal_down(e)),

@@ -22,30 +22,8 @@ use orderflow_workflows::model::{CancelOrder, PayOrder, Resource, SettleHolds};
 /// reconciliation's releases.
 pub async fn settle_holds(db: &Db, input: &SettleHolds) -> Result<(), StoreError> {
     let mut tx = db.begin().await?;
-    let order_id = input.order_id.as_str();
     let now = crate::now_ms();
-    match input.how {
-        Move::Capture => {
-            settle_each(
-                &mut tx,
-                order_id,
-                input.held.iter().copied(),
-                input.how,
-                now,
-            )
-            .await?
-        }
-        Move::Release | Move::Return => {
-            settle_each(
-                &mut tx,
-                order_id,
-                input.held.iter().rev().copied(),
-                input.how,
-                now,
-            )
-            .await?
-        }
-    }
+    settle_each(&mut tx, &input.order_id, &input.held, input.how, now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -81,15 +59,20 @@ async fn settle(
     }
 }
 
-/// Moves each of `resources`, in that order, inside the outcome's transaction.
+/// Moves each of `held` (in reservation order) inside the outcome's transaction: captures in
+/// that order, releases and returns in reverse, the one place that order is decided.
 async fn settle_each(
     tx: &mut Tx<'_>,
     order_id: &str,
-    resources: impl Iterator<Item = Resource>,
+    held: &[Resource],
     how: Move,
     now: i64,
 ) -> Result<(), StoreError> {
-    for resource in resources {
+    let ordered: Vec<Resource> = match how {
+        Move::Capture => held.to_vec(),
+        Move::Release | Move::Return => held.iter().rev().copied().collect(),
+    };
+    for resource in ordered {
         settle(tx, order_id, resource, how, now).await?;
     }
     Ok(())
@@ -100,8 +83,14 @@ pub async fn pay(db: &Db, input: &PayOrder) -> Result<(), StoreError> {
     let order_id = input.paid.order_id.as_str();
     let mut tx = db.begin().await?;
     orders::mark_paid_in(&mut tx, &input.paid).await?;
-    let held = input.held.iter().copied();
-    settle_each(&mut tx, order_id, held, Move::Capture, input.paid.at_ms).await?;
+    settle_each(
+        &mut tx,
+        order_id,
+        &input.held,
+        Move::Capture,
+        input.paid.at_ms,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -112,8 +101,14 @@ pub async fn cancel(db: &Db, input: &CancelOrder) -> Result<(), StoreError> {
     let order_id = input.cancel.order_id.as_str();
     let mut tx = db.begin().await?;
     orders::mark_cancelled_in(&mut tx, &input.cancel).await?;
-    let held = input.held.iter().rev().copied();
-    settle_each(&mut tx, order_id, held, Move::Release, input.cancel.at_ms).await?;
+    settle_each(
+        &mut tx,
+        order_id,
+        &input.held,
+        Move::Release,
+        input.cancel.at_ms,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -125,9 +120,13 @@ pub async fn cancel_paid(db: &Db, input: &CancelOrder) -> Result<(), StoreError>
     let mut tx = db.begin().await?;
     fulfilment::cancel_after_payment_in(&mut tx, &input.cancel).await?;
     // The wallet returned with the status, in `cancel_after_payment_in`.
-    let held = input.held.iter().rev().copied();
-    let rest = held.filter(|r| *r != Resource::Wallet);
-    settle_each(&mut tx, order_id, rest, Move::Return, input.cancel.at_ms).await?;
+    let rest: Vec<Resource> = input
+        .held
+        .iter()
+        .copied()
+        .filter(|r| *r != Resource::Wallet)
+        .collect();
+    settle_each(&mut tx, order_id, &rest, Move::Return, input.cancel.at_ms).await?;
     tx.commit().await?;
     Ok(())
 }

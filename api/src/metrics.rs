@@ -16,6 +16,7 @@ use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use orderflow_activities::store::Tally;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -125,10 +126,42 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", inner.join(","))
 }
 
+/// The families counted by one grouped query each: what, name, type, help, label keys.
+const TALLIES: [(Tally, &str, &str, &str, &[&str]); 4] = [
+    (
+        Tally::Refunds,
+        "orderflow_refunds_total",
+        "counter",
+        "Refunds by outcome (pending, succeeded, failed)",
+        &["outcome"],
+    ),
+    (
+        Tally::NeedsAttention,
+        "orderflow_orders_needs_attention",
+        "gauge",
+        "Orders stopped on a permanent error and waiting for ops, by code",
+        &["code"],
+    ),
+    (
+        Tally::ReconcileActions,
+        "orderflow_reconcile_actions_total",
+        "counter",
+        "Reconciliation's actions on orders (repaired, reported, purged)",
+        &["action"],
+    ),
+    (
+        Tally::PaymentDecisions,
+        "orderflow_payments_held_total",
+        "counter",
+        "Payments their order could not take, by reason and by decision (holding, applied, refunded, refund_failed, nothing_to_do)",
+        &["reason", "state"],
+    ),
+];
+
 async fn order_metrics(
     db: &orderflow_activities::Db,
 ) -> Result<String, orderflow_activities::StoreError> {
-    use orderflow_activities::store::{self, Tally};
+    use orderflow_activities::store;
     let (mut created, mut paid) = (0i64, 0i64);
     let (mut cancelled, mut rejected, mut current) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
@@ -143,22 +176,6 @@ async fn order_metrics(
             "rejected" => *rejected.entry(label("code", &code)).or_insert(0) += n,
             _ => {}
         }
-    }
-    let mut refunds = BTreeMap::new();
-    for (status, _, n) in store::tally(db, Tally::Refunds).await? {
-        refunds.insert(label("outcome", &status), n);
-    }
-    let mut attention = BTreeMap::new();
-    for (code, _, n) in store::tally(db, Tally::NeedsAttention).await? {
-        attention.insert(label("code", &code), n);
-    }
-    let mut reconcile = BTreeMap::new();
-    for (action, _, n) in store::tally(db, Tally::ReconcileActions).await? {
-        reconcile.insert(label("action", &action), n);
-    }
-    let mut decisions = BTreeMap::new();
-    for (reason, state, n) in store::tally(db, Tally::PaymentDecisions).await? {
-        decisions.insert(labels(&[("reason", &reason), ("state", &state)]), n);
     }
     let mut out = String::new();
     let one = |v: i64| BTreeMap::from([(String::new(), v)]);
@@ -197,34 +214,18 @@ async fn order_metrics(
         "Orders by current status",
         &current,
     );
-    family(
-        &mut out,
-        "orderflow_refunds_total",
-        "counter",
-        "Refunds by outcome (pending, succeeded, failed)",
-        &refunds,
-    );
-    family(
-        &mut out,
-        "orderflow_orders_needs_attention",
-        "gauge",
-        "Orders stopped on a permanent error and waiting for ops, by code",
-        &attention,
-    );
-    family(
-        &mut out,
-        "orderflow_reconcile_actions_total",
-        "counter",
-        "Reconciliation's actions on orders (repaired, reported, purged)",
-        &reconcile,
-    );
-    family(
-        &mut out,
-        "orderflow_payments_held_total",
-        "counter",
-        "Payments their order could not take, by reason and by decision (holding, applied, refunded, refund_failed, nothing_to_do)",
-        &decisions,
-    );
+    for (what, name, kind, help, keys) in TALLIES {
+        let mut samples = BTreeMap::new();
+        for (first, second, n) in store::tally(db, what).await? {
+            let pairs: Vec<(&str, &str)> = keys
+                .iter()
+                .copied()
+                .zip([first.as_str(), second.as_str()])
+                .collect();
+            samples.insert(labels(&pairs), n);
+        }
+        family(&mut out, name, kind, help, &samples);
+    }
     Ok(out)
 }
 

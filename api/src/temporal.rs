@@ -16,7 +16,7 @@ use orderflow_workflows::{
     refund_retry_workflow_id, workflow_id,
 };
 use temporalio_client::errors::{
-    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
+    WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy,
@@ -158,15 +158,16 @@ pub async fn ship_order(
 /// closed or missing.
 #[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
 pub async fn retry_order(client: &Client, order_id: &str) -> Result<bool, ApiError> {
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    match handle
-        .signal(OrderWorkflow::retry, (), WorkflowSignalOptions::default())
-        .await
-    {
-        Ok(()) => Ok(true),
-        Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
-        Err(e) => Err(unavailable(order_id, e)),
-    }
+    let options = WorkflowSignalOptions::default();
+    orderflow_activities::handoff::signal_order_workflow(
+        client,
+        order_id,
+        OrderWorkflow::retry,
+        (),
+        options,
+    )
+    .await
+    .map_err(|e| unavailable(order_id, e))
 }
 
 /// Redeems a code for a user through the pair's workflow. Concurrent calls for one pair meet

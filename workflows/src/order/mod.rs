@@ -70,8 +70,9 @@ pub enum Phase {
     /// The grace window is over: nothing more is accepted; the run ends once every open
     /// handler is answered and every payment handled.
     Closing { shipped: bool },
-    /// A step failed for good; waiting for ops (`order.retry`).
-    NeedsAttention { code: String },
+    /// A step failed for good; waiting for ops (`order.retry`). The code is on the
+    /// `needs_attention` row and the order's event.
+    NeedsAttention,
 }
 
 /// The wait for payment: the deadline (data, not a timer, so that a checkout can move it) and
@@ -321,7 +322,7 @@ impl OrderWorkflow {
                 Phase::Reserving
                     | Phase::AwaitingPayment(_)
                     | Phase::Settling
-                    | Phase::NeedsAttention { .. }
+                    | Phase::NeedsAttention
             ),
             payments_seen: self.payments.len(),
         }
@@ -602,9 +603,7 @@ async fn wait_for_ops(
 ) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let seen = ctx.state_mut(|s| {
-        s.phase = Phase::NeedsAttention {
-            code: problem.code.clone(),
-        };
+        s.phase = Phase::NeedsAttention;
         s.retries_requested
     });
     let raised = NeedsAttention {
