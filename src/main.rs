@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         }
         ("migrate", Some("down")) => {
             let db = run::open_db(&config.database_url, false).await?;
-            orderflow_activities::db::migrate_down(&db, 0)
+            orderflow_store::db::migrate_down(&db, 0)
                 .await
                 .context("reverting migrations")?;
             println!(
@@ -169,7 +169,7 @@ async fn audit(config: Config, json: bool) -> anyhow::Result<()> {
         config.provider.base_url
     );
     let report =
-        orderflow_activities::audit::run(&db, &provider, &client, orderflow_activities::now_ms())
+        orderflow_activities::audit::run(&db, &provider, &client, orderflow_store::now_ms())
             .await
             .context("the audit could not read everything it needs")?;
     if json {

@@ -5,8 +5,9 @@
 
 use crate::config::Config;
 use anyhow::{Context, anyhow};
-use orderflow_activities::{Db, OrderActivitiesImpl};
+use orderflow_activities::OrderActivitiesImpl;
 use orderflow_provider::{PaymentProvider, ProviderConfig};
+use orderflow_store::Db;
 use orderflow_workflows::model::ReconcileInput;
 use orderflow_workflows::{
     OrderWorkflow, PaymentDecisionWorkflow, ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow,
@@ -45,11 +46,11 @@ pub async fn open_db(url: &str, migrate: bool) -> anyhow::Result<Db> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
     }
-    let db = orderflow_activities::db::connect(url)
+    let db = orderflow_store::db::connect(url)
         .await
         .with_context(|| format!("cannot open the database {}", redact(url)))?;
     if migrate {
-        orderflow_activities::db::migrate_up(&db)
+        orderflow_store::db::migrate_up(&db)
             .await
             .context("applying migrations")?;
     }

@@ -339,7 +339,7 @@ async fn webhooks_with_bad_signatures_are_refused_and_wrong_amounts_never_pay() 
         )
         .await;
     let order_id = id(&created.body);
-    let now = orderflow_activities::now_ms() / 1000;
+    let now = orderflow_store::now_ms() / 1000;
     let event = app.captured(&order_id, 400);
     let body = serde_json::to_vec(&event).unwrap();
     let sign = |secret: &str, t: i64, b: &[u8]| Some(orderflow_api::signature::sign(secret, t, b));
@@ -561,15 +561,15 @@ async fn a_payment_racing_the_deadline_ends_either_paid_or_cancelled_never_both(
             let app = &app;
             async move {
                 let at = expires_ms + offset;
-                let wait = at - orderflow_activities::now_ms();
+                let wait = at - orderflow_store::now_ms();
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
-                let sent = orderflow_activities::now_ms();
+                let sent = orderflow_store::now_ms();
                 let r = app.deliver(&app.captured(order_id, 100)).await;
                 assert_eq!(r.status, 200, "{}", r.body);
                 // (order, planned offset, actual send offset, answered offset) to expires_at
-                let answered = orderflow_activities::now_ms();
+                let answered = orderflow_store::now_ms();
                 (
                     order_id.clone(),
                     offset,

@@ -203,7 +203,7 @@ async fn a_refund_whose_history_is_gone_is_not_paid_twice() {
             currency: "USD".into(),
         },
         reason: "order_cancelled".into(),
-        requested_at_ms: orderflow_activities::now_ms(),
+        requested_at_ms: orderflow_store::now_ms(),
         idempotency_key: None,
     };
     let outcome = app
@@ -335,7 +335,7 @@ async fn an_inbox_event_never_handed_on_is_redriven() {
             payment_id: event.payment_id.clone(),
             amount: 1000,
             currency: "USD".into(),
-            received_at: orderflow_activities::now_ms() - 5_000,
+            received_at: orderflow_store::now_ms() - 5_000,
             session_id: event.session_id.clone(),
         };
         receive(&app.db, &received).await.unwrap();

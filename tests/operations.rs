@@ -279,7 +279,7 @@ async fn sigterm_during_load_loses_no_order() {
                 // Half of them get paid, by a webhook straight to the API being stopped.
                 let event = app.captured(&id(&r.body), 100);
                 let body = serde_json::to_vec(&event).unwrap();
-                let sig = orderflow_api::signature::sign(common::SECRET, orderflow_activities::now_ms() / 1000, &body);
+                let sig = orderflow_api::signature::sign(common::SECRET, orderflow_store::now_ms() / 1000, &body);
                 let _ = app
                     .http
                     .post(format!("{base}/v1/payments/webhook"))
@@ -390,7 +390,7 @@ async fn the_documented_deadline_query_finds_only_orders_still_waiting() {
     let (waiting, paid) = (&orders[0], &orders[1]);
     app.checkout_and_pay(paid, None).await;
     app.wait_status(paid, "fulfilled").await;
-    let before = rfc3339(orderflow_activities::now_ms() + 3_600_000);
+    let before = rfc3339(orderflow_store::now_ms() + 3_600_000);
     let documented = format!(
         "OrderStatus IN ('pending_payment', 'checkout_open') AND PaymentDeadline < '{before}'"
     );

@@ -27,7 +27,7 @@ fn ms(rfc3339: &Value) -> i64 {
 }
 
 async fn sleep_until(at_ms: i64) {
-    let wait = at_ms - orderflow_activities::now_ms();
+    let wait = at_ms - orderflow_store::now_ms();
     if wait > 0 {
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     }
@@ -381,7 +381,7 @@ async fn webhooks_delivered_late_pay_an_open_checkout_or_are_refunded_once() {
     app.checkout_and_pay(&paid_order, Some("webhook_delay_ms=3500,duplicate_webhook"))
         .await;
     app.settled(&paid_order).await;
-    assert!(orderflow_activities::now_ms() > deadline + 1000);
+    assert!(orderflow_store::now_ms() > deadline + 1000);
     let o = app.order(&paid_order).await;
     assert_eq!(o["status"], "fulfilled", "{o}");
     assert!(o["refunds"].as_array().unwrap().is_empty());

@@ -5,7 +5,8 @@
 mod common;
 
 use orderflow_activities::funds::{POINTS, WALLET};
-use orderflow_activities::{Db, StoreError, audit, coupons, funds, orders, outcome, stock, store};
+use orderflow_activities::{audit, coupons, funds, orders, outcome, stock};
+use orderflow_store::{self as store, Db, StoreError};
 use orderflow_workflows::model::*;
 
 fn sku_spec(price: i64, stock: i64) -> store::SkuSpec {
@@ -247,14 +248,12 @@ async fn the_audit_catches_money_created_out_of_thin_air() {
 async fn migrations_roll_back_cleanly_and_apply_again() {
     let db = fresh_db().await;
     store::put_sku(&db, "book", &sku_spec(1, 1)).await.unwrap();
-    orderflow_activities::db::migrate_down(&db, 0)
-        .await
-        .unwrap();
+    orderflow_store::db::migrate_down(&db, 0).await.unwrap();
     let gone = sqlx::query("SELECT COUNT(*) FROM skus")
         .fetch_one(&db)
         .await;
     assert!(gone.is_err(), "the tables are dropped");
-    orderflow_activities::db::migrate_up(&db).await.unwrap();
+    orderflow_store::db::migrate_up(&db).await.unwrap();
     assert!(matches!(
         store::get_sku(&db, "book").await,
         Err(StoreError::NotFound { .. })

@@ -7,35 +7,9 @@
 use crate::error::StoreError;
 use crate::holds::{self, Begin, Move, Tx};
 use crate::{Db, now_ms};
-use orderflow_workflows::model::{Refusal, Reservation, ReserveFunds, Resource};
+use orderflow_workflows::model::{Refusal, Reservation, ReserveFunds};
 
-/// An account table whose funds orders can hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Account {
-    pub resource: Resource,
-    pub table: &'static str,
-    /// The column that holds reserved funds.
-    pub held: &'static str,
-    /// The refusal code when the balance is short.
-    pub short_code: &'static str,
-    pub noun: &'static str,
-}
-
-pub const WALLET: Account = Account {
-    resource: Resource::Wallet,
-    table: "wallets",
-    held: "frozen",
-    short_code: "insufficient_wallet_balance",
-    noun: "wallet balance",
-};
-
-pub const POINTS: Account = Account {
-    resource: Resource::Points,
-    table: "points_accounts",
-    held: "reserved",
-    short_code: "insufficient_points",
-    noun: "points",
-};
+pub use orderflow_store::funds::{Account, POINTS, WALLET};
 
 pub async fn reserve(
     db: &Db,

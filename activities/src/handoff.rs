@@ -21,7 +21,7 @@ use crate::error::{Service, StoreError};
 use crate::orders::append_event_if_order;
 use crate::payments::{InboxEvent, payment_status};
 use crate::provider::PaymentProvider;
-use crate::store;
+use orderflow_store as store;
 use orderflow_workflows::decide::{pays_for, refund_reason, secs_to_ms};
 use orderflow_workflows::model::{
     OrderStatus, PaymentDecided, PaymentReceived, PaymentVerdict, RefundPayment, StrayPayment,

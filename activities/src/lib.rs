@@ -1,8 +1,7 @@
-//! orderflow-activities: every side effect of an order, and the only crate that touches the
-//! database.
+//! orderflow-activities: every side effect of an order, and the only crate that moves
+//! money or stock (the database itself is `orderflow-store`'s).
 //!
-//! - [`db`]: the pool (SQLite or PostgreSQL through sqlx's `Any` driver) and migrations.
-//! - [`error`]: `StoreError`, classified as transient (retried) or business (non-retryable).
+//! - [`error`]: how a `StoreError` (from `orderflow-store`) becomes an activity error.
 //! - [`holds`]: the per-order, per-resource hold state machine and its append-only ledger,
 //!   which make every reserve, release and capture idempotent.
 //! - [`stock`], [`coupons`], [`funds`] (points and wallet): the resources an order holds.
@@ -16,7 +15,6 @@
 //! - [`fulfilment`]: entitlements, shipments, cancel after payment.
 //! - [`reconcile`]: what reconciliation finds (asking Temporal too), logs and purges.
 //! - [`redemptions`]: redemption codes, granted at most once per user and never beyond `max_uses`.
-//! - [`store`]: reads and admin writes used by the API.
 //! - [`attention`]: orders that stopped on a permanent error and wait for ops.
 //! - [`audit`]: the conservation invariants of `docs/architecture.md`, checked against the data,
 //!   and the two-way money audit against the provider's own ledger.
@@ -30,7 +28,6 @@ pub mod attention;
 pub mod audit;
 pub mod contract_impl;
 pub mod coupons;
-pub mod db;
 pub mod error;
 pub mod fulfilment;
 pub mod funds;
@@ -43,18 +40,8 @@ pub mod quota;
 pub mod reconcile;
 pub mod redemptions;
 pub mod stock;
-pub mod store;
 
 pub use contract_impl::OrderActivitiesImpl;
-pub use db::Db;
-pub use error::{Service, StoreError};
 /// The provider protocol and client (the `orderflow-provider` crate), as the activities use it.
 pub use orderflow_provider as provider;
-
-/// Unix milliseconds now. Only activities and the API read the clock; workflows never do.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use orderflow_store::{Db, Service, StoreError, db, now_ms};

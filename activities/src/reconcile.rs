@@ -230,7 +230,7 @@ pub async fn resume_order(
     task_queue: &str,
     order_id: &str,
 ) -> Result<(), StoreError> {
-    let order = crate::store::get_order(db, order_id).await?;
+    let order = orderflow_store::get_order(db, order_id).await?;
     let input = PlaceOrder {
         order_id: order.order_id.clone(),
         user_id: order.user_id.clone(),

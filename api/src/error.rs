@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use orderflow_activities::{Service, StoreError};
+use orderflow_store::{Service, StoreError};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]

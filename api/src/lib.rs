@@ -26,7 +26,7 @@ pub mod view;
 pub use orderflow_provider::signature;
 
 use axum::Router;
-use orderflow_activities::Db;
+use orderflow_store::Db;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,11 +107,7 @@ async fn healthz() -> axum::Json<serde_json::Value> {
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    let db = tokio::time::timeout(
-        Duration::from_secs(3),
-        orderflow_activities::store::ping(&state.db),
-    )
-    .await;
+    let db = tokio::time::timeout(Duration::from_secs(3), orderflow_store::ping(&state.db)).await;
     let db_ok = matches!(db, Ok(Ok(_)));
     let mut workflow_service = state.temporal.connection().workflow_service();
     let temporal = tokio::time::timeout(

@@ -16,7 +16,7 @@ use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use orderflow_activities::store::Tally;
+use orderflow_store::Tally;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -91,8 +91,8 @@ impl Metrics {
     /// The whole exposition: this process's metrics, then the database-derived ones.
     pub async fn render(
         &self,
-        db: &orderflow_activities::Db,
-    ) -> Result<String, orderflow_activities::StoreError> {
+        db: &orderflow_store::Db,
+    ) -> Result<String, orderflow_store::StoreError> {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -158,10 +158,8 @@ const TALLIES: [(Tally, &str, &str, &str, &[&str]); 4] = [
     ),
 ];
 
-async fn order_metrics(
-    db: &orderflow_activities::Db,
-) -> Result<String, orderflow_activities::StoreError> {
-    use orderflow_activities::store;
+async fn order_metrics(db: &orderflow_store::Db) -> Result<String, orderflow_store::StoreError> {
+    use orderflow_store as store;
     let (mut created, mut paid) = (0i64, 0i64);
     let (mut cancelled, mut rejected, mut current) =
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());

@@ -3,7 +3,7 @@
 //! added; the listed ones are never renamed. Times are RFC 3339 in UTC; money is integer minor
 //! units.
 
-use orderflow_activities::store::{Account, Coupon, Order, OrderEvent, Sku};
+use orderflow_store::{Account, Coupon, Order, OrderEvent, Sku};
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;

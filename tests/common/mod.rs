@@ -9,9 +9,9 @@
 
 use orderflow::config::Config;
 use orderflow::{devserver, run};
-use orderflow_activities::Db;
 use orderflow_provider::{ProviderConfig, WebhookEvent};
 use orderflow_sandbox::{Sandbox, SandboxConfig};
+use orderflow_store::Db;
 use orderflow_workflows::{OrderWorkflow, workflow_id};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -75,7 +75,7 @@ pub async fn fresh_database_url() -> String {
     let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
     match std::env::var("TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
-            let admin = orderflow_activities::db::connect(&admin_url)
+            let admin = orderflow_store::db::connect(&admin_url)
                 .await
                 .expect("connect to TEST_DATABASE_URL");
             sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -605,8 +605,7 @@ impl TestApp {
     }
     /// Posts a webhook signed now with the current secret.
     pub async fn webhook(&self, body: Vec<u8>) -> Reply {
-        let sig =
-            orderflow_api::signature::sign(SECRET, orderflow_activities::now_ms() / 1000, &body);
+        let sig = orderflow_api::signature::sign(SECRET, orderflow_store::now_ms() / 1000, &body);
         self.webhook_with(body, Some(sig)).await
     }
 
@@ -659,7 +658,7 @@ impl TestApp {
             &self.db,
             &provider,
             &self.client,
-            orderflow_activities::now_ms(),
+            orderflow_store::now_ms(),
         )
         .await
         .expect("the audit reads the provider, the database and Temporal")

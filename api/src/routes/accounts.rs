@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use orderflow_activities::funds::{POINTS, WALLET};
-use orderflow_activities::store;
+use orderflow_store as store;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -20,7 +20,7 @@ pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
 
 /// Checks a money or points amount from a client.
 pub fn check_amount(field: &str, value: i64, min: i64) -> Result<(), ApiError> {
-    let max = orderflow_activities::store::MAX_BALANCE;
+    let max = orderflow_store::MAX_BALANCE;
     if value < min || value > max {
         return Err(ApiError::unprocessable(
             "invalid_amount",
@@ -32,5 +32,5 @@ pub fn check_amount(field: &str, value: i64, min: i64) -> Result<(), ApiError> {
 
 /// What another user's object answers: exactly what a missing one does, so ids do not leak.
 pub fn hidden(entity: &'static str, id: &str) -> ApiError {
-    ApiError::from(orderflow_activities::StoreError::not_found(entity, id))
+    ApiError::from(orderflow_store::StoreError::not_found(entity, id))
 }

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use orderflow_activities::{now_ms, store};
+use orderflow_store::{self as store, now_ms};
 use orderflow_workflows::model::{
     CancelReason, CancelRequest, OrderLine, OrderStatus, PaymentMethod, PlaceOrder,
 };
@@ -601,7 +601,7 @@ async fn retry_order(
     check_id("order_id", &order_id)?;
     let stopped = orderflow_activities::attention::of_order(&state.db, &order_id)
         .await
-        .map_err(orderflow_activities::StoreError::from)?;
+        .map_err(orderflow_store::StoreError::from)?;
     let not_stopped = |why: &str| ApiError::conflict("order_not_stopped", why).for_order(&order_id);
     let Some(stopped) = stopped else {
         store::get_order(&state.db, &order_id).await?;

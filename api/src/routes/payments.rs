@@ -26,9 +26,9 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use orderflow_activities::handoff;
-use orderflow_activities::now_ms;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
 use orderflow_provider::{WebhookEvent, is_known_currency};
+use orderflow_store::now_ms;
 use serde_json::{Value, json};
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
@@ -160,8 +160,7 @@ async fn handle_webhook(
         received_at: now_ms(),
         session_id: event.session_id.clone(),
     };
-    let for_order =
-        |e: orderflow_activities::StoreError| ApiError::from(e).for_order(&event.order_id);
+    let for_order = |e: orderflow_store::StoreError| ApiError::from(e).for_order(&event.order_id);
     if let Inbox::Processed { outcome } = payments::receive(&state.db, &received)
         .await
         .map_err(for_order)?
