@@ -195,10 +195,15 @@ pub async fn serve_api(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let api_config = Arc::new(config.api());
+    let engine = orderflow_api::temporal::TemporalEngine {
+        client,
+        config: api_config.clone(),
+    };
     let state = orderflow_api::AppState {
         db,
-        temporal: client,
-        config: Arc::new(config.api()),
+        engine: Arc::new(engine),
+        config: api_config,
         metrics: Arc::new(orderflow_api::metrics::Metrics::new()),
         provider: PaymentProvider::new(&config.provider).map_err(|e| anyhow!("{e}"))?,
     };

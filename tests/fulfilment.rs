@@ -31,7 +31,8 @@ async fn shop(app: &TestApp) -> String {
 }
 
 async fn ship(app: &TestApp, order_id: &str) -> common::Reply {
-    app.post(&format!("/v1/admin/orders/{order_id}/ship"), json!({}))
+    app.as_admin()
+        .post(&format!("/v1/admin/orders/{order_id}/ship"), json!({}))
         .await
 }
 
@@ -50,7 +51,10 @@ fn assert_one_refund(o: &Value, payment: &str, reason: &str) {
 }
 
 async fn entitlements(app: &TestApp, user: &str) -> Vec<Value> {
-    app.get(&format!("/v1/entitlements/{user}")).await.body["entitlements"]
+    app.as_user(user)
+        .get(&format!("/v1/entitlements/{user}"))
+        .await
+        .body["entitlements"]
         .as_array()
         .unwrap()
         .clone()
@@ -117,7 +121,10 @@ async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
     let order_id = id(&app.create_order("cap", body).await.body);
     let payment = app.checkout_and_pay(&order_id, None).await;
     app.wait_shipment(&order_id, "pending").await;
-    assert_eq!(app.get("/v1/wallets/alice").await.body["spent"], 300);
+    assert_eq!(
+        app.as_user("alice").get("/v1/wallets/alice").await.body["spent"],
+        300
+    );
 
     let r = app.cancel(&order_id, "user").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -138,17 +145,29 @@ async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
         "stock back on the shelf"
     );
     assert_eq!(app.sku("lamp").await["sold"], 0);
-    let c = app.get(&format!("/v1/coupons/{coupon}")).await.body;
+    let c = app
+        .as_admin()
+        .get(&format!("/v1/coupons/{coupon}"))
+        .await
+        .body;
     assert_eq!(
         (c["balance"].as_i64(), c["used"].as_i64()),
         (Some(500), Some(0))
     );
     assert_eq!(
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
         json!({"user_id": "alice", "balance": 1000, "frozen": 0, "spent": 0})
     );
-    assert_eq!(app.get("/v1/points/alice").await.body["points"], 300);
-    let steps: Vec<String> = app.get(&format!("/v1/orders/{order_id}/events")).await.body["events"]
+    assert_eq!(
+        app.as_user("alice").get("/v1/points/alice").await.body["points"],
+        300
+    );
+    let steps: Vec<String> = app
+        .buyer_of(&order_id)
+        .await
+        .get(&format!("/v1/orders/{order_id}/events"))
+        .await
+        .body["events"]
         .as_array()
         .unwrap()
         .iter()
@@ -203,7 +222,7 @@ async fn cancel_after_ship_is_refused_and_changes_nothing() {
     let before = (
         app.order(&order_id).await,
         app.sku("lamp").await,
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
     );
     let r = app.cancel(&order_id, "user").await;
     assert_eq!(
@@ -215,7 +234,7 @@ async fn cancel_after_ship_is_refused_and_changes_nothing() {
     let after = (
         app.order(&order_id).await,
         app.sku("lamp").await,
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
     );
     assert_eq!(before, after, "nothing changed");
     app.settled(&order_id).await;
@@ -293,6 +312,7 @@ async fn an_admin_wallet_order_has_no_deadline_and_a_cancel_returns_the_wallet_f
     let app = spawn_app().await;
     shop(&app).await;
     let r = app
+        .as_admin()
         .send(
             app.http
                 .post(format!("{}/v1/admin/orders", app.base))
@@ -314,17 +334,20 @@ async fn an_admin_wallet_order_has_no_deadline_and_a_cancel_returns_the_wallet_f
     );
     assert!(["paid", "fulfilled"].contains(&o["status"].as_str().unwrap()));
     app.eventually(30, "the wallet charged", || async {
-        (app.get("/v1/wallets/alice").await.body["spent"] == 900).then_some(())
+        (app.as_user("alice").get("/v1/wallets/alice").await.body["spent"] == 900).then_some(())
     })
     .await;
     let cancelled = app.cancel(&order_id, "admin").await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
         json!({"user_id": "alice", "balance": 1000, "frozen": 0, "spent": 0})
     );
-    assert_eq!(app.get("/v1/points/alice").await.body["points"], 300);
+    assert_eq!(
+        app.as_user("alice").get("/v1/points/alice").await.body["points"],
+        300
+    );
     assert!(
         cancelled.body["refunds"].as_array().unwrap().is_empty(),
         "no online payment to refund"
@@ -332,6 +355,7 @@ async fn an_admin_wallet_order_has_no_deadline_and_a_cancel_returns_the_wallet_f
 
     // Online is not an admin method; a deadline is not an admin field.
     let bad = app
+        .as_admin()
         .send(
             app.http
                 .post(format!("{}/v1/admin/orders", app.base))
@@ -349,6 +373,7 @@ async fn fifty_users_racing_for_a_code_with_ten_uses_get_exactly_ten_grants() {
     let app = spawn_app().await;
     shop(&app).await;
     let r = app
+        .as_admin()
         .post(
             "/v1/admin/codes",
             json!({"code": "LAUNCH10", "sku": "course", "max_uses": 10}),
@@ -356,7 +381,7 @@ async fn fifty_users_racing_for_a_code_with_ten_uses_get_exactly_ten_grants() {
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let replies = futures::future::join_all((0..50).map(|i| {
-        app.post(
+        app.as_user(&format!("user{i}")).post(
             "/v1/redemptions",
             json!({"user_id": format!("user{i}"), "code": "LAUNCH10"}),
         )
@@ -374,6 +399,7 @@ async fn fifty_users_racing_for_a_code_with_ten_uses_get_exactly_ten_grants() {
         replies.iter().map(|r| r.status).collect::<Vec<_>>()
     );
     let unknown = app
+        .as_user("u")
         .post("/v1/redemptions", json!({"user_id": "u", "code": "NOPE"}))
         .await;
     assert_eq!((unknown.status, unknown.code()), (404, "code_not_found"));
@@ -384,14 +410,17 @@ async fn fifty_users_racing_for_a_code_with_ten_uses_get_exactly_ten_grants() {
 async fn one_user_redeeming_a_code_ten_times_at_once_is_granted_once() {
     let app = spawn_app().await;
     shop(&app).await;
-    app.post(
-        "/v1/admin/codes",
-        json!({"code": "ONCE", "sku": "course", "max_uses": 5}),
+    app.as_admin()
+        .post(
+            "/v1/admin/codes",
+            json!({"code": "ONCE", "sku": "course", "max_uses": 5}),
+        )
+        .await;
+    let body = json!({"user_id": "bob", "code": "ONCE"});
+    let replies = futures::future::join_all(
+        (0..10).map(|_| app.as_user("bob").post("/v1/redemptions", body.clone())),
     )
     .await;
-    let body = json!({"user_id": "bob", "code": "ONCE"});
-    let replies =
-        futures::future::join_all((0..10).map(|_| app.post("/v1/redemptions", body.clone()))).await;
     assert!(
         replies.iter().all(|r| r.status == 201),
         "{:?}",
@@ -405,6 +434,7 @@ async fn one_user_redeeming_a_code_ten_times_at_once_is_granted_once() {
     assert_eq!(entitlements(&app, "bob").await.len(), 1);
     // Later, again: the same grant, not a second one.
     let again = app
+        .as_user("bob")
         .post("/v1/redemptions", json!({"user_id": "bob", "code": "ONCE"}))
         .await;
     assert_eq!(again.body["entitlement_id"], *ids.iter().next().unwrap());

@@ -58,7 +58,11 @@ async fn an_order_paid_before_its_deadline_is_paid_and_everything_is_captured() 
         app.sku("book").await,
         json!({"sku": "book", "price": 1500, "available": 8, "reserved": 0, "sold": 2, "kind": "digital", "quota": null})
     );
-    let c = app.get(&format!("/v1/coupons/{coupon}")).await.body;
+    let c = app
+        .as_admin()
+        .get(&format!("/v1/coupons/{coupon}"))
+        .await
+        .body;
     assert_eq!(
         (
             c["balance"].as_i64(),
@@ -68,11 +72,19 @@ async fn an_order_paid_before_its_deadline_is_paid_and_everything_is_captured() 
         (Some(0), Some(500), Some("used"))
     );
     assert_eq!(
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
         json!({"user_id": "alice", "balance": 700, "frozen": 0, "spent": 300})
     );
-    assert_eq!(app.get("/v1/points/alice").await.body["points"], 100);
-    let events = app.get(&format!("/v1/orders/{order_id}/events")).await.body;
+    assert_eq!(
+        app.as_user("alice").get("/v1/points/alice").await.body["points"],
+        100
+    );
+    let events = app
+        .buyer_of(&order_id)
+        .await
+        .get(&format!("/v1/orders/{order_id}/events"))
+        .await
+        .body;
     let to: Vec<&str> = events["events"]
         .as_array()
         .unwrap()
@@ -117,7 +129,11 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_and_everything_is_restored
         app.sku("book").await,
         json!({"sku": "book", "price": 1500, "available": 10, "reserved": 0, "sold": 0, "kind": "digital", "quota": null})
     );
-    let c = app.get(&format!("/v1/coupons/{coupon}")).await.body;
+    let c = app
+        .as_admin()
+        .get(&format!("/v1/coupons/{coupon}"))
+        .await
+        .body;
     assert_eq!(
         (
             c["balance"].as_i64(),
@@ -127,11 +143,14 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_and_everything_is_restored
         (Some(1800), Some(0), Some(200))
     );
     assert_eq!(
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
         json!({"user_id": "alice", "balance": 1000, "frozen": 0, "spent": 0})
     );
-    assert_eq!(app.get("/v1/points/alice").await.body["points"], 300);
-    let expired = app.get("/v1/orders?status=cancelled").await.body;
+    assert_eq!(
+        app.as_user("alice").get("/v1/points/alice").await.body["points"],
+        300
+    );
+    let expired = app.as_admin().get("/v1/orders?status=cancelled").await.body;
     assert_eq!(expired["orders"].as_array().unwrap().len(), 1);
     app.assert_invariants().await;
 }
@@ -146,7 +165,10 @@ async fn a_user_cancel_answers_with_the_cancelled_order_and_releases_everything(
     assert_eq!(created.status, 201, "{}", created.body);
     let order_id = id(&created.body);
     assert_eq!(
-        app.get(&format!("/v1/coupons/{coupon}")).await.body["status"],
+        app.as_admin()
+            .get(&format!("/v1/coupons/{coupon}"))
+            .await
+            .body["status"],
         "reserved"
     );
 
@@ -163,10 +185,16 @@ async fn a_user_cancel_answers_with_the_cancelled_order_and_releases_everything(
     );
     // Answered after the releases: the coupon and the wallet are already back.
     assert_eq!(
-        app.get(&format!("/v1/coupons/{coupon}")).await.body["status"],
+        app.as_admin()
+            .get(&format!("/v1/coupons/{coupon}"))
+            .await
+            .body["status"],
         "available"
     );
-    assert_eq!(app.get("/v1/wallets/alice").await.body["frozen"], 0);
+    assert_eq!(
+        app.as_user("alice").get("/v1/wallets/alice").await.body["frozen"],
+        0
+    );
     app.settled(&order_id).await;
     // Cancelling again is idempotent; a paid order cannot be cancelled.
     assert_eq!(app.cancel(&order_id, "user").await.status, 200);
@@ -243,14 +271,20 @@ async fn a_rejected_creation_answers_422_with_its_code_and_holds_nothing() {
     }
     assert_eq!(app.sku("book").await["reserved"], 0);
     assert_eq!(
-        app.get(&format!("/v1/coupons/{coupon}")).await.body["balance"],
+        app.as_admin()
+            .get(&format!("/v1/coupons/{coupon}"))
+            .await
+            .body["balance"],
         100
     );
     assert_eq!(
-        app.get("/v1/wallets/alice").await.body,
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
         json!({"user_id": "alice", "balance": 1000, "frozen": 0, "spent": 0})
     );
-    assert_eq!(app.get("/v1/points/alice").await.body["points"], 300);
+    assert_eq!(
+        app.as_user("alice").get("/v1/points/alice").await.body["points"],
+        300
+    );
     app.assert_invariants().await;
 }
 
@@ -272,9 +306,12 @@ async fn twenty_concurrent_creates_with_one_key_make_one_order() {
         .collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(app.sku("book").await["reserved"], 1);
-    assert_eq!(app.get("/v1/wallets/alice").await.body["frozen"], 10);
     assert_eq!(
-        app.get("/v1/orders?user_id=alice").await.body["orders"]
+        app.as_user("alice").get("/v1/wallets/alice").await.body["frozen"],
+        10
+    );
+    assert_eq!(
+        app.as_admin().get("/v1/orders?user_id=alice").await.body["orders"]
             .as_array()
             .unwrap()
             .len(),
@@ -292,6 +329,7 @@ async fn twenty_concurrent_creates_with_one_key_make_one_order() {
         (422, "idempotency_key_reused")
     );
     let missing = app
+        .as_user("alice")
         .send(app.http.post(format!("{}/v1/orders", app.base)).json(&body))
         .await;
     assert_eq!(
@@ -447,86 +485,6 @@ async fn webhooks_with_bad_signatures_are_refused_and_wrong_amounts_never_pay() 
             Some("succeeded")
         )
     );
-    app.assert_invariants().await;
-}
-
-#[tokio::test]
-async fn bad_input_gets_a_clear_4xx_and_creates_nothing() {
-    let app = spawn_app().await;
-    shop(&app).await;
-    let cases = [
-        (
-            json!({"user_id": "alice", "items": []}),
-            422,
-            "invalid_items",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 0}]}),
-            422,
-            "invalid_quantity",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 10001}]}),
-            422,
-            "invalid_quantity",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}, {"sku": "book", "quantity": 1}]}),
-            422,
-            "duplicate_sku",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "points": -1}),
-            422,
-            "invalid_amount",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 0}),
-            422,
-            "invalid_payment_timeout",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 86401}),
-            422,
-            "invalid_payment_timeout",
-        ),
-        (
-            json!({"user_id": "", "items": [{"sku": "book", "quantity": 1}]}),
-            422,
-            "invalid_user_id",
-        ),
-        (
-            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": "1"}]}),
-            422,
-            "invalid_body",
-        ),
-    ];
-    for (i, (body, status, code)) in cases.into_iter().enumerate() {
-        let r = app.create_order(&format!("bad-{i}"), body).await;
-        assert_eq!((r.status, r.code()), (status, code), "{}", r.body);
-    }
-    let broken = app
-        .send(
-            app.http
-                .post(format!("{}/v1/orders", app.base))
-                .header("Idempotency-Key", "x")
-                .header("content-type", "application/json")
-                .body("{nope"),
-        )
-        .await;
-    assert_eq!((broken.status, broken.code()), (400, "invalid_json"));
-    let r = app.get("/v1/orders?limit=1000").await;
-    assert_eq!((r.status, r.code()), (422, "invalid_limit"));
-    let r = app.get("/v1/orders/ord_missing").await;
-    assert_eq!((r.status, r.code()), (404, "order_not_found"));
-    assert_eq!(
-        app.get("/v1/orders").await.body["orders"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(app.sku("book").await["reserved"], 0);
     app.assert_invariants().await;
 }
 

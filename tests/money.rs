@@ -60,7 +60,11 @@ async fn audited(app: &TestApp, scenario: &str) -> orderflow_activities::audit::
 }
 
 async fn steps(app: &TestApp, order_id: &str) -> Vec<String> {
-    let r = app.get(&format!("/v1/orders/{order_id}/events")).await;
+    let r = app
+        .buyer_of(&order_id)
+        .await
+        .get(&format!("/v1/orders/{order_id}/events"))
+        .await;
     r.body["events"]
         .as_array()
         .unwrap()
@@ -267,6 +271,7 @@ async fn a_refused_refund_is_shown_to_ops_and_retried_with_a_new_key() {
         .await;
     assert_eq!(report.stranded.count, 1, "{}", report.render());
     let retry = app
+        .as_admin()
         .post(
             &format!("/v1/admin/refunds/{}/retry", late.payment_id),
             json!({}),
@@ -283,6 +288,7 @@ async fn a_refused_refund_is_shown_to_ops_and_retried_with_a_new_key() {
     assert_eq!(key, format!("refund-{}-2", late.payment_id));
     audited(&app, "refused, then retried").await;
     let again = app
+        .as_admin()
         .post(
             &format!("/v1/admin/refunds/{}/retry", late.payment_id),
             json!({}),
@@ -480,6 +486,7 @@ async fn an_admin_order_paid_offline_passes_the_audit_and_its_refund_is_owed_out
     )
     .await;
     let r = app
+        .as_admin()
         .send(
             app.http
                 .post(format!("{}/v1/admin/orders", app.base))
@@ -513,6 +520,7 @@ async fn an_admin_order_paid_offline_passes_the_audit_and_its_refund_is_owed_out
         "owed back outside orderflow, and said so"
     );
     let retry = app
+        .as_admin()
         .post(
             &format!("/v1/admin/refunds/offline-{order}/retry"),
             json!({}),
@@ -650,6 +658,7 @@ async fn a_constraint_violation_in_a_settle_step_stops_the_order_visibly_until_o
         "the hold is kept, not lost"
     );
     let r = app
+        .as_admin()
         .post("/v1/admin/orders/ord_nobody/retry", json!({}))
         .await;
     assert_eq!((r.status, r.code()), (404, "order_not_found"), "{}", r.body);
@@ -657,6 +666,7 @@ async fn a_constraint_violation_in_a_settle_step_stops_the_order_visibly_until_o
     // Ops lift the constraint and retry: the order is paid with the same payment.
     forbid_selling(&app, "book", false).await;
     let r = app
+        .as_admin()
         .post(&format!("/v1/admin/orders/{order}/retry"), json!({}))
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
@@ -669,6 +679,7 @@ async fn a_constraint_violation_in_a_settle_step_stops_the_order_visibly_until_o
     );
     assert_eq!(done["payments"][0]["status"], "captured", "{done}");
     let r = app
+        .as_admin()
         .post(&format!("/v1/admin/orders/{order}/retry"), json!({}))
         .await;
     assert_eq!(

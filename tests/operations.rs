@@ -71,7 +71,7 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
     assert_eq!(o["cancel_reason"], "reconciled");
     assert_eq!(app.sku("book").await["reserved"], 0, "the stock is back");
     assert_eq!(
-        app.get("/v1/wallets/alice").await.body["frozen"],
+        app.as_user("alice").get("/v1/wallets/alice").await.body["frozen"],
         0,
         "the wallet is back"
     );
@@ -95,13 +95,19 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
     let shipped = app
         .eventually(30, "the resumed workflow to ship", || async {
             let r = app
+                .as_admin()
                 .post(&format!("/v1/admin/orders/{paid}/ship"), json!({}))
                 .await;
             (r.status == 200).then_some(r)
         })
         .await;
     assert_eq!(shipped.body["status"], "fulfilled", "{}", shipped.body);
-    let events = app.get(&format!("/v1/orders/{pending}/events")).await.body;
+    let events = app
+        .buyer_of(&pending)
+        .await
+        .get(&format!("/v1/orders/{pending}/events"))
+        .await
+        .body;
     assert!(
         events["events"]
             .as_array()
@@ -162,7 +168,7 @@ async fn reconciliation_releases_holds_whose_order_was_never_recorded() {
         (sku["reserved"] == 0 && sku["available"] == 10).then_some(())
     })
     .await;
-    let points = app.get("/v1/points/alice").await;
+    let points = app.as_user("alice").get("/v1/points/alice").await;
     assert_eq!(points.body["points"], 500, "{}", points.body);
     assert_eq!(points.body["reserved"], 0, "{}", points.body);
     schedule.delete(Default::default()).await.unwrap();
@@ -228,7 +234,10 @@ async fn reconciliation_pays_a_terminated_order_that_was_paid_instead_of_cancell
         app.order(&silent).await["payments"][0]["payment_id"],
         unreported.payment_id.as_str()
     );
-    assert_eq!(app.get("/v1/wallets/alice").await.body["frozen"], 0);
+    assert_eq!(
+        app.as_user("alice").get("/v1/wallets/alice").await.body["frozen"],
+        0
+    );
     schedule.delete(Default::default()).await.unwrap();
     app.assert_invariants().await;
 }

@@ -27,7 +27,7 @@ async fn call(
     };
     req = match token {
         Some(t) => req.bearer_auth(t),
-        None => req.header("x-no-auth", "1"),
+        None => req,
     };
     if let Some(b) = body {
         req = req.header("Idempotency-Key", "bola").json(&b);
@@ -40,10 +40,10 @@ async fn snapshot(app: &TestApp, bob_order: &str, coupon: &str) -> Value {
     json!({
         "order": app.order(bob_order).await,
         "sku": app.sku("book").await,
-        "coupon": app.get(&format!("/v1/coupons/{coupon}")).await.body,
-        "wallet": app.get("/v1/wallets/bob").await.body,
-        "points": app.get("/v1/points/bob").await.body,
-        "orders": app.get("/v1/orders").await.body["orders"].as_array().unwrap().len(),
+        "coupon": app.as_admin().get(&format!("/v1/coupons/{coupon}")).await.body,
+        "wallet": app.as_user("bob").get("/v1/wallets/bob").await.body,
+        "points": app.as_user("bob").get("/v1/points/bob").await.body,
+        "orders": app.as_admin().get("/v1/orders").await.body["orders"].as_array().unwrap().len(),
     })
 }
 
@@ -111,6 +111,7 @@ async fn users_reach_only_their_own_things_and_admin_routes_need_admin() {
     // Nor redeem a code in his name (the code exists: only the user is wrong).
     app.put_sku("ebook", 500, 10).await;
     let code = app
+        .as_admin()
         .post(
             "/v1/admin/codes",
             json!({"code": "BOLA-1", "sku": "ebook", "max_uses": 5}),
@@ -318,10 +319,10 @@ async fn every_input_limit_answers_a_clear_4xx_and_changes_nothing() {
         .await;
     assert_eq!(r.status, 413);
     // Page size.
-    let r = app.get("/v1/orders?limit=101").await;
+    let r = app.as_admin().get("/v1/orders?limit=101").await;
     assert_eq!((r.status, r.code()), (422, "invalid_limit"));
     assert_eq!(
-        app.get("/v1/orders").await.body["orders"]
+        app.as_admin().get("/v1/orders").await.body["orders"]
             .as_array()
             .unwrap()
             .len(),
@@ -380,7 +381,7 @@ async fn every_input_limit_answers_a_clear_4xx_and_changes_nothing() {
     );
     assert_eq!(created, 20, "exactly the cap");
     assert_eq!(app.sku("book").await["reserved"], 40);
-    let listed = app.get("/v1/orders?status=fulfilled").await;
+    let listed = app.as_admin().get("/v1/orders?status=fulfilled").await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     app.assert_invariants().await;
 }

@@ -156,7 +156,8 @@ async fn record_histories() {
         if cancel {
             app.cancel(&id, "user").await;
         } else {
-            app.post(&format!("/v1/admin/orders/{id}/ship"), json!({}))
+            app.as_admin()
+                .post(&format!("/v1/admin/orders/{id}/ship"), json!({}))
                 .await;
         }
         app.settled(&id).await;
@@ -231,6 +232,7 @@ async fn record_histories() {
     )
     .await;
     let code = app
+        .as_admin()
         .post(
             "/v1/admin/codes",
             json!({"code": "FREEBOOK", "sku": "ebook", "max_uses": 3}),
@@ -238,6 +240,7 @@ async fn record_histories() {
         .await;
     assert_eq!(code.status, 201, "{}", code.body);
     let redeemed = app
+        .as_user("bob")
         .post(
             "/v1/redemptions",
             json!({"user_id": "bob", "code": "FREEBOOK"}),
@@ -259,6 +262,7 @@ async fn record_histories() {
         ("admin-offline", "ebook", "offline"),
     ] {
         let r = app
+            .as_admin()
             .send(
                 app.http
                     .post(format!("{}/v1/admin/orders", app.base))

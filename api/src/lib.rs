@@ -5,7 +5,8 @@
 //! - [`auth`]: bearer JWTs (HS256): who calls, and what they may touch.
 //! - [`error`]: `ApiError`, the one JSON error shape; 4xx carry a stable code, 5xx never leak.
 //! - [`extract`]: JSON and query extractors whose rejections use that shape.
-//! - [`temporal`]: every call to the Temporal server (start, update, signal) in one place.
+//! - [`engine`]: the `Engine` trait, everything the API asks of the workflow engine;
+//!   [`temporal`] is the real one, the Temporal server (start, update, signal) in one place.
 //! - [`view`]: the response shapes.
 //! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json` and Swagger UI at `/docs`.
 //! - `routes`: orders, payments, catalogue/accounts (admin and reads).
@@ -14,6 +15,7 @@
 //! never change an order's status themselves: the workflow is the only writer of that.
 
 pub mod auth;
+pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -60,22 +62,12 @@ pub struct ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    pub temporal: temporalio_client::Client,
+    /// The workflow engine: Temporal ([`temporal::TemporalEngine`]), or a stand-in in tests.
+    pub engine: Arc<dyn engine::Engine>,
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<metrics::Metrics>,
     /// The payment provider's API, for the audit (its payment and refund listings).
     pub provider: orderflow_provider::PaymentProvider,
-}
-
-impl AppState {
-    /// Where the webhook hands payments on to.
-    pub fn hand_off(&self) -> orderflow_activities::handoff::HandOff {
-        orderflow_activities::handoff::HandOff {
-            client: self.temporal.clone(),
-            task_queue: self.config.task_queue.clone(),
-            unknown_order_hold_secs: self.config.unknown_order_hold_secs,
-        }
-    }
 }
 
 /// The whole API.
@@ -109,15 +101,7 @@ async fn readyz(
 ) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
     let db = tokio::time::timeout(Duration::from_secs(3), orderflow_store::ping(&state.db)).await;
     let db_ok = matches!(db, Ok(Ok(_)));
-    let mut workflow_service = state.temporal.connection().workflow_service();
-    let temporal = tokio::time::timeout(
-        Duration::from_secs(3),
-        workflow_service.get_system_info(temporalio_client::tonic::Request::new(
-            temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest::default(),
-        )),
-    )
-    .await;
-    let temporal_ok = matches!(temporal, Ok(Ok(_)));
+    let temporal_ok = state.engine.ready().await;
     let status = if db_ok && temporal_ok {
         axum::http::StatusCode::OK
     } else {

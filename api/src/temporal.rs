@@ -6,15 +6,23 @@
 //! already closed (then the database row is the truth), or Temporal is unavailable (503).
 
 use crate::ApiConfig;
+use crate::engine::{Answer, Engine};
 use crate::error::ApiError;
+use orderflow_activities::audit::MoneyReport;
+use orderflow_activities::handoff::{self, HandOff};
+use orderflow_activities::payments::InboxEvent;
+use orderflow_provider::PaymentProvider;
+use orderflow_store::{Db, StoreError};
 use orderflow_workflows::model::{
     CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, OrderStatus, PlaceOrder,
     Placement, RedeemCode, RedemptionOutcome, RefundPayment, ShipRequest,
 };
+use orderflow_workflows::refusal::Refused;
 use orderflow_workflows::{
     OrderWorkflow, RedemptionWorkflow, RefundWorkflow, redemption_workflow_id,
     refund_retry_workflow_id, workflow_id,
 };
+use std::sync::Arc;
 use temporalio_client::errors::{
     WorkflowStartError, WorkflowUpdateError, WorkflowUpdateWithStartError,
 };
@@ -25,15 +33,11 @@ use temporalio_client::{
 };
 use temporalio_common::{HasWorkflowDefinition, UpdateDefinition};
 
-/// What asking a workflow produced.
-#[derive(Debug)]
-pub enum Answer<T> {
-    /// The workflow answered.
-    Answered(T),
-    /// The workflow refused (an update validator), with its message.
-    Refused(String),
-    /// The workflow is closed (or never existed): read the database instead.
-    Closed,
+/// The Temporal server, as the API's [`Engine`].
+#[derive(Clone)]
+pub struct TemporalEngine {
+    pub client: Client,
+    pub config: Arc<ApiConfig>,
 }
 
 fn unavailable(order_id: &str, e: impl std::fmt::Display) -> ApiError {
@@ -52,48 +56,18 @@ fn update_answer<T>(
     match result {
         Ok(v) => Ok(Answer::Answered(v)),
         Err(WorkflowUpdateError::NotFound(_)) => Ok(Answer::Closed),
-        Err(WorkflowUpdateError::Failed(failure)) => Ok(Answer::Refused(failure.message.clone())),
+        Err(WorkflowUpdateError::Failed(failure)) => match Refused::from_failure(&failure) {
+            Some(refused) => Ok(Answer::Refused(refused)),
+            // Not a refusal: the workflow ended before the update finished (the server says
+            // so as a failure). The database row is the truth, as for a closed workflow.
+            None => {
+                tracing::warn!(order_id, message = %failure.message, "update failed without a refusal");
+                Ok(Answer::Closed)
+            }
+        },
         Err(e) => Err(unavailable(order_id, e)),
     }
 }
-
-/// Starts the order workflow if it does not exist (the id comes from the idempotency key), and
-/// waits for the reservation outcome. A closed workflow of the same id is never started again.
-#[tracing::instrument(skip_all, fields(order_id = %input.order_id, workflow_id = %workflow_id(&input.order_id)))]
-pub async fn place_order(
-    client: &Client,
-    config: &ApiConfig,
-    input: PlaceOrder,
-) -> Result<Answer<Placement>, ApiError> {
-    let order_id = input.order_id.clone();
-    let options = WorkflowUpdateWithStartOptions::new(
-        config.task_queue.clone(),
-        workflow_id(&order_id),
-        WorkflowIdConflictPolicy::UseExisting,
-    )
-    .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-    .update_id(format!("placed-{}", input.request_hash))
-    .build();
-    let call = client.execute_update_with_start_workflow(
-        OrderWorkflow::run,
-        input,
-        OrderWorkflow::placed,
-        (),
-        options,
-    );
-    let result = tokio::time::timeout(config.workflow_wait, call)
-        .await
-        .map_err(|_| waiting(&order_id))?;
-    match result {
-        Ok(placement) => Ok(Answer::Answered(placement)),
-        Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted { .. })) => {
-            Ok(Answer::Closed)
-        }
-        Err(WorkflowUpdateWithStartError::Update(e)) => update_answer(&order_id, Err(e)),
-        Err(e) => Err(unavailable(&order_id, e)),
-    }
-}
-
 fn waiting(order_id: &str) -> ApiError {
     ApiError::unavailable(
         "order_in_progress",
@@ -105,141 +79,195 @@ fn waiting(order_id: &str) -> ApiError {
 
 type OrderRun = <OrderWorkflow as HasWorkflowDefinition>::Run;
 
-/// Runs one update on an order's workflow, waiting at most `workflow_wait` for its answer.
-async fn update_order<U>(
-    client: &Client,
-    config: &ApiConfig,
-    order_id: &str,
-    update: U,
-    input: U::Input,
-) -> Result<Answer<U::Output>, ApiError>
-where
-    U: UpdateDefinition<Workflow = OrderRun>,
-    U::Input: Send,
-    U::Output: 'static,
-{
-    let handle = client.get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
-    let call = handle.execute_update(update, input, WorkflowExecuteUpdateOptions::default());
-    let result = tokio::time::timeout(config.workflow_wait, call)
-        .await
-        .map_err(|_| waiting(order_id))?;
-    update_answer(order_id, result)
-}
-
-/// Asks a pending order to cancel, and waits until it is settled.
-#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
-pub async fn cancel_order(
-    client: &Client,
-    config: &ApiConfig,
-    order_id: &str,
-    request: CancelRequest,
-) -> Result<Answer<CancelOutcome>, ApiError> {
-    update_order(client, config, order_id, OrderWorkflow::cancel, request).await
-}
-
-/// Asks a paid order to ship.
-#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
-pub async fn ship_order(
-    client: &Client,
-    config: &ApiConfig,
-    order_id: &str,
-) -> Result<Answer<OrderStatus>, ApiError> {
-    update_order(
-        client,
-        config,
-        order_id,
-        OrderWorkflow::ship,
-        ShipRequest::default(),
-    )
-    .await
-}
-
-/// Signals an order stopped in `needs_attention` to try again; `false` if its workflow is
-/// closed or missing.
-#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
-pub async fn retry_order(client: &Client, order_id: &str) -> Result<bool, ApiError> {
-    let options = WorkflowSignalOptions::default();
-    orderflow_activities::handoff::signal_order_workflow(
-        client,
-        order_id,
-        OrderWorkflow::retry,
-        (),
-        options,
-    )
-    .await
-    .map_err(|e| unavailable(order_id, e))
-}
-
-/// Redeems a code for a user through the pair's workflow. Concurrent calls for one pair meet
-/// the running workflow (UseExisting); a call after it finished starts a new run, whose
-/// activity answers the first grant again.
-pub async fn redeem(
-    client: &Client,
-    config: &ApiConfig,
-    request: RedeemCode,
-) -> Result<RedemptionOutcome, ApiError> {
-    let id = redemption_workflow_id(&request.user_id, &request.code);
-    let options = WorkflowStartOptions::new(config.task_queue.clone(), id.clone())
-        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-        .build();
-    let fail = |e: &dyn std::fmt::Display| {
-        ApiError::unavailable(
-            "temporal_unavailable",
-            "the workflow engine is unavailable; retry the redemption",
-            e.to_string(),
-        )
-    };
-    let handle = client
-        .start_workflow(RedemptionWorkflow::run, request, options)
-        .await
-        .map_err(|e| fail(&e))?;
-    let result = tokio::time::timeout(
-        config.workflow_wait,
-        handle.get_result(WorkflowGetResultOptions::default()),
-    )
-    .await
-    .map_err(|_| fail(&"timed out waiting for the redemption"))?;
-    result.map_err(|e| fail(&e))
-}
-
-/// Asks a pending order for a checkout session.
-#[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
-pub async fn checkout(
-    client: &Client,
-    config: &ApiConfig,
-    order_id: &str,
-) -> Result<Answer<CheckoutSession>, ApiError> {
-    update_order(
-        client,
-        config,
-        order_id,
-        OrderWorkflow::checkout,
-        CheckoutRequest::default(),
-    )
-    .await
-}
-
-/// Starts attempt `attempt` of a refund that ops asked to retry, as its own workflow
-/// (`refund-{payment_id}-attempt-{n}`); the refund row, already `pending` with the attempt's
-/// key, is what it runs.
-#[tracing::instrument(skip_all, fields(order_id = %request.order_id, payment_id = %request.payment.payment_id))]
-pub async fn start_refund_retry(
-    client: &Client,
-    config: &ApiConfig,
-    request: RefundPayment,
-    attempt: i64,
-) -> Result<String, ApiError> {
-    let order_id = request.order_id.clone();
-    let id = refund_retry_workflow_id(&request.payment.payment_id, attempt);
-    let options = WorkflowStartOptions::new(config.task_queue.clone(), id.clone())
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .build();
-    match client
-        .start_workflow(RefundWorkflow::run, request, options)
-        .await
+impl TemporalEngine {
+    /// Runs one update on an order's workflow, waiting at most `workflow_wait` for its answer.
+    async fn update_order<U>(
+        &self,
+        order_id: &str,
+        update: U,
+        input: U::Input,
+    ) -> Result<Answer<U::Output>, ApiError>
+    where
+        U: UpdateDefinition<Workflow = OrderRun>,
+        U::Input: Send,
+        U::Output: 'static,
     {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
-        Err(e) => Err(unavailable(&order_id, e)),
+        let handle = self
+            .client
+            .get_workflow_handle::<OrderWorkflow>(workflow_id(order_id));
+        let call = handle.execute_update(update, input, WorkflowExecuteUpdateOptions::default());
+        let result = tokio::time::timeout(self.config.workflow_wait, call)
+            .await
+            .map_err(|_| waiting(order_id))?;
+        update_answer(order_id, result)
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for TemporalEngine {
+    /// Starts the order workflow if it does not exist (the id comes from the idempotency key), and
+    /// waits for the reservation outcome. A closed workflow of the same id is never started again.
+    #[tracing::instrument(skip_all, fields(order_id = %input.order_id, workflow_id = %workflow_id(&input.order_id)))]
+    async fn place_order(&self, input: PlaceOrder) -> Result<Answer<Placement>, ApiError> {
+        let order_id = input.order_id.clone();
+        let options = WorkflowUpdateWithStartOptions::new(
+            self.config.task_queue.clone(),
+            workflow_id(&order_id),
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .update_id(format!("placed-{}", input.request_hash))
+        .build();
+        let call = self.client.execute_update_with_start_workflow(
+            OrderWorkflow::run,
+            input,
+            OrderWorkflow::placed,
+            (),
+            options,
+        );
+        let result = tokio::time::timeout(self.config.workflow_wait, call)
+            .await
+            .map_err(|_| waiting(&order_id))?;
+        match result {
+            Ok(placement) => Ok(Answer::Answered(placement)),
+            Err(WorkflowUpdateWithStartError::Start(WorkflowStartError::AlreadyStarted {
+                ..
+            })) => Ok(Answer::Closed),
+            Err(WorkflowUpdateWithStartError::Update(e)) => update_answer(&order_id, Err(e)),
+            Err(e) => Err(unavailable(&order_id, e)),
+        }
+    }
+
+    /// Asks a pending order to cancel, and waits until it is settled.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
+    async fn cancel_order(
+        &self,
+        order_id: &str,
+        request: CancelRequest,
+    ) -> Result<Answer<CancelOutcome>, ApiError> {
+        self.update_order(order_id, OrderWorkflow::cancel, request)
+            .await
+    }
+
+    /// Asks a paid order to ship.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
+    async fn ship_order(&self, order_id: &str) -> Result<Answer<OrderStatus>, ApiError> {
+        self.update_order(order_id, OrderWorkflow::ship, ShipRequest::default())
+            .await
+    }
+
+    /// Asks a pending order for a checkout session.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
+    async fn checkout(&self, order_id: &str) -> Result<Answer<CheckoutSession>, ApiError> {
+        self.update_order(
+            order_id,
+            OrderWorkflow::checkout,
+            CheckoutRequest::default(),
+        )
+        .await
+    }
+
+    /// Signals an order stopped in `needs_attention` to try again; `false` if its workflow is
+    /// closed or missing.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, workflow_id = %workflow_id(order_id)))]
+    async fn retry_order(&self, order_id: &str) -> Result<bool, ApiError> {
+        let options = WorkflowSignalOptions::default();
+        orderflow_activities::handoff::signal_order_workflow(
+            &self.client,
+            order_id,
+            OrderWorkflow::retry,
+            (),
+            options,
+        )
+        .await
+        .map_err(|e| unavailable(order_id, e))
+    }
+
+    /// Redeems a code for a user through the pair's workflow. Concurrent calls for one pair meet
+    /// the running workflow (UseExisting); a call after it finished starts a new run, whose
+    /// activity answers the first grant again.
+    async fn redeem(&self, request: RedeemCode) -> Result<RedemptionOutcome, ApiError> {
+        let id = redemption_workflow_id(&request.user_id, &request.code);
+        let options = WorkflowStartOptions::new(self.config.task_queue.clone(), id.clone())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+            .build();
+        let fail = |e: &dyn std::fmt::Display| {
+            ApiError::unavailable(
+                "temporal_unavailable",
+                "the workflow engine is unavailable; retry the redemption",
+                e.to_string(),
+            )
+        };
+        let handle = self
+            .client
+            .start_workflow(RedemptionWorkflow::run, request, options)
+            .await
+            .map_err(|e| fail(&e))?;
+        let result = tokio::time::timeout(
+            self.config.workflow_wait,
+            handle.get_result(WorkflowGetResultOptions::default()),
+        )
+        .await
+        .map_err(|_| fail(&"timed out waiting for the redemption"))?;
+        result.map_err(|e| fail(&e))
+    }
+
+    /// Starts attempt `attempt` of a refund that ops asked to retry, as its own workflow
+    /// (`refund-{payment_id}-attempt-{n}`); the refund row, already `pending` with the attempt's
+    /// key, is what it runs.
+    #[tracing::instrument(skip_all, fields(order_id = %request.order_id, payment_id = %request.payment.payment_id))]
+    async fn start_refund_retry(
+        &self,
+        request: RefundPayment,
+        attempt: i64,
+    ) -> Result<String, ApiError> {
+        let order_id = request.order_id.clone();
+        let id = refund_retry_workflow_id(&request.payment.payment_id, attempt);
+        let options = WorkflowStartOptions::new(self.config.task_queue.clone(), id.clone())
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        match self
+            .client
+            .start_workflow(RefundWorkflow::run, request, options)
+            .await
+        {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
+            Err(e) => Err(unavailable(&order_id, e)),
+        }
+    }
+
+    async fn hand_on_payment(
+        &self,
+        db: &Db,
+        event: &InboxEvent,
+    ) -> Result<&'static str, StoreError> {
+        let to = HandOff {
+            client: self.client.clone(),
+            task_queue: self.config.task_queue.clone(),
+            unknown_order_hold_secs: self.config.unknown_order_hold_secs,
+        };
+        handoff::hand_on(db, &to, event).await
+    }
+
+    async fn audit(
+        &self,
+        db: &Db,
+        provider: &PaymentProvider,
+        now_ms: i64,
+    ) -> Result<MoneyReport, StoreError> {
+        orderflow_activities::audit::run(db, provider, &self.client, now_ms).await
+    }
+
+    async fn ready(&self) -> bool {
+        use temporalio_common::protos::temporal::api::workflowservice::v1::GetSystemInfoRequest;
+        let mut service = self.client.connection().workflow_service();
+        let asked = service.get_system_info(temporalio_client::tonic::Request::new(
+            GetSystemInfoRequest::default(),
+        ));
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(3), asked).await,
+            Ok(Ok(_))
+        )
     }
 }

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod reconcile;
 pub mod redemption;
 pub mod refund;
+pub mod refusal;
 
 pub use order::OrderWorkflow;
 pub use payment::PaymentDecisionWorkflow;

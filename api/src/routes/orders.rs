@@ -5,9 +5,9 @@
 
 use super::{check_amount, check_id, hidden};
 use crate::auth::{Admin, Caller};
+use crate::engine::Answer;
 use crate::error::ApiError;
 use crate::extract::{Json, Query};
-use crate::temporal::{self, Answer};
 use crate::{AppState, view};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -17,6 +17,7 @@ use orderflow_store::{self as store, now_ms};
 use orderflow_workflows::model::{
     CancelReason, CancelRequest, OrderLine, OrderStatus, PaymentMethod, PlaceOrder,
 };
+use orderflow_workflows::refusal::RefusalCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -308,7 +309,7 @@ async fn place(
             .then_some(state.config.max_open_orders_per_user),
         resume: false,
     };
-    match temporal::place_order(&state.temporal, &state.config, input).await? {
+    match state.engine.place_order(input).await? {
         Answer::Answered(placement) => {
             if placement.request_hash != request_hash {
                 return Err(reused());
@@ -534,20 +535,15 @@ async fn cancel_order(
         "pending_payment" | "paid" | "fulfilled" => {}
         other => return Err(not_cancellable(other)),
     }
-    match temporal::cancel_order(
-        &state.temporal,
-        &state.config,
-        &order_id,
-        CancelRequest { reason },
-    )
-    .await?
+    match state
+        .engine
+        .cancel_order(&order_id, CancelRequest { reason })
+        .await?
     {
         Answer::Answered(outcome) if outcome.status == OrderStatus::Cancelled => {
             order_response(&state, &order_id, StatusCode::OK).await
         }
-        Answer::Refused(message) if split_refusal(&message).0 == "order_already_shipped" => {
-            Err(shipped())
-        }
+        Answer::Refused(r) if r.code == RefusalCode::OrderAlreadyShipped => Err(shipped()),
         // Not cancelled (a payment or a shipment won), refused or closed: the workflow settled
         // the order another way; the row says how.
         Answer::Answered(_) | Answer::Refused(_) | Answer::Closed => {
@@ -581,9 +577,9 @@ async fn ship_order(
             order.shipment.as_deref().unwrap_or("not there")
         )));
     }
-    match temporal::ship_order(&state.temporal, &state.config, &order_id).await? {
+    match state.engine.ship_order(&order_id).await? {
         Answer::Answered(_) => order_response(&state, &order_id, StatusCode::OK).await,
-        Answer::Refused(message) => Err(not_shippable(split_refusal(&message).1.to_owned())),
+        Answer::Refused(r) => Err(not_shippable(r.message)),
         Answer::Closed => Err(not_shippable("the order's workflow has ended".into())),
     }
 }
@@ -607,7 +603,7 @@ async fn retry_order(
         store::get_order(&state.db, &order_id).await?;
         return Err(not_stopped("the order does not need attention"));
     };
-    if !temporal::retry_order(&state.temporal, &order_id).await? {
+    if !state.engine.retry_order(&order_id).await? {
         return Err(not_stopped("the order's workflow has ended"));
     }
     tracing::warn!(code = %stopped.code, "order retried by ops");
@@ -635,7 +631,7 @@ async fn pay_order(
             order.status
         )));
     }
-    match temporal::checkout(&state.temporal, &state.config, &order_id).await? {
+    match state.engine.checkout(&order_id).await? {
         Answer::Answered(session) => Ok(axum::Json(json!({
             "order_id": order_id,
             "payment_session_id": session.session_id,
@@ -644,29 +640,17 @@ async fn pay_order(
             "pay_url": session.pay_url,
             "expires_at": view::rfc3339(session.expires_at_ms),
         }))),
-        Answer::Refused(message) => {
-            let (code, why) = split_refusal(&message);
-            if code == "provider_unavailable" {
-                Err(ApiError::unavailable(
-                    "provider_unavailable",
-                    "the payment provider is unavailable; retry shortly",
-                    why,
-                )
-                .for_order(&order_id))
-            } else {
-                Err(not_payable(why.to_owned()))
-            }
+        Answer::Refused(r) if r.code == RefusalCode::ProviderUnavailable => {
+            Err(ApiError::unavailable(
+                "provider_unavailable",
+                "the payment provider is unavailable; retry shortly",
+                r.message,
+            )
+            .for_order(&order_id))
         }
+        Answer::Refused(r) => Err(not_payable(r.message)),
         Answer::Closed => Err(not_payable("the order is settled".into())),
     }
-}
-
-/// A workflow refusal reads `<code>: <message>`; the code is one the API knows.
-fn split_refusal(message: &str) -> (&str, &str) {
-    message
-        .split_once(": ")
-        .filter(|(code, _)| code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        .unwrap_or(("order_not_payable", message))
 }
 
 #[cfg(test)]

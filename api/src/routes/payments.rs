@@ -25,7 +25,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use orderflow_activities::handoff;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
 use orderflow_provider::{WebhookEvent, is_known_currency};
 use orderflow_store::now_ms;
@@ -49,9 +48,10 @@ async fn audit(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> Result<axum::Json<orderflow_activities::audit::MoneyReport>, ApiError> {
-    let report =
-        orderflow_activities::audit::run(&state.db, &state.provider, &state.temporal, now_ms())
-            .await?;
+    let report = state
+        .engine
+        .audit(&state.db, &state.provider, now_ms())
+        .await?;
     Ok(axum::Json(report))
 }
 
@@ -65,9 +65,7 @@ async fn retry_refund(
     super::check_id("payment_id", &payment_id)?;
     let (request, attempt) = payments::retry_refund(&state.db, &payment_id, now_ms()).await?;
     let order_id = request.order_id.clone();
-    let workflow_id =
-        crate::temporal::start_refund_retry(&state.temporal, &state.config, request, attempt)
-            .await?;
+    let workflow_id = state.engine.start_refund_retry(request, attempt).await?;
     tracing::warn!(%payment_id, %order_id, attempt, "refund retried by ops");
     Ok((
         StatusCode::ACCEPTED,
@@ -168,7 +166,9 @@ async fn handle_webhook(
         tracing::info!(%outcome, "duplicate webhook event");
         return Ok(accepted("duplicate"));
     }
-    let outcome = handoff::hand_on(&state.db, &state.hand_off(), &received)
+    let outcome = state
+        .engine
+        .hand_on_payment(&state.db, &received)
         .await
         .map_err(for_order)?;
     payments::processed(&state.db, &event.event_id, outcome, now_ms())

@@ -9,7 +9,6 @@ use super::{check_amount, check_id, hidden};
 use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::Json;
-use crate::temporal;
 use crate::{AppState, view};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -82,7 +81,7 @@ async fn redeem(caller: Caller, State(state): State<AppState>, Json(body): Json<
         code: body.code.clone(),
         user_id: user_id.clone(),
     };
-    match temporal::redeem(&state.temporal, &state.config, request).await? {
+    match state.engine.redeem(request).await? {
         RedemptionOutcome::Granted {
             entitlement_id,
             sku,

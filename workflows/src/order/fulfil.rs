@@ -69,22 +69,14 @@ pub(super) async fn ship(
         })
         .await;
     let refusal = ctx.state_mut(|s| {
-        let refusal = if s.cancel_request.is_some() || s.status == OrderStatus::Cancelled {
-            Some("order_not_shippable: the order is cancelled or being cancelled")
-        } else if s.shipping_or_shipped() {
-            Some("order_not_shippable: the order has shipped already")
-        } else if s.phase != (Phase::AwaitingShipment { shipping: false }) {
-            Some("order_not_shippable: the order has nothing to ship")
-        } else {
-            None
-        };
+        let refusal = s.ship_refusal();
         if refusal.is_none() {
             s.phase = Phase::AwaitingShipment { shipping: true };
         }
         refusal
     });
-    if let Some(why) = refusal {
-        return Err(why.into());
+    if let Some(refused) = refusal {
+        return Err(refused.into());
     }
     let at_ms = now_ms(ctx)?;
     let order_id = ctx.state(|s| s.input.order_id.clone());

@@ -35,6 +35,7 @@ use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
 use crate::model::*;
 use crate::policy::{now_ms, settle_options};
+use crate::refusal::{RefusalCode, Refused};
 use crate::search;
 use std::collections::BTreeSet;
 use temporalio_common::error::IncomingError;
@@ -208,7 +209,7 @@ impl OrderWorkflow {
         }
         match &self.phase {
             _ if self.shipping_or_shipped() => {
-                Err("order_already_shipped: the shipment has left".into())
+                Err(Refused::new(RefusalCode::OrderAlreadyShipped, "the shipment has left").into())
             }
             Phase::Reserving | Phase::AwaitingPayment(_) | Phase::Settling => Ok(()),
             Phase::Fulfilling
@@ -219,7 +220,11 @@ impl OrderWorkflow {
             {
                 Ok(())
             }
-            _ => Err(format!("order_not_cancellable: the order is {}", self.status).into()),
+            _ => Err(Refused::new(
+                RefusalCode::OrderNotCancellable,
+                format!("the order is {}", self.status),
+            )
+            .into()),
         }
     }
 
@@ -261,9 +266,13 @@ impl OrderWorkflow {
         match (&self.phase, self.status) {
             (Phase::AwaitingPayment(_), OrderStatus::PendingPayment) => Ok(()),
             (_, OrderStatus::PendingPayment) => {
-                Err("order_not_payable: the order is being settled".into())
+                Err(Refused::new(RefusalCode::OrderNotPayable, "the order is being settled").into())
             }
-            (_, status) => Err(format!("order_not_payable: the order is {status}").into()),
+            (_, status) => Err(Refused::new(
+                RefusalCode::OrderNotPayable,
+                format!("the order is {status}"),
+            )
+            .into()),
         }
     }
 
@@ -283,21 +292,7 @@ impl OrderWorkflow {
         _ctx: &WorkflowContextView,
         _request: &ShipRequest,
     ) -> Result<(), HandlerError> {
-        if self.cancel_request.is_some() || self.status == OrderStatus::Cancelled {
-            return Err("order_not_shippable: the order is cancelled or being cancelled".into());
-        }
-        if self.shipping_or_shipped() {
-            return Err("order_not_shippable: the order has shipped already".into());
-        }
-        match (&self.phase, self.status) {
-            (Phase::AwaitingShipment { .. }, _) => Ok(()),
-            // Paid and not fulfilled yet: the handler waits for fulfilment to say what ships.
-            (Phase::Settling | Phase::Fulfilling, OrderStatus::Paid) => Ok(()),
-            (_, status) => Err(format!(
-                "order_not_shippable: the order is {status} with nothing to ship"
-            )
-            .into()),
-        }
+        self.ship_refusal().map_or(Ok(()), |r| Err(r.into()))
     }
 
     /// The admin ships a paid order's goods: shipment `shipped`, order `fulfilled`. A cancel
@@ -342,6 +337,24 @@ impl OrderWorkflow {
             Phase::AwaitingPayment(w) => Some(w),
             _ => None,
         }
+    }
+
+    /// Why a ship must be refused now, if it must; read by the validator, and again by the
+    /// handler once fulfilment said what ships.
+    fn ship_refusal(&self) -> Option<Refused> {
+        let why = if self.cancel_request.is_some() || self.status == OrderStatus::Cancelled {
+            "the order is cancelled or being cancelled".to_owned()
+        } else if self.shipping_or_shipped() {
+            "the order has shipped already".to_owned()
+        } else {
+            match (&self.phase, self.status) {
+                (Phase::AwaitingShipment { .. }, _) => return None,
+                // Paid and not fulfilled yet: the handler waits for fulfilment to say what ships.
+                (Phase::Settling | Phase::Fulfilling, OrderStatus::Paid) => return None,
+                (_, status) => format!("the order is {status} with nothing to ship"),
+            }
+        };
+        Some(Refused::new(RefusalCode::OrderNotShippable, why))
     }
 
     /// The goods are leaving or have left: a cancel is too late.

@@ -10,6 +10,7 @@ use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
 use crate::model::*;
 use crate::policy::{checkout_options, now_ms, settle_options};
+use crate::refusal::{RefusalCode, Refused};
 use std::time::Duration;
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
@@ -87,7 +88,8 @@ pub(super) async fn open_checkout(
     _request: CheckoutRequest,
 ) -> Result<CheckoutSession, HandlerError> {
     let now = now_ms(ctx)?;
-    let not_payable = |why: &str| -> HandlerError { format!("order_not_payable: {why}").into() };
+    let not_payable =
+        |why: &str| -> HandlerError { Refused::new(RefusalCode::OrderNotPayable, why).into() };
     let window = ctx.state(|s| s.checkout_window_secs());
     match ctx.state(|s| s.waiting().map(|w| w.deadline_ms)) {
         Some(d) if now < d => {}
@@ -153,8 +155,9 @@ pub(super) async fn open_checkout(
         Ok(p) => p,
         Err(e) => {
             done_opening(None);
-            return Err(format!(
-                "provider_unavailable: the payment provider did not open a session: {e}"
+            return Err(Refused::new(
+                RefusalCode::ProviderUnavailable,
+                format!("the payment provider did not open a session: {e}"),
             )
             .into());
         }

@@ -1,0 +1,377 @@
+//! The fast tier: the API's own rules, against the real router and a fresh database, with an
+//! in-process stand-in for the workflow engine (`common::fast`). No Temporal, no sockets:
+//! each test takes well under a second. What it covers: validation (bad input gets a clear
+//! 4xx with a stable code, and reaches nothing), the access matrix of every documented route,
+//! the one error shape, and how workflow refusals and an engine outage are answered. The
+//! order lifecycle itself is tested end to end, on a real dev server, everywhere else.
+
+mod common;
+
+use common::fast::{Behaviour, FastApp, Who, fast_app};
+use orderflow_workflows::refusal::{RefusalCode, Refused};
+use serde_json::{Value, json};
+
+/// A book and a pen for sale, and Alice's funds: as the end-to-end shop, written through the
+/// admin API.
+async fn shop(app: &FastApp) {
+    for (sku, price, stock) in [("book", 1500, 10), ("pen", 200, 100)] {
+        let r = app
+            .call(
+                Who::Admin,
+                "PUT",
+                &format!("/v1/admin/skus/{sku}"),
+                Some(json!({"price": price, "stock": stock, "kind": "digital"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for (path, body) in [
+        ("/v1/admin/wallets/alice/credit", json!({"amount": 1000})),
+        ("/v1/admin/points/alice/credit", json!({"points": 300})),
+    ] {
+        let r = app.call(Who::Admin, "POST", path, Some(body)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+/// Places an order for `user` through the fake engine (which writes its row as the workflow
+/// would), and returns its id.
+async fn placed(app: &FastApp, user: &str, key: &str) -> String {
+    let request = axum::http::Request::post("/v1/orders")
+        .header("content-type", "application/json")
+        .header("Idempotency-Key", key)
+        .body(axum::body::Body::from(
+            json!({"items": [{"sku": "book", "quantity": 1}]}).to_string(),
+        ))
+        .unwrap();
+    let r = app.send(Who::User(user), request).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["order_id"].as_str().unwrap().to_owned()
+}
+
+/// `{"error": {"code", "message"[, "order_id"]}}` and nothing else.
+fn assert_error_shape(r: &common::Reply, what: &str) {
+    let error = r.body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: {}", r.body));
+    assert_eq!(r.body.as_object().unwrap().len(), 1, "{what}: {}", r.body);
+    let code = error["code"].as_str().unwrap_or_default();
+    assert!(
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "{what}: a stable snake_case code: {}",
+        r.body
+    );
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {}",
+        r.body
+    );
+    for key in error.keys() {
+        assert!(
+            ["code", "message", "order_id"].contains(&key.as_str()),
+            "{what}: {}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_reaches_nothing() {
+    let app = fast_app().await;
+    shop(&app).await;
+    let cases = [
+        (
+            json!({"user_id": "alice", "items": []}),
+            422,
+            "invalid_items",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 0}]}),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 10001}]}),
+            422,
+            "invalid_quantity",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}, {"sku": "book", "quantity": 1}]}),
+            422,
+            "duplicate_sku",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "points": -1}),
+            422,
+            "invalid_amount",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 0}),
+            422,
+            "invalid_payment_timeout",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 86401}),
+            422,
+            "invalid_payment_timeout",
+        ),
+        (
+            json!({"user_id": "", "items": [{"sku": "book", "quantity": 1}]}),
+            422,
+            "invalid_user_id",
+        ),
+        (
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": "1"}]}),
+            422,
+            "invalid_body",
+        ),
+    ];
+    for (i, (body, status, code)) in cases.into_iter().enumerate() {
+        let request = axum::http::Request::post("/v1/orders")
+            .header("content-type", "application/json")
+            .header("Idempotency-Key", format!("bad-{i}"))
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let r = app.send(Who::Admin, request).await;
+        assert_eq!((r.status, r.code()), (status, code), "{}", r.body);
+        assert_error_shape(&r, code);
+    }
+    let broken = axum::http::Request::post("/v1/orders")
+        .header("Idempotency-Key", "x")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("{nope"))
+        .unwrap();
+    let broken = app.send(Who::User("alice"), broken).await;
+    assert_eq!((broken.status, broken.code()), (400, "invalid_json"));
+    let r = app
+        .call(Who::Admin, "GET", "/v1/orders?limit=1000", None)
+        .await;
+    assert_eq!((r.status, r.code()), (422, "invalid_limit"));
+    let r = app
+        .call(Who::Admin, "GET", "/v1/orders/ord_missing", None)
+        .await;
+    assert_eq!((r.status, r.code()), (404, "order_not_found"));
+    // Nothing reached the engine, and nothing was written.
+    assert_eq!(app.engine.calls(), Vec::<String>::new());
+    assert_eq!(app.count("orders").await, 0);
+    assert_eq!(app.count("holds").await, 0);
+}
+
+/// Every documented route, as nobody, as a user and as the admin: a route that takes a token
+/// refuses a request without one (401), and an admin route refuses a user (403), before it
+/// reads anything.
+#[tokio::test]
+async fn every_documented_route_refuses_the_callers_it_must() {
+    let app = fast_app().await;
+    let doc = app
+        .call(Who::Nobody, "GET", "/openapi.json", None)
+        .await
+        .body;
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let concrete = path
+                .replace("{order_id}", "ord_x")
+                .replace("{payment_id}", "pay_x")
+                .replace('{', "")
+                .replace('}', "");
+            let method = method.to_uppercase();
+            let body = (method != "GET").then(|| json!({}));
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            let admin = path.starts_with("/v1/admin/");
+            let nobody = app
+                .call(Who::Nobody, &method, &concrete, body.clone())
+                .await;
+            if secured {
+                assert_eq!(
+                    nobody.status, 401,
+                    "{method} {path} without a token: {}",
+                    nobody.body
+                );
+                assert_error_shape(&nobody, path);
+            } else {
+                assert_ne!(
+                    nobody.status, 401,
+                    "{method} {path} is documented as public"
+                );
+            }
+            let user = app
+                .call(Who::User("mallory"), &method, &concrete, body)
+                .await;
+            if admin {
+                assert_eq!(
+                    (user.status, user.code()),
+                    (403, "forbidden"),
+                    "{method} {path} as a user: {}",
+                    user.body
+                );
+            }
+            // 503 is the engine being down (the stand-in's default); a 500 is a bug.
+            assert!(
+                user.status != 500,
+                "{method} {path} as a user: {}",
+                user.body
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} operations documented");
+    assert_eq!(app.count("orders").await, 0);
+}
+
+#[tokio::test]
+async fn a_users_things_are_hidden_from_other_users_and_open_to_the_admin() {
+    let app = fast_app().await;
+    shop(&app).await;
+    let order = placed(&app, "alice", "mine").await;
+    for path in [
+        format!("/v1/orders/{order}"),
+        format!("/v1/orders/{order}/events"),
+    ] {
+        let alice = app.call(Who::User("alice"), "GET", &path, None).await;
+        assert_eq!(alice.status, 200, "{path}: {}", alice.body);
+        let bob = app.call(Who::User("bob"), "GET", &path, None).await;
+        assert_eq!((bob.status, bob.code()), (404, "order_not_found"), "{path}");
+        let admin = app.call(Who::Admin, "GET", &path, None).await;
+        assert_eq!(admin.status, 200, "{path}: {}", admin.body);
+    }
+    let listed = app.call(Who::User("bob"), "GET", "/v1/orders", None).await;
+    assert_eq!(listed.body["orders"], json!([]), "his list is his own");
+    let r = app
+        .call(Who::User("bob"), "GET", "/v1/orders?user_id=alice", None)
+        .await;
+    assert_eq!((r.status, r.code()), (403, "user_mismatch"));
+    assert_eq!(app.engine.calls(), vec![format!("place_order {order}")]);
+}
+
+#[tokio::test]
+async fn workflow_refusals_are_answered_by_their_typed_code() {
+    let app = fast_app().await;
+    shop(&app).await;
+    let order = placed(&app, "alice", "refused").await;
+    let pay = format!("/v1/orders/{order}/pay");
+    let cancel = format!("/v1/orders/{order}/cancel");
+    let cases = [
+        (
+            RefusalCode::OrderNotPayable,
+            pay.as_str(),
+            409,
+            "order_not_payable",
+        ),
+        (
+            RefusalCode::ProviderUnavailable,
+            pay.as_str(),
+            503,
+            "provider_unavailable",
+        ),
+        (
+            RefusalCode::OrderAlreadyShipped,
+            cancel.as_str(),
+            409,
+            "order_already_shipped",
+        ),
+    ];
+    for (code, path, status, answered) in cases {
+        app.engine.behave(Behaviour::Refuses(Refused::new(
+            code,
+            "because the test says so",
+        )));
+        let body = if path.ends_with("cancel") {
+            json!({"reason": "user"})
+        } else {
+            json!({})
+        };
+        let r = app.call(Who::User("alice"), "POST", path, Some(body)).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, answered),
+            "{code}: {}",
+            r.body
+        );
+        assert_error_shape(&r, answered);
+        assert_eq!(r.body["error"]["order_id"], order.as_str());
+    }
+}
+
+#[tokio::test]
+async fn when_the_engine_is_down_the_api_says_so_and_names_the_order() {
+    let app = fast_app().await;
+    shop(&app).await;
+    let order = placed(&app, "alice", "down").await;
+    app.engine.behave(Behaviour::Down);
+    let r = app
+        .call(
+            Who::User("alice"),
+            "POST",
+            &format!("/v1/orders/{order}/pay"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "temporal_unavailable"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["error"]["order_id"], order.as_str());
+    assert_error_shape(&r, "engine down");
+    let ready = app.call(Who::Nobody, "GET", "/readyz", None).await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(
+        ready.body,
+        json!({"status": "unavailable", "database": "ok", "temporal": "unavailable"})
+    );
+    // The order is as it was: pending, read from the database.
+    let o = app
+        .call(
+            Who::User("alice"),
+            "GET",
+            &format!("/v1/orders/{order}"),
+            None,
+        )
+        .await;
+    assert_eq!(o.body["status"], "pending_payment", "{}", o.body);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_unreadable_bodies_get_the_one_error_shape() {
+    let app = fast_app().await;
+    let cases: [(&str, &str, Option<Value>, u16, &str); 3] = [
+        ("GET", "/v1/nowhere", None, 404, "route_not_found"),
+        ("GET", "/v1/orders", None, 401, "unauthorized"),
+        (
+            "POST",
+            "/v1/admin/coupons",
+            Some(json!({"kind": "amount"})),
+            422,
+            "invalid_body",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let who = if path.starts_with("/v1/admin") {
+            Who::Admin
+        } else {
+            Who::Nobody
+        };
+        let r = app.call(who, method, path, body).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (status, code),
+            "{method} {path}: {}",
+            r.body
+        );
+        assert_error_shape(&r, path);
+    }
+    let text = axum::http::Request::post("/v1/admin/coupons")
+        .header("content-type", "text/plain")
+        .body(axum::body::Body::from("hello"))
+        .unwrap();
+    let r = app.send(Who::Admin, text).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (415, "unsupported_media_type"),
+        "{}",
+        r.body
+    );
+    assert_error_shape(&r, "415");
+}
