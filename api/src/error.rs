@@ -5,10 +5,10 @@
 //! (5xx) log their cause with the order id and answer a generic message; they must never be
 //! the answer to bad input.
 
+use crate::view::{ErrorBody, ErrorDetail};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use orderflow_store::{Service, StoreError};
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -177,10 +177,11 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let Some(id) = order_id {
-            error["order_id"] = json!(id);
-        }
-        (status, axum::Json(json!({ "error": error }))).into_response()
+        let error = ErrorDetail {
+            code,
+            message,
+            order_id,
+        };
+        (status, axum::Json(ErrorBody { error })).into_response()
     }
 }

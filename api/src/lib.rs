@@ -91,14 +91,16 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `GET /healthz`: the process answers.
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+async fn healthz() -> axum::Json<view::Health> {
+    axum::Json(view::Health {
+        status: "ok".into(),
+    })
 }
 
 /// `GET /readyz`: 200 when the database and Temporal both answer, 503 naming what does not.
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+) -> (axum::http::StatusCode, axum::Json<view::Readiness>) {
     let db = tokio::time::timeout(Duration::from_secs(3), orderflow_store::ping(&state.db)).await;
     let db_ok = matches!(db, Ok(Ok(_)));
     let temporal_ok = state.engine.ready().await;
@@ -107,13 +109,13 @@ async fn readyz(
     } else {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" }.to_owned();
     (
         status,
-        axum::Json(serde_json::json!({
-            "status": word(db_ok && temporal_ok),
-            "database": word(db_ok),
-            "temporal": word(temporal_ok),
-        })),
+        axum::Json(view::Readiness {
+            status: word(db_ok && temporal_ok),
+            database: word(db_ok),
+            temporal: word(temporal_ok),
+        }),
     )
 }

@@ -5,7 +5,6 @@
 
 use orderflow_store::{Account, Coupon, Order, OrderEvent, Sku};
 use serde::Serialize;
-use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
@@ -16,10 +15,6 @@ pub fn rfc3339(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
-}
-
-fn value<T: Serialize>(v: T) -> Value {
-    serde_json::to_value(v).expect("views serialize")
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,9 +81,9 @@ pub struct OrderView {
     pub updated_at: String,
 }
 
-pub fn order(o: &Order, now_ms: i64) -> Value {
+pub fn order(o: &Order, now_ms: i64) -> OrderView {
     let is_expired = o.status == "pending_payment" && o.expires_at.is_some_and(|e| e <= now_ms);
-    value(OrderView {
+    OrderView {
         order_id: o.order_id.clone(),
         user_id: o.user_id.clone(),
         status: o.status.clone(),
@@ -146,7 +141,7 @@ pub fn order(o: &Order, now_ms: i64) -> Value {
         fulfilled_at: o.fulfilled_at.map(rfc3339),
         created_at: rfc3339(o.created_at),
         updated_at: rfc3339(o.updated_at),
-    })
+    }
 }
 
 /// One step of an order's operation log.
@@ -162,15 +157,15 @@ pub struct EventView {
     pub payment_id: Option<String>,
 }
 
-pub fn event(e: &OrderEvent) -> Value {
-    value(EventView {
+pub fn event(e: &OrderEvent) -> EventView {
+    EventView {
         from: e.from.clone(),
         to: e.to.clone(),
         reason: e.reason.clone(),
         at: rfc3339(e.at),
         step: e.step.clone(),
         payment_id: e.payment_id.clone(),
-    })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -185,8 +180,8 @@ pub struct SkuView {
     pub quota: Option<i64>,
 }
 
-pub fn sku(s: &Sku) -> Value {
-    value(SkuView {
+pub fn sku(s: &Sku) -> SkuView {
+    SkuView {
         sku: s.sku.clone(),
         price: s.price,
         available: s.available,
@@ -194,7 +189,7 @@ pub fn sku(s: &Sku) -> Value {
         sold: s.sold,
         kind: s.kind.clone(),
         quota: s.quota,
-    })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -210,8 +205,8 @@ pub struct CouponView {
     pub status: String,
 }
 
-pub fn coupon(c: &Coupon) -> Value {
-    value(CouponView {
+pub fn coupon(c: &Coupon) -> CouponView {
+    CouponView {
         coupon_id: c.coupon_id.clone(),
         user_id: c.user_id.clone(),
         kind: c.kind.clone(),
@@ -220,7 +215,7 @@ pub fn coupon(c: &Coupon) -> Value {
         reserved: c.reserved,
         used: c.used,
         status: c.status().to_owned(),
-    })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -231,13 +226,13 @@ pub struct WalletView {
     pub spent: i64,
 }
 
-pub fn wallet(a: &Account) -> Value {
-    value(WalletView {
+pub fn wallet(a: &Account) -> WalletView {
+    WalletView {
         user_id: a.user_id.clone(),
         balance: a.balance,
         frozen: a.held,
         spent: a.spent,
-    })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -248,13 +243,13 @@ pub struct PointsView {
     pub spent: i64,
 }
 
-pub fn points(a: &Account) -> Value {
-    value(PointsView {
+pub fn points(a: &Account) -> PointsView {
+    PointsView {
         user_id: a.user_id.clone(),
         points: a.balance,
         reserved: a.held,
         spent: a.spent,
-    })
+    }
 }
 
 // Bodies and answers named in the OpenAPI document (lists, checkout, webhook, errors).
@@ -271,6 +266,8 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable; safe to show.
     pub message: String,
+    /// The order the error is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
 }
 

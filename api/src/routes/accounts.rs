@@ -12,7 +12,6 @@ use axum::routing::{get, post, put};
 use orderflow_activities::funds::{POINTS, WALLET};
 use orderflow_store as store;
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Request bodies of these routes are capped (413 `body_too_large` beyond).
 pub const MAX_ADMIN_BODY_BYTES: usize = 4 * 1024;
@@ -30,9 +29,9 @@ pub fn router() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
 }
 
-type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
+type Reply<T> = Result<(StatusCode, axum::Json<T>), ApiError>;
 
-fn ok(status: StatusCode, body: Value) -> Reply {
+fn ok<T>(status: StatusCode, body: T) -> Reply<T> {
     Ok((status, axum::Json(body)))
 }
 
@@ -55,7 +54,7 @@ async fn put_sku(
     State(state): State<AppState>,
     Path(sku): Path<String>,
     Json(body): Json<PutSku>,
-) -> Reply {
+) -> Reply<view::SkuView> {
     check_id("sku", &sku)?;
     check_amount("price", body.price, 0)?;
     check_amount("stock", body.stock, 0)?;
@@ -82,7 +81,11 @@ async fn put_sku(
 }
 
 #[utoipa::path(get, path = "/v1/skus/{sku}", tag = "catalogue", summary = "A SKU", security(("bearer" = [])), params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
-async fn get_sku(_caller: Caller, State(state): State<AppState>, Path(sku): Path<String>) -> Reply {
+async fn get_sku(
+    _caller: Caller,
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Reply<view::SkuView> {
     ok(
         StatusCode::OK,
         view::sku(&store::get_sku(&state.db, &sku).await?),
@@ -102,7 +105,7 @@ async fn create_coupon(
     _admin: Admin,
     State(state): State<AppState>,
     Json(body): Json<CreateCoupon>,
-) -> Reply {
+) -> Reply<view::CouponView> {
     check_id("user_id", &body.user_id)?;
     if body.kind != "amount" && body.kind != "discount" {
         return Err(ApiError::unprocessable(
@@ -124,7 +127,7 @@ async fn get_coupon(
     caller: Caller,
     State(state): State<AppState>,
     Path(coupon_id): Path<String>,
-) -> Reply {
+) -> Reply<view::CouponView> {
     let coupon = store::get_coupon(&state.db, &coupon_id).await?;
     if !caller.owns(&coupon.user_id) {
         return Err(hidden("coupon", &coupon_id));
@@ -144,7 +147,7 @@ async fn credit_wallet(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(body): Json<CreditWallet>,
-) -> Reply {
+) -> Reply<view::WalletView> {
     check_id("user_id", &user_id)?;
     check_amount("amount", body.amount, 1)?;
     ok(
@@ -158,7 +161,7 @@ async fn get_wallet(
     caller: Caller,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-) -> Reply {
+) -> Reply<view::WalletView> {
     if !caller.owns(&user_id) {
         return Err(hidden("wallet", &user_id));
     }
@@ -180,7 +183,7 @@ async fn credit_points(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(body): Json<CreditPoints>,
-) -> Reply {
+) -> Reply<view::PointsView> {
     check_id("user_id", &user_id)?;
     check_amount("points", body.points, 1)?;
     ok(
@@ -194,7 +197,7 @@ async fn get_points(
     caller: Caller,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-) -> Reply {
+) -> Reply<view::PointsView> {
     if !caller.owns(&user_id) {
         return Err(hidden("points", &user_id));
     }

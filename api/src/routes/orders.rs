@@ -19,7 +19,6 @@ use orderflow_workflows::model::{
 };
 use orderflow_workflows::refusal::RefusalCode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
@@ -173,7 +172,7 @@ async fn order_response(
     state: &AppState,
     order_id: &str,
     status: StatusCode,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order = store::get_order(&state.db, order_id)
         .await
         .map_err(|e| ApiError::from(e).for_order(order_id))?;
@@ -181,7 +180,7 @@ async fn order_response(
 }
 
 /// An order already loaded, as a response.
-fn render(order: &store::Order, status: StatusCode) -> (StatusCode, axum::Json<Value>) {
+fn render(order: &store::Order, status: StatusCode) -> (StatusCode, axum::Json<view::OrderView>) {
     (status, axum::Json(view::order(order, now_ms())))
 }
 
@@ -192,7 +191,7 @@ async fn create_order(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(mut body): Json<CreateOrder>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     body.user_id = Some(caller.user_for(body.user_id.as_deref())?);
     let key = idempotency_key(&headers)?;
     body.validate()?;
@@ -207,7 +206,7 @@ async fn create_admin_order(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<CreateAdminOrder>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let key = idempotency_key(&headers)?;
     let method = match PaymentMethod::parse(&body.payment_method) {
         Some(m @ (PaymentMethod::Wallet | PaymentMethod::Offline)) => m,
@@ -260,7 +259,7 @@ async fn place(
     body: CreateOrder,
     method: PaymentMethod,
     fingerprint: Vec<u8>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order_id = order_id_for(body.user(), &key);
     tracing::Span::current().record("order_id", order_id.as_str());
     let request_hash = hex_sha256(&[&fingerprint]);
@@ -377,7 +376,7 @@ async fn get_order(
     caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order = owned_order(&state, &caller, &order_id).await?;
     Ok(render(&order, StatusCode::OK))
 }
@@ -388,12 +387,13 @@ async fn order_events(
     caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<view::EventList>, ApiError> {
     owned_order(&state, &caller, &order_id).await?;
     let events = store::order_events(&state.db, &order_id).await?;
-    Ok(axum::Json(
-        json!({ "order_id": order_id, "events": events.iter().map(view::event).collect::<Vec<_>>() }),
-    ))
+    Ok(axum::Json(view::EventList {
+        events: events.iter().map(view::event).collect(),
+        order_id,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -421,7 +421,7 @@ async fn list_orders(
     caller: Caller,
     State(state): State<AppState>,
     Query(mut q): Query<ListQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<view::OrderList>, ApiError> {
     if !caller.is_admin() {
         q.user_id = Some(caller.user_for(q.user_id.as_deref())?);
     }
@@ -474,9 +474,10 @@ async fn list_orders(
             now,
         ));
     }
-    Ok(axum::Json(
-        json!({ "orders": views, "next_cursor": next_cursor }),
-    ))
+    Ok(axum::Json(view::OrderList {
+        orders: views,
+        next_cursor,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -492,7 +493,7 @@ async fn cancel_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     Json(body): Json<CancelBody>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order = owned_order(&state, &caller, &order_id).await?;
     if body.reason == "admin" && !caller.is_admin() {
         return Err(ApiError::client(
@@ -566,7 +567,7 @@ async fn ship_order(
     _admin: Admin,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order = store::get_order(&state.db, &order_id).await?;
     let not_shippable =
         |why: String| ApiError::conflict("order_not_shippable", why).for_order(&order_id);
@@ -593,7 +594,7 @@ async fn retry_order(
     _admin: Admin,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::OrderRetry>), ApiError> {
     check_id("order_id", &order_id)?;
     let stopped = orderflow_activities::attention::of_order(&state.db, &order_id)
         .await
@@ -609,7 +610,11 @@ async fn retry_order(
     tracing::warn!(code = %stopped.code, "order retried by ops");
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({ "order_id": order_id, "status": "retrying", "code": stopped.code })),
+        axum::Json(view::OrderRetry {
+            order_id,
+            status: "retrying".into(),
+            code: stopped.code,
+        }),
     ))
 }
 
@@ -621,7 +626,7 @@ async fn pay_order(
     caller: Caller,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<view::CheckoutView>, ApiError> {
     let order = owned_order(&state, &caller, &order_id).await?;
     let not_payable =
         |why: String| ApiError::conflict("order_not_payable", why).for_order(&order_id);
@@ -632,14 +637,14 @@ async fn pay_order(
         )));
     }
     match state.engine.checkout(&order_id).await? {
-        Answer::Answered(session) => Ok(axum::Json(json!({
-            "order_id": order_id,
-            "payment_session_id": session.session_id,
-            "amount": session.amount,
-            "currency": session.currency,
-            "pay_url": session.pay_url,
-            "expires_at": view::rfc3339(session.expires_at_ms),
-        }))),
+        Answer::Answered(session) => Ok(axum::Json(view::CheckoutView {
+            order_id,
+            payment_session_id: session.session_id,
+            amount: session.amount,
+            currency: session.currency,
+            pay_url: session.pay_url,
+            expires_at: view::rfc3339(session.expires_at_ms),
+        })),
         Answer::Refused(r) if r.code == RefusalCode::ProviderUnavailable => {
             Err(ApiError::unavailable(
                 "provider_unavailable",

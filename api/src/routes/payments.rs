@@ -16,10 +16,10 @@
 //!
 //! The handler never marks an order paid and never moves money itself.
 
-use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::signature::{self, SignatureError};
+use crate::{AppState, view};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -28,7 +28,6 @@ use axum::routing::{get, post};
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
 use orderflow_provider::{WebhookEvent, is_known_currency};
 use orderflow_store::now_ms;
-use serde_json::{Value, json};
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
 pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
@@ -61,7 +60,7 @@ async fn retry_refund(
     State(state): State<AppState>,
     _admin: Admin,
     Path(payment_id): Path<String>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::RefundRetry>), ApiError> {
     super::check_id("payment_id", &payment_id)?;
     let (request, attempt) = payments::retry_refund(&state.db, &payment_id, now_ms()).await?;
     let order_id = request.order_id.clone();
@@ -69,17 +68,18 @@ async fn retry_refund(
     tracing::warn!(%payment_id, %order_id, attempt, "refund retried by ops");
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "payment_id": payment_id,
-            "order_id": order_id,
-            "attempt": attempt,
-            "workflow_id": workflow_id,
-        })),
+        axum::Json(view::RefundRetry {
+            payment_id,
+            order_id,
+            attempt,
+            workflow_id,
+        }),
     ))
 }
 
-fn accepted(outcome: &str) -> (StatusCode, axum::Json<Value>) {
-    (StatusCode::OK, axum::Json(json!({ "status": outcome })))
+fn accepted(outcome: &str) -> (StatusCode, axum::Json<view::WebhookAnswer>) {
+    let status = outcome.to_owned();
+    (StatusCode::OK, axum::Json(view::WebhookAnswer { status }))
 }
 
 /// Counts each webhook by outcome: the `status` it was answered with, or the error code.
@@ -88,10 +88,10 @@ async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::WebhookAnswer>), ApiError> {
     let result = handle_webhook(&state, headers, body).await;
     let outcome = match &result {
-        Ok((_, body)) => body.0["status"].as_str().unwrap_or("ok").to_owned(),
+        Ok((_, body)) => body.0.status.clone(),
         Err(e) => e.code().to_owned(),
     };
     state.metrics.webhook(&outcome);
@@ -103,7 +103,7 @@ async fn handle_webhook(
     state: &AppState,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<view::WebhookAnswer>), ApiError> {
     let header = match headers.get(signature::HEADER) {
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::unauthorized(

@@ -18,7 +18,6 @@ use orderflow_activities::redemptions;
 use orderflow_store::now_ms;
 use orderflow_workflows::model::{RedeemCode, RedemptionOutcome};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 /// Request bodies of these routes are capped (413 `body_too_large` beyond).
 pub const MAX_REDEMPTION_BODY_BYTES: usize = 4 * 1024;
@@ -33,7 +32,7 @@ pub fn router() -> Router<AppState> {
         ))
 }
 
-type Reply = Result<(StatusCode, axum::Json<Value>), ApiError>;
+type Reply<T> = Result<(StatusCode, axum::Json<T>), ApiError>;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +47,7 @@ async fn create_code(
     _admin: Admin,
     State(state): State<AppState>,
     Json(body): Json<CreateCode>,
-) -> Reply {
+) -> Reply<view::CodeView> {
     check_id("code", &body.code)?;
     check_id("sku", &body.sku)?;
     check_amount("max_uses", body.max_uses, 1)?;
@@ -56,9 +55,12 @@ async fn create_code(
         redemptions::create_code(&state.db, &body.code, &body.sku, body.max_uses, now_ms()).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "code": code.code, "sku": code.sku, "max_uses": code.max_uses, "used_count": code.used_count,
-        })),
+        axum::Json(view::CodeView {
+            code: code.code,
+            sku: code.sku,
+            max_uses: code.max_uses,
+            used_count: code.used_count,
+        }),
     ))
 }
 
@@ -73,7 +75,11 @@ pub struct Redeem {
 
 #[utoipa::path(post, path = "/v1/redemptions", tag = "redemptions", summary = "Redeem a code (at most once per user)", security(("bearer" = [])), request_body = Redeem, responses((status = 201, description = "the grant", body = crate::view::RedemptionView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "another user", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
 #[tracing::instrument(skip(state, caller))]
-async fn redeem(caller: Caller, State(state): State<AppState>, Json(body): Json<Redeem>) -> Reply {
+async fn redeem(
+    caller: Caller,
+    State(state): State<AppState>,
+    Json(body): Json<Redeem>,
+) -> Reply<view::RedemptionView> {
     let user_id = caller.user_for(body.user_id.as_deref())?;
     check_id("user_id", &user_id)?;
     check_id("code", &body.code)?;
@@ -88,10 +94,13 @@ async fn redeem(caller: Caller, State(state): State<AppState>, Json(body): Json<
             redeemed_at_ms,
         } => Ok((
             StatusCode::CREATED,
-            axum::Json(json!({
-                "user_id": user_id, "code": body.code, "sku": sku,
-                "entitlement_id": entitlement_id, "redeemed_at": view::rfc3339(redeemed_at_ms),
-            })),
+            axum::Json(view::RedemptionView {
+                user_id,
+                code: body.code,
+                sku,
+                entitlement_id,
+                redeemed_at: view::rfc3339(redeemed_at_ms),
+            }),
         )),
         RedemptionOutcome::Refused(r) => Err(match r.code.as_str() {
             "unknown_code" => ApiError::not_found("code_not_found", r.message),
@@ -106,7 +115,7 @@ async fn entitlements(
     caller: Caller,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-) -> Reply {
+) -> Reply<view::EntitlementList> {
     check_id("user_id", &user_id)?;
     if !caller.owns(&user_id) {
         return Err(hidden("entitlements", &user_id));
@@ -114,11 +123,19 @@ async fn entitlements(
     let list = redemptions::entitlements(&state.db, &user_id).await?;
     Ok((
         StatusCode::OK,
-        axum::Json(json!({
-            "user_id": user_id,
-            "entitlements": list.iter().map(|(id, sku, quantity, source)| json!({
-                "entitlement_id": id, "sku": sku, "quantity": quantity, "source": source,
-            })).collect::<Vec<_>>(),
-        })),
+        axum::Json(view::EntitlementList {
+            user_id,
+            entitlements: list
+                .into_iter()
+                .map(
+                    |(entitlement_id, sku, quantity, source)| view::EntitlementView {
+                        entitlement_id,
+                        sku,
+                        quantity,
+                        source,
+                    },
+                )
+                .collect(),
+        }),
     ))
 }
