@@ -162,17 +162,7 @@ async fn cancel_after_payment_intercepts_refunds_returns_and_revokes() {
         app.as_user("alice").get("/v1/points/alice").await.body["points"],
         300
     );
-    let steps: Vec<String> = app
-        .buyer_of(&order_id)
-        .await
-        .get(&format!("/v1/orders/{order_id}/events"))
-        .await
-        .body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["step"].as_str().unwrap().to_owned())
-        .collect();
+    let steps = app.steps(&order_id).await;
     for step in [
         "status:paid",
         "shipment:pending",

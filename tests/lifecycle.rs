@@ -79,18 +79,8 @@ async fn an_order_paid_before_its_deadline_is_paid_and_everything_is_captured() 
         app.as_user("alice").get("/v1/points/alice").await.body["points"],
         100
     );
-    let events = app
-        .buyer_of(&order_id)
-        .await
-        .get(&format!("/v1/orders/{order_id}/events"))
-        .await
-        .body;
-    let to: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["to"].as_str().unwrap())
-        .collect();
+    let events = app.events(&order_id).await;
+    let to: Vec<&str> = events.iter().map(|e| e["to"].as_str().unwrap()).collect();
     assert_eq!(to, ["pending_payment", "paid", "fulfilled"]);
     app.assert_invariants().await;
 }

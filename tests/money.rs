@@ -60,14 +60,8 @@ async fn audited(app: &TestApp, scenario: &str) -> orderflow_activities::audit::
 }
 
 async fn steps(app: &TestApp, order_id: &str) -> Vec<String> {
-    let r = app
-        .buyer_of(&order_id)
+    app.events(order_id)
         .await
-        .get(&format!("/v1/orders/{order_id}/events"))
-        .await;
-    r.body["events"]
-        .as_array()
-        .unwrap()
         .iter()
         .map(|e| format!("{} {}", e["step"].as_str().unwrap(), e["reason"]))
         .collect()

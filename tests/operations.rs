@@ -102,20 +102,11 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
         })
         .await;
     assert_eq!(shipped.body["status"], "fulfilled", "{}", shipped.body);
-    let events = app
-        .buyer_of(&pending)
-        .await
-        .get(&format!("/v1/orders/{pending}/events"))
-        .await
-        .body;
+    let events = app.events(&pending).await;
     assert!(
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["reason"] == "reconciled"
-                && e["step"].as_str().unwrap().starts_with("reconciled:")),
-        "{events}"
+        events.iter().any(|e| e["reason"] == "reconciled"
+            && e["step"].as_str().unwrap().starts_with("reconciled:")),
+        "{events:?}"
     );
     schedule.delete(Default::default()).await.unwrap();
     app.assert_invariants().await;

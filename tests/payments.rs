@@ -166,17 +166,7 @@ async fn a_checkout_just_before_the_deadline_paid_just_after_it_is_paid() {
     let o = app.order(&order_id).await;
     assert_eq!(o["status"], "fulfilled", "{o}");
     assert!(o["refunds"].as_array().unwrap().is_empty());
-    let steps: Vec<String> = app
-        .buyer_of(&order_id)
-        .await
-        .get(&format!("/v1/orders/{order_id}/events"))
-        .await
-        .body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["step"].as_str().unwrap().to_owned())
-        .collect();
+    let steps = app.steps(&order_id).await;
     assert!(
         steps.iter().any(|s| s.starts_with("checkout:")),
         "{steps:?}"
@@ -238,17 +228,7 @@ async fn a_late_payment_within_the_grace_window_replayed_five_times_is_refunded_
     assert_eq!(refunds[0]["status"], "succeeded");
     assert_eq!(refunds[0]["reason"], "order_cancelled");
     assert_eq!(refunds_at_provider(&app, &event.payment_id), 1);
-    let steps: Vec<String> = app
-        .buyer_of(&order_id)
-        .await
-        .get(&format!("/v1/orders/{order_id}/events"))
-        .await
-        .body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["step"].as_str().unwrap().to_owned())
-        .collect();
+    let steps = app.steps(&order_id).await;
     let p = &event.payment_id;
     for step in [
         "status:cancelled".to_owned(),

@@ -201,6 +201,23 @@ impl TestApp {
         r.body
     }
 
+    /// The order's operation log, as its buyer reads it (`GET /v1/orders/{id}/events`).
+    pub async fn events(&self, order_id: &str) -> Vec<Value> {
+        let path = format!("/v1/orders/{order_id}/events");
+        let r = self.buyer_of(order_id).await.get(&path).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The `step` of each of the order's events, in order.
+    pub async fn steps(&self, order_id: &str) -> Vec<String> {
+        let events = self.events(order_id).await;
+        events
+            .iter()
+            .map(|e| e["step"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Cancels `order_id` as whoever gives `reason`: the admin for `admin`, else the buyer.
     pub async fn cancel(&self, order_id: &str, reason: &str) -> Reply {
         let caller = match reason {
