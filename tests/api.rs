@@ -37,14 +37,10 @@ async fn shop(app: &FastApp) {
 /// Places an order for `user` through the fake engine (which writes its row as the workflow
 /// would), and returns its id.
 async fn placed(app: &FastApp, user: &str, key: &str) -> String {
-    let request = axum::http::Request::post("/v1/orders")
-        .header("content-type", "application/json")
-        .header("Idempotency-Key", key)
-        .body(axum::body::Body::from(
-            json!({"items": [{"sku": "book", "quantity": 1}]}).to_string(),
-        ))
-        .unwrap();
-    let r = app.send(Who::User(user), request).await;
+    let body = json!({"items": [{"sku": "book", "quantity": 1}]});
+    let r = app
+        .call_keyed(Who::User(user), "POST", "/v1/orders", key, Some(body))
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     r.body["order_id"].as_str().unwrap().to_owned()
 }
@@ -127,12 +123,10 @@ async fn bad_input_gets_a_clear_4xx_and_reaches_nothing() {
         ),
     ];
     for (i, (body, status, code)) in cases.into_iter().enumerate() {
-        let request = axum::http::Request::post("/v1/orders")
-            .header("content-type", "application/json")
-            .header("Idempotency-Key", format!("bad-{i}"))
-            .body(axum::body::Body::from(body.to_string()))
-            .unwrap();
-        let r = app.send(Who::Admin, request).await;
+        let key = format!("bad-{i}");
+        let r = app
+            .call_keyed(Who::Admin, "POST", "/v1/orders", &key, Some(body))
+            .await;
         assert_eq!((r.status, r.code()), (status, code), "{}", r.body);
         assert_error_shape(&r, code);
     }

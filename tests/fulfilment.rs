@@ -303,12 +303,7 @@ async fn an_admin_wallet_order_has_no_deadline_and_a_cancel_returns_the_wallet_f
     shop(&app).await;
     let r = app
         .as_admin()
-        .send(
-            app.http
-                .post(format!("{}/v1/admin/orders", app.base))
-                .header("Idempotency-Key", "admin-1")
-                .json(&json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "points": 100, "payment_method": "wallet"})),
-        )
+        .post_keyed("/v1/admin/orders", "admin-1", json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "points": 100, "payment_method": "wallet"}))
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let order_id = id(&r.body);
@@ -346,12 +341,7 @@ async fn an_admin_wallet_order_has_no_deadline_and_a_cancel_returns_the_wallet_f
     // Online is not an admin method; a deadline is not an admin field.
     let bad = app
         .as_admin()
-        .send(
-            app.http
-                .post(format!("{}/v1/admin/orders", app.base))
-                .header("Idempotency-Key", "admin-2")
-                .json(&json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "payment_method": "online"})),
-        )
+        .post_keyed("/v1/admin/orders", "admin-2", json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "payment_method": "online"}))
         .await;
     assert_eq!((bad.status, bad.code()), (422, "invalid_payment_method"));
     app.settled(&order_id).await;

@@ -293,16 +293,11 @@ async fn a_refused_refund_is_shown_to_ops_and_retried_with_a_new_key() {
         (409, "refund_already_succeeded")
     );
     let user = app
-        .send(
-            app.http
-                .post(format!(
-                    "{}/v1/admin/refunds/{}/retry",
-                    app.base, late.payment_id
-                ))
-                .header(
-                    "authorization",
-                    format!("Bearer {}", common::user_token("alice")),
-                ),
+        .as_user("alice")
+        .call(
+            "POST",
+            &format!("/v1/admin/refunds/{}/retry", late.payment_id),
+            None,
         )
         .await;
     assert_eq!(user.status, 403, "ops only");
@@ -481,12 +476,7 @@ async fn an_admin_order_paid_offline_passes_the_audit_and_its_refund_is_owed_out
     .await;
     let r = app
         .as_admin()
-        .send(
-            app.http
-                .post(format!("{}/v1/admin/orders", app.base))
-                .header("Idempotency-Key", "offline-1")
-                .json(&json!({"user_id": "dora", "items": [{"sku": "lamp", "quantity": 1}], "payment_method": "offline"})),
-        )
+        .post_keyed("/v1/admin/orders", "offline-1", json!({"user_id": "dora", "items": [{"sku": "lamp", "quantity": 1}], "payment_method": "offline"}))
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let order = id(&r.body);

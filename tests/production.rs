@@ -19,20 +19,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> common::Reply {
-    let url = format!("{}{path}", app.base);
-    let mut req = match method {
-        "GET" => app.http.get(url),
-        "PUT" => app.http.put(url),
-        _ => app.http.post(url),
-    };
-    req = match token {
-        Some(t) => req.bearer_auth(t),
-        None => req,
-    };
-    if let Some(b) = body {
-        req = req.header("Idempotency-Key", "bola").json(&b);
-    }
-    app.send(req).await
+    app.with_token(token).call(method, path, body).await
 }
 
 /// Everything that could change, as one value: orders, stock, bob's accounts.

@@ -263,12 +263,7 @@ async fn record_histories() {
     ] {
         let r = app
             .as_admin()
-            .send(
-                app.http
-                    .post(format!("{}/v1/admin/orders", app.base))
-                    .header("Idempotency-Key", key)
-                    .json(&json!({"user_id": "alice", "items": [{"sku": sku, "quantity": 1}], "payment_method": method})),
-            )
+            .post_keyed("/v1/admin/orders", key, json!({"user_id": "alice", "items": [{"sku": sku, "quantity": 1}], "payment_method": method}))
             .await;
         assert_eq!(r.status, 201, "{}", r.body);
         let id = r.body["order_id"].as_str().unwrap().to_owned();

@@ -28,8 +28,9 @@ pub enum Answer<T> {
     Closed,
 }
 
-/// The workflow engine, as the API uses it. Every method waits at most the configured
-/// `workflow_wait`, then answers 503 `order_in_progress` (or `temporal_unavailable`).
+/// The workflow engine, as the API uses it. A call that waits for a workflow's answer waits at
+/// most the configured `workflow_wait`, then answers 503 `order_in_progress` (or
+/// `temporal_unavailable`).
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync + 'static {
     /// Starts the order's workflow unless it exists, and waits for the reservation outcome.

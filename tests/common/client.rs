@@ -48,54 +48,75 @@ impl Caller<'_> {
         };
         self.app.send(req).await
     }
+    /// `method path` on this test's API, not sent yet.
+    fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        self.app
+            .http
+            .request(method, format!("{}{path}", self.app.base))
+    }
     pub async fn get(self, path: &str) -> Reply {
-        let app = self.app;
-        self.send(app.http.get(format!("{}{path}", app.base))).await
+        let req = self.request("GET", path);
+        self.send(req).await
     }
     pub async fn post(self, path: &str, body: Value) -> Reply {
-        let app = self.app;
-        self.send(app.http.post(format!("{}{path}", app.base)).json(&body))
-            .await
+        let req = self.request("POST", path).json(&body);
+        self.send(req).await
     }
     pub async fn put(self, path: &str, body: Value) -> Reply {
-        let app = self.app;
-        self.send(app.http.put(format!("{}{path}", app.base)).json(&body))
-            .await
+        let req = self.request("PUT", path).json(&body);
+        self.send(req).await
+    }
+    /// `POST path` with an idempotency key, as order creation takes it.
+    pub async fn post_keyed(self, path: &str, key: &str, body: Value) -> Reply {
+        let req = self
+            .request("POST", path)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        self.send(req).await
     }
     /// `POST /v1/orders` with an idempotency key.
     pub async fn create_order(self, key: &str, body: Value) -> Reply {
-        let app = self.app;
-        self.send(
-            app.http
-                .post(format!("{}/v1/orders", app.base))
-                .header("Idempotency-Key", key)
-                .json(&body),
-        )
-        .await
+        self.post_keyed("/v1/orders", key, body).await
+    }
+    /// `method path`, with a JSON body (and an idempotency key) when given: for tables of
+    /// routes.
+    pub async fn call(self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        match body {
+            Some(body) => {
+                let req = self
+                    .request(method, path)
+                    .header("Idempotency-Key", "call")
+                    .json(&body);
+                self.send(req).await
+            }
+            None => {
+                let req = self.request(method, path);
+                self.send(req).await
+            }
+        }
     }
 }
 
 impl TestApp {
-    /// Requests as `user` (role `user`).
-    pub fn as_user(&self, user: &str) -> Caller<'_> {
+    /// Requests with `token` (any string, forged or expired ones too), or none.
+    pub fn with_token(&self, token: Option<&str>) -> Caller<'_> {
         Caller {
             app: self,
-            token: Some(user_token(user)),
+            token: token.map(str::to_owned),
         }
+    }
+    /// Requests as `user` (role `user`).
+    pub fn as_user(&self, user: &str) -> Caller<'_> {
+        self.with_token(Some(&user_token(user)))
     }
     /// Requests as the admin.
     pub fn as_admin(&self) -> Caller<'_> {
-        Caller {
-            app: self,
-            token: Some(admin_token()),
-        }
+        self.with_token(Some(&admin_token()))
     }
     /// Requests with no token.
     pub fn anonymous(&self) -> Caller<'_> {
-        Caller {
-            app: self,
-            token: None,
-        }
+        self.with_token(None)
     }
     /// Requests as the user who placed `order_id` (read from the database; a caller with no
     /// order is nobody's, and gets the API's 404).

@@ -109,11 +109,23 @@ impl FastApp {
 
     /// `method path` as `who`, with a JSON body if given.
     pub async fn call(&self, who: Who<'_>, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call_keyed(who, method, path, "fast", body).await
+    }
+
+    /// As [`FastApp::call`], with this idempotency key on a request with a body.
+    pub async fn call_keyed(
+        &self,
+        who: Who<'_>,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> Reply {
         let builder = Request::builder().method(method).uri(path);
         let request = match body {
             Some(body) => builder
                 .header("content-type", "application/json")
-                .header("Idempotency-Key", "fast")
+                .header("Idempotency-Key", key)
                 .body(Body::from(body.to_string())),
             None => builder.body(Body::empty()),
         };

@@ -78,8 +78,8 @@ impl Refused {
     /// Reads a refusal back from the failure an update answered with: the typed failure is
     /// its cause (see the module doc). `None` for any other failure.
     pub fn from_failure(failure: &Failure) -> Option<Refused> {
-        let typed = std::iter::successors(Some(failure), |f| f.cause.as_deref());
-        typed.into_iter().find_map(|f| match &f.failure_info {
+        let mut chain = std::iter::successors(Some(failure), |f| f.cause.as_deref());
+        chain.find_map(|f| match &f.failure_info {
             Some(FailureInfo::ApplicationFailureInfo(info)) => {
                 RefusalCode::of_type(&info.r#type).map(|code| Refused::new(code, &f.message))
             }
