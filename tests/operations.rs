@@ -253,10 +253,19 @@ async fn sigterm_during_load_loses_no_order() {
     })
     .await;
 
-    let load = (0..40).map(|i| {
-        let (app, base) = (&app, base.clone());
+    // The stop waits for the first order to be created (a slow machine may take seconds for the
+    // first one), and the second half of the load is sent only then, so that it is in flight
+    // while both processes stop. A fixed delay raced the first order on a loaded CI machine.
+    let (first_created, created_rx) = tokio::sync::watch::channel(false);
+    let mut stop_rx = created_rx.clone();
+    let load = (0..40u64).map(|i| {
+        let (app, base, first_created) = (&app, base.clone(), first_created.clone());
+        let mut created_rx = created_rx.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(i * 25)).await;
+            if i >= 20 {
+                let _ = created_rx.wait_for(|created| *created).await;
+            }
+            tokio::time::sleep(Duration::from_millis((i % 20) * 25)).await;
             // A request cut off by the stop (connection refused or closed) made no order: a
             // client retries it with the same key.
             let sent = app
@@ -275,6 +284,9 @@ async fn sigterm_during_load_loses_no_order() {
                 }
                 Err(_) => common::Reply { status: 0, body: Value::Null },
             };
+            if r.status == 201 {
+                first_created.send_replace(true);
+            }
             if r.status == 201 && i % 2 == 0 {
                 // Half of them get paid, by a webhook straight to the API being stopped.
                 let event = app.captured(&id(&r.body), 100);
@@ -293,7 +305,14 @@ async fn sigterm_during_load_loses_no_order() {
     });
     // Both get SIGTERM at once, as in a rolling deploy.
     let stop = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            stop_rx.wait_for(|created| *created),
+        )
+        .await
+        .expect("the first order was created within 2 minutes")
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
         tokio::task::block_in_place(|| {
             unsafe {
                 libc::kill(api.0.id() as i32, libc::SIGTERM);
