@@ -238,6 +238,41 @@ async fn a_users_things_are_hidden_from_other_users_and_open_to_the_admin() {
     assert_eq!(app.engine.calls(), vec![format!("place_order {order}")]);
 }
 
+/// Another user's wallet, points, coupon or order answers exactly what a missing one does (the
+/// same status, code and message but for the id), so that ids do not leak.
+#[tokio::test]
+async fn another_users_things_answer_exactly_like_missing_ones() {
+    let app = fast_app().await;
+    shop(&app).await;
+    let coupon = app
+        .call(
+            Who::Admin,
+            "POST",
+            "/v1/admin/coupons",
+            Some(json!({"user_id": "alice", "kind": "amount", "amount": 100})),
+        )
+        .await;
+    assert_eq!(coupon.status, 201, "{}", coupon.body);
+    let coupon = coupon.body["coupon_id"].as_str().unwrap().to_owned();
+    let order = placed(&app, "alice", "hidden").await;
+    for (theirs, missing) in [
+        ("/v1/wallets/alice".to_owned(), "/v1/wallets/nobody"),
+        ("/v1/points/alice".to_owned(), "/v1/points/nobody"),
+        (format!("/v1/coupons/{coupon}"), "/v1/coupons/nobody"),
+        (format!("/v1/orders/{order}"), "/v1/orders/nobody"),
+    ] {
+        let hidden = app.call(Who::User("bob"), "GET", &theirs, None).await;
+        let absent = app.call(Who::Admin, "GET", missing, None).await;
+        let id = theirs.rsplit('/').next().unwrap();
+        assert_eq!(hidden.status, 404, "{theirs}: {}", hidden.body);
+        assert_eq!(
+            hidden.body.to_string().replace(id, "nobody"),
+            absent.body.to_string(),
+            "{theirs} against {missing}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn workflow_refusals_are_answered_by_their_typed_code() {
     let app = fast_app().await;

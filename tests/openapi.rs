@@ -136,6 +136,22 @@ async fn the_document_covers_every_route_and_is_well_formed() {
                     );
                 }
             }
+            // The shared response sets: a token means 401, a body means 413 and 422.
+            let bearer = op["security"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|s| s.get("bearer").is_some()));
+            assert!(
+                !bearer || responses.contains_key("401"),
+                "{method} {path}: no 401"
+            );
+            if op.get("requestBody").is_some() {
+                for status in ["413", "422"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
             for (status, response) in responses {
                 if status.starts_with('4') || status.starts_with('5') {
                     let schema = &response["content"]["application/json"]["schema"]["$ref"];
@@ -145,6 +161,24 @@ async fn the_document_covers_every_route_and_is_well_formed() {
             }
         }
     }
+
+    // The error codes are one enum, the same list the API answers with.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["ErrorDetail"]["properties"]["code"]["$ref"],
+        "#/components/schemas/ErrorCode"
+    );
+    let listed: Vec<&str> = schemas["ErrorCode"]["enum"]
+        .as_array()
+        .expect("ErrorCode is an enum of strings")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let answered: Vec<&str> = orderflow_api::error::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(listed, answered);
 
     // Swagger UI, served from the binary.
     let request = axum::http::Request::get("/docs/")

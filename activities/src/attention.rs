@@ -6,7 +6,7 @@
 //! ask for a retry (`POST /v1/admin/orders/{order_id}/retry`). The row feeds the audit, the
 //! metric and the order's events; nothing here ever changes an order's status or its money.
 
-use crate::error::StoreError;
+use crate::error::{Entity, StoreError};
 use crate::{Db, orders};
 use orderflow_workflows::model::{AttentionResolved, NeedsAttention};
 use sqlx::Row;
@@ -70,10 +70,7 @@ pub async fn resolve(db: &Db, input: &AttentionResolved) -> Result<(), StoreErro
             .fetch_optional(&mut *tx)
             .await?;
     let Some(raised) = raised else {
-        return Err(StoreError::not_found(
-            "needs_attention row of order",
-            &input.order_id,
-        ));
+        return Err(StoreError::not_found(Entity::AttentionRow, &input.order_id));
     };
     sqlx::query(
         "UPDATE needs_attention SET resolved_at = $2 WHERE order_id = $1 AND resolved_at IS NULL",

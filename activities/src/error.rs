@@ -10,7 +10,7 @@
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
 
-pub use orderflow_store::{Service, StoreError};
+pub use orderflow_store::{Entity, Service, StoreError};
 
 /// Converts a store error into an activity error: transient errors are retried, business
 /// and permanent errors are non-retryable. Their stable code is the failure's type (the

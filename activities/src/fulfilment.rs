@@ -11,7 +11,7 @@
 //!
 //! Each is one transaction, idempotent on the order, and starts with a write.
 
-use crate::error::StoreError;
+use crate::error::{Entity, StoreError};
 use crate::funds::{self, WALLET};
 use crate::holds::{Move, expect_one};
 use crate::orders::{Step, append_event, status_of};
@@ -33,7 +33,7 @@ async fn lock_order(
         .bind(order_id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+        .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     Ok((row.get(0), row.get(1)))
 }
 
@@ -196,7 +196,7 @@ pub async fn stop(db: &Db, input: &OrderAt) -> Result<(), StoreError> {
     .await?;
     let status = status_of(&mut tx, order_id)
         .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+        .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     let step = Step::within(&status, "fulfilment:stopped".into(), None);
     append_event(&mut tx, order_id, step, input.at_ms).await?;
     tx.commit().await?;

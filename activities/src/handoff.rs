@@ -17,7 +17,7 @@
 //! Nothing here moves money: the refund steps do, exactly once on the refund row.
 
 use crate::Db;
-use crate::error::{Service, StoreError};
+use crate::error::{Entity, Service, StoreError};
 use crate::orders::append_event_if_order;
 use crate::payments::{InboxEvent, payment_status};
 use crate::provider::PaymentProvider;
@@ -362,7 +362,7 @@ pub async fn record_decision(db: &Db, d: &PaymentDecided) -> Result<(), StoreErr
             .bind(&d.payment_id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| StoreError::not_found("payment decision", &d.payment_id))?;
+            .ok_or_else(|| StoreError::not_found(Entity::PaymentDecision, &d.payment_id))?;
     crate::holds::expect_one(done.rows_affected(), &order_id, "decision_missing", || {
         format!("no decision row for payment {}", d.payment_id)
     })?;

@@ -5,7 +5,7 @@
 //! typed error. Each change writes its `order_events` row in the same transaction.
 
 use crate::Db;
-use crate::error::StoreError;
+use crate::error::{Entity, StoreError};
 use crate::holds::{Tx, expect_one};
 use orderflow_workflows::model::{
     Amounts, LoadedOrder, MarkCancelled, MarkPaid, OrderStatus, PaymentReceived, RecordOrder,
@@ -360,7 +360,7 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
     .bind(order_id)
     .fetch_optional(db)
     .await?
-    .ok_or_else(|| StoreError::not_found("order", order_id))?;
+    .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     let status = OrderStatus::parse(&row.get::<String, _>(0)).ok_or_else(|| {
         StoreError::conflict(order_id, "invalid_status", "the order's status is unknown")
     })?;

@@ -6,7 +6,7 @@
 //! provider; the activities do, between these writes.
 
 use crate::Db;
-use crate::error::StoreError;
+use crate::error::{Entity, StoreError};
 use crate::holds::expect_one;
 use crate::orders::{Step, append_event, append_event_if_order, owe_back, status_of};
 use orderflow_workflows::model::{
@@ -58,7 +58,7 @@ pub async fn record_checkout(db: &Db, input: &RecordCheckout) -> Result<(), Stor
     .await?;
     let status = status_of(&mut tx, order_id)
         .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+        .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     let step = Step::within(
         &status,
         format!("checkout:{}", s.session_id),
@@ -188,7 +188,7 @@ pub async fn retry_refund(
     .bind(payment_id)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| StoreError::not_found("refund", payment_id))?;
+    .ok_or_else(|| StoreError::not_found(Entity::Refund, payment_id))?;
     let order_id: String = row.get(0);
     let status: String = row.get(1);
     if moved.rows_affected() == 0 {

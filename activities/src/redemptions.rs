@@ -5,7 +5,7 @@
 //! entitlement change together or not at all. A user's second redemption of a code finds the
 //! first and answers it again: a retry never grants twice. Refusals roll everything back.
 
-use crate::error::StoreError;
+use crate::error::{Entity, StoreError};
 use crate::{Db, quota};
 use orderflow_workflows::model::{RedeemCode, RedemptionOutcome, Refusal};
 use sqlx::Row;
@@ -39,7 +39,7 @@ pub async fn create_code(
                 message: format!("SKU {sku} is physical; codes grant digital goods"),
             });
         }
-        None => return Err(StoreError::not_found("sku", sku)),
+        None => return Err(StoreError::not_found(Entity::Sku, sku)),
     }
     let inserted = sqlx::query(
         "INSERT INTO redemption_codes (code, sku, max_uses, used_count, created_at) VALUES ($1, $2, $3, 0, $4)
@@ -66,7 +66,7 @@ pub async fn get_code(db: &Db, code: &str) -> Result<Code, StoreError> {
             .bind(code)
             .fetch_optional(db)
             .await?
-            .ok_or_else(|| StoreError::not_found("code", code))?;
+            .ok_or_else(|| StoreError::not_found(Entity::Code, code))?;
     Ok(Code {
         code: r.get(0),
         sku: r.get(1),

@@ -10,7 +10,7 @@
 //! The webhook takes no token (its signature authenticates it). Never log a token.
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -54,9 +54,8 @@ impl Caller {
         match named {
             None => Ok(self.user_id.clone()),
             Some(u) if self.owns(u) => Ok(u.to_owned()),
-            Some(_) => Err(ApiError::client(
-                axum::http::StatusCode::FORBIDDEN,
-                "user_mismatch",
+            Some(_) => Err(ApiError::new(
+                ErrorCode::UserMismatch,
                 "user_id must be the token's subject",
             )),
         }
@@ -88,7 +87,7 @@ pub fn mint(secret: &str, sub: &str, role: Role, ttl_secs: u64) -> String {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::unauthorized("unauthorized", message.to_owned())
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 /// Verifies a bearer token: HS256 only (no `none`, no other algorithm), signature, `exp`.
@@ -137,9 +136,8 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if !caller.is_admin() {
-            return Err(ApiError::client(
-                axum::http::StatusCode::FORBIDDEN,
-                "forbidden",
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
                 "this route needs an admin token",
             ));
         }

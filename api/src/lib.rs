@@ -17,9 +17,11 @@
 pub mod auth;
 pub mod engine;
 pub mod error;
+mod error_code;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+mod responses;
 mod routes;
 pub mod temporal;
 pub mod view;
@@ -81,7 +83,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics::metrics))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
-        .fallback(|| async { error::ApiError::not_found("route_not_found", "no such route") })
+        .fallback(|| async {
+            error::ApiError::new(error::ErrorCode::RouteNotFound, "no such route")
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

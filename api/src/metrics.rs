@@ -259,7 +259,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response(),
         Err(e) => crate::error::ApiError::unavailable(
-            "database_unavailable",
+            crate::error::ErrorCode::DatabaseUnavailable,
             "metrics need the database",
             e,
         )

@@ -7,6 +7,7 @@
 //! router's routes (from the source) with this document and fails on any gap. The Swagger UI
 //! assets are vendored into the binary: nothing is fetched at run time.
 
+use crate::error::ErrorCode;
 use crate::view::{
     CheckoutView, CodeView, CouponView, EntitlementList, EntitlementView, ErrorBody, ErrorDetail,
     EventList, EventView, Health, ItemView, OrderList, OrderView, PaymentView, PointsView,
@@ -93,7 +94,7 @@ impl Modify for Security {
         metrics_doc,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, OrderView, ItemView, PaymentView, RefundView, EventView, SkuView,
+        ErrorBody, ErrorDetail, ErrorCode, OrderView, ItemView, PaymentView, RefundView, EventView, SkuView,
         CouponView, WalletView, PointsView, OrderList, EventList, CheckoutView, WebhookAnswer,
         CodeView, RedemptionView, EntitlementView, EntitlementList, Health, Readiness,
     )),

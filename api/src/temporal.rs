@@ -7,7 +7,7 @@
 
 use crate::ApiConfig;
 use crate::engine::{Answer, Engine};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use orderflow_activities::audit::MoneyReport;
 use orderflow_activities::handoff::{self, HandOff};
 use orderflow_activities::payments::InboxEvent;
@@ -42,7 +42,7 @@ pub struct TemporalEngine {
 
 fn unavailable(order_id: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable(
-        "temporal_unavailable",
+        ErrorCode::TemporalUnavailable,
         "the workflow engine is unavailable; retry with the same request",
         e,
     )
@@ -70,7 +70,7 @@ fn update_answer<T>(
 }
 fn waiting(order_id: &str) -> ApiError {
     ApiError::unavailable(
-        "order_in_progress",
+        ErrorCode::OrderInProgress,
         "the order is still being processed; retry the same request to get its outcome",
         "timed out waiting for the workflow",
     )
@@ -194,7 +194,7 @@ impl Engine for TemporalEngine {
             .build();
         let fail = |e: &dyn std::fmt::Display| {
             ApiError::unavailable(
-                "temporal_unavailable",
+                ErrorCode::TemporalUnavailable,
                 "the workflow engine is unavailable; retry the redemption",
                 e.to_string(),
             )

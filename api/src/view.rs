@@ -263,7 +263,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `insufficient_stock`, `order_not_payable`, ...
-    pub code: String,
+    pub code: crate::error::ErrorCode,
     /// Human-readable; safe to show.
     pub message: String,
     /// The order the error is about, when there is one.

@@ -17,7 +17,7 @@ pub enum StoreError {
     Busy(String),
     /// A record the caller named does not exist.
     #[error("{entity} {id} not found")]
-    NotFound { entity: &'static str, id: String },
+    NotFound { entity: Entity, id: String },
     /// A write that the data forbids (would break an invariant or a state transition).
     #[error("order {order_id}: {code}: {message}")]
     Conflict {
@@ -31,6 +31,41 @@ pub enum StoreError {
     /// Another service the store needs did not answer: transient, retried.
     #[error("{service} unavailable: {message}")]
     Unavailable { service: Service, message: String },
+}
+
+/// What a `NotFound` names. A client names the first ones; the API answers
+/// `<entity>_not_found` for them, and a missing one looks exactly like another user's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Order,
+    Sku,
+    Coupon,
+    Wallet,
+    Points,
+    Entitlements,
+    Code,
+    Refund,
+    /// A payment's decision row: only workflows name it.
+    PaymentDecision,
+    /// An order's `needs_attention` row: only workflows name it.
+    AttentionRow,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entity::Order => "order",
+            Entity::Sku => "sku",
+            Entity::Coupon => "coupon",
+            Entity::Wallet => "wallet",
+            Entity::Points => "points",
+            Entity::Entitlements => "entitlements",
+            Entity::Code => "code",
+            Entity::Refund => "refund",
+            Entity::PaymentDecision => "payment decision",
+            Entity::AttentionRow => "needs_attention row of order",
+        })
+    }
 }
 
 /// The services besides the database that the store calls.
@@ -99,7 +134,7 @@ impl StoreError {
         }
     }
 
-    pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
+    pub fn not_found(entity: Entity, id: impl Into<String>) -> Self {
         StoreError::NotFound {
             entity,
             id: id.into(),
@@ -144,6 +179,6 @@ mod tests {
         let decode = StoreError::Db(sqlx::Error::ColumnNotFound("x".into()));
         assert!(!decode.is_transient());
         assert_eq!(decode.code(), "data_error");
-        assert!(!StoreError::not_found("order", "o").is_transient());
+        assert!(!StoreError::not_found(Entity::Order, "o").is_transient());
     }
 }

@@ -17,7 +17,7 @@ pub mod funds;
 mod queries;
 
 pub use db::Db;
-pub use error::{Service, StoreError};
+pub use error::{Entity, Service, StoreError};
 pub use queries::*;
 
 /// Unix milliseconds now. Only activities and the API read the clock; workflows never do.

@@ -3,7 +3,7 @@
 //! Admin writes are single statements with their invariants in the SQL (`WHERE` guards and the
 //! schema's CHECK constraints). Nothing here changes an order's status: only the workflow does.
 
-use crate::error::StoreError;
+use crate::error::{Entity, StoreError};
 use crate::{Db, now_ms};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -174,7 +174,7 @@ pub async fn get_sku(db: &Db, sku: &str) -> Result<Sku, StoreError> {
     .bind(sku)
     .fetch_optional(db)
     .await?
-    .ok_or_else(|| StoreError::not_found("sku", sku))?;
+    .ok_or_else(|| StoreError::not_found(Entity::Sku, sku))?;
     Ok(Sku {
         sku: row.get(0),
         price: row.get(1),
@@ -212,7 +212,7 @@ pub async fn get_coupon(db: &Db, coupon_id: &str) -> Result<Coupon, StoreError> 
         .bind(coupon_id)
         .fetch_optional(db)
         .await?
-        .ok_or_else(|| StoreError::not_found("coupon", coupon_id))?;
+        .ok_or_else(|| StoreError::not_found(Entity::Coupon, coupon_id))?;
     Ok(Coupon {
         coupon_id: row.get(0),
         user_id: row.get(1),
@@ -269,7 +269,7 @@ pub async fn get_account(
         .bind(user_id)
         .fetch_optional(db)
         .await?
-        .ok_or_else(|| StoreError::not_found(account.noun, user_id))?;
+        .ok_or_else(|| StoreError::not_found(account.entity, user_id))?;
     Ok(Account {
         user_id: row.get(0),
         balance: row.get(1),
@@ -318,7 +318,7 @@ pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
         .bind(order_id)
         .fetch_optional(db)
         .await?
-        .ok_or_else(|| StoreError::not_found("order", order_id))?;
+        .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     let mut order = order_from(&row);
     order.items = sqlx::query(
         "SELECT sku, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY sku",

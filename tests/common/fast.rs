@@ -192,7 +192,7 @@ impl FakeEngine {
 
 fn down() -> ApiError {
     ApiError::unavailable(
-        "temporal_unavailable",
+        orderflow_api::error::ErrorCode::TemporalUnavailable,
         "the workflow engine is unavailable; retry with the same request",
         "the fake engine is down",
     )

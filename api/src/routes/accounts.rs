@@ -1,16 +1,17 @@
 //! Catalogue, coupons, wallets and points: the admin writes that set up state, and the reads.
 
-use super::{check_amount, check_id, hidden};
+use super::{IdField, check_amount, check_id, hidden};
 use crate::auth::{Admin, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Json;
+use crate::responses::{ForAdmins, OnRecord, WithBody, WithToken};
 use crate::{AppState, view};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use orderflow_activities::funds::{POINTS, WALLET};
-use orderflow_store as store;
+use orderflow_store::{self as store, Entity};
 use serde::Deserialize;
 
 /// Request bodies of these routes are capped (413 `body_too_large` beyond).
@@ -48,20 +49,32 @@ pub struct PutSku {
     quota: Option<i64>,
 }
 
-#[utoipa::path(put, path = "/v1/admin/skus/{sku}", tag = "admin", summary = "Create or update a SKU", security(("bearer" = [])), request_body = PutSku, params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    put, path = "/v1/admin/skus/{sku}",
+    tag = "admin",
+    summary = "Create or update a SKU",
+    security(("bearer" = [])),
+    request_body = PutSku,
+    params(("sku" = String, Path)),
+    responses(
+        (status = 200, description = "the SKU", body = view::SkuView),
+        ForAdmins,
+        WithBody,
+    ),
+)]
 async fn put_sku(
     _admin: Admin,
     State(state): State<AppState>,
     Path(sku): Path<String>,
     Json(body): Json<PutSku>,
 ) -> Reply<view::SkuView> {
-    check_id("sku", &sku)?;
+    check_id(IdField::Sku, &sku)?;
     check_amount("price", body.price, 0)?;
     check_amount("stock", body.stock, 0)?;
     let kind = body.kind.unwrap_or_else(|| "physical".into());
     if kind != "digital" && kind != "physical" {
-        return Err(ApiError::unprocessable(
-            "invalid_sku_kind",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSkuKind,
             "kind must be \"digital\" or \"physical\"",
         ));
     }
@@ -80,7 +93,18 @@ async fn put_sku(
     )
 }
 
-#[utoipa::path(get, path = "/v1/skus/{sku}", tag = "catalogue", summary = "A SKU", security(("bearer" = [])), params(("sku" = String, Path)), responses((status = 200, description = "the SKU", body = crate::view::SkuView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/skus/{sku}",
+    tag = "catalogue",
+    summary = "A SKU",
+    security(("bearer" = [])),
+    params(("sku" = String, Path)),
+    responses(
+        (status = 200, description = "the SKU", body = view::SkuView),
+        WithToken,
+        OnRecord,
+    ),
+)]
 async fn get_sku(
     _caller: Caller,
     State(state): State<AppState>,
@@ -100,16 +124,27 @@ pub struct CreateCoupon {
     amount: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/coupons", tag = "admin", summary = "Create a coupon for a user", security(("bearer" = [])), request_body = CreateCoupon, responses((status = 201, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/coupons",
+    tag = "admin",
+    summary = "Create a coupon for a user",
+    security(("bearer" = [])),
+    request_body = CreateCoupon,
+    responses(
+        (status = 201, description = "the coupon", body = view::CouponView),
+        ForAdmins,
+        WithBody,
+    ),
+)]
 async fn create_coupon(
     _admin: Admin,
     State(state): State<AppState>,
     Json(body): Json<CreateCoupon>,
 ) -> Reply<view::CouponView> {
-    check_id("user_id", &body.user_id)?;
+    check_id(IdField::UserId, &body.user_id)?;
     if body.kind != "amount" && body.kind != "discount" {
-        return Err(ApiError::unprocessable(
-            "invalid_coupon_kind",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCouponKind,
             "kind must be \"amount\" or \"discount\"",
         ));
     }
@@ -122,7 +157,18 @@ async fn create_coupon(
     )
 }
 
-#[utoipa::path(get, path = "/v1/coupons/{coupon_id}", tag = "accounts", summary = "A coupon", security(("bearer" = [])), params(("coupon_id" = String, Path)), responses((status = 200, description = "the coupon", body = crate::view::CouponView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/coupons/{coupon_id}",
+    tag = "accounts",
+    summary = "A coupon",
+    security(("bearer" = [])),
+    params(("coupon_id" = String, Path)),
+    responses(
+        (status = 200, description = "the coupon", body = view::CouponView),
+        WithToken,
+        OnRecord,
+    ),
+)]
 async fn get_coupon(
     caller: Caller,
     State(state): State<AppState>,
@@ -130,7 +176,7 @@ async fn get_coupon(
 ) -> Reply<view::CouponView> {
     let coupon = store::get_coupon(&state.db, &coupon_id).await?;
     if !caller.owns(&coupon.user_id) {
-        return Err(hidden("coupon", &coupon_id));
+        return Err(hidden(Entity::Coupon, &coupon_id));
     }
     ok(StatusCode::OK, view::coupon(&coupon))
 }
@@ -141,14 +187,26 @@ pub struct CreditWallet {
     amount: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/wallets/{user_id}/credit", tag = "admin", summary = "Credit a wallet", security(("bearer" = [])), request_body = CreditWallet, params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/wallets/{user_id}/credit",
+    tag = "admin",
+    summary = "Credit a wallet",
+    security(("bearer" = [])),
+    request_body = CreditWallet,
+    params(("user_id" = String, Path)),
+    responses(
+        (status = 200, description = "the wallet", body = view::WalletView),
+        ForAdmins,
+        WithBody,
+    ),
+)]
 async fn credit_wallet(
     _admin: Admin,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(body): Json<CreditWallet>,
 ) -> Reply<view::WalletView> {
-    check_id("user_id", &user_id)?;
+    check_id(IdField::UserId, &user_id)?;
     check_amount("amount", body.amount, 1)?;
     ok(
         StatusCode::OK,
@@ -156,14 +214,25 @@ async fn credit_wallet(
     )
 }
 
-#[utoipa::path(get, path = "/v1/wallets/{user_id}", tag = "accounts", summary = "A wallet", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the wallet", body = crate::view::WalletView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/wallets/{user_id}",
+    tag = "accounts",
+    summary = "A wallet",
+    security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses(
+        (status = 200, description = "the wallet", body = view::WalletView),
+        WithToken,
+        OnRecord,
+    ),
+)]
 async fn get_wallet(
     caller: Caller,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Reply<view::WalletView> {
     if !caller.owns(&user_id) {
-        return Err(hidden("wallet", &user_id));
+        return Err(hidden(Entity::Wallet, &user_id));
     }
     ok(
         StatusCode::OK,
@@ -177,14 +246,26 @@ pub struct CreditPoints {
     points: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/points/{user_id}/credit", tag = "admin", summary = "Credit points", security(("bearer" = [])), request_body = CreditPoints, params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/points/{user_id}/credit",
+    tag = "admin",
+    summary = "Credit points",
+    security(("bearer" = [])),
+    request_body = CreditPoints,
+    params(("user_id" = String, Path)),
+    responses(
+        (status = 200, description = "the points account", body = view::PointsView),
+        ForAdmins,
+        WithBody,
+    ),
+)]
 async fn credit_points(
     _admin: Admin,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(body): Json<CreditPoints>,
 ) -> Reply<view::PointsView> {
-    check_id("user_id", &user_id)?;
+    check_id(IdField::UserId, &user_id)?;
     check_amount("points", body.points, 1)?;
     ok(
         StatusCode::OK,
@@ -192,14 +273,25 @@ async fn credit_points(
     )
 }
 
-#[utoipa::path(get, path = "/v1/points/{user_id}", tag = "accounts", summary = "A points account", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the points account", body = crate::view::PointsView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/points/{user_id}",
+    tag = "accounts",
+    summary = "A points account",
+    security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses(
+        (status = 200, description = "the points account", body = view::PointsView),
+        WithToken,
+        OnRecord,
+    ),
+)]
 async fn get_points(
     caller: Caller,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Reply<view::PointsView> {
     if !caller.owns(&user_id) {
-        return Err(hidden("points", &user_id));
+        return Err(hidden(Entity::Points, &user_id));
     }
     ok(
         StatusCode::OK,

@@ -3,17 +3,18 @@
 //! Creation and cancellation go through the order's workflow and answer with its outcome in the
 //! same response. Reads come from the database, which the workflow keeps up to date.
 
-use super::{check_amount, check_id, hidden};
+use super::{IdField, check_amount, check_id, hidden};
 use crate::auth::{Admin, Caller};
 use crate::engine::Answer;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Json, Query};
+use crate::responses::{ForAdmins, OnRecord, WithBody, WithToken};
 use crate::{AppState, view};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use orderflow_store::{self as store, now_ms};
+use orderflow_store::{self as store, Entity, now_ms};
 use orderflow_workflows::model::{
     CancelReason, CancelRequest, OrderLine, OrderStatus, PaymentMethod, PlaceOrder,
 };
@@ -89,19 +90,19 @@ impl CreateOrder {
     }
 
     fn validate(&self) -> Result<(), ApiError> {
-        check_id("user_id", self.user())?;
+        check_id(IdField::UserId, self.user())?;
         if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            return Err(ApiError::unprocessable(
-                "invalid_items",
+            return Err(ApiError::new(
+                ErrorCode::InvalidItems,
                 format!("an order has 1 to {MAX_ITEMS} items"),
             ));
         }
         let mut seen = BTreeSet::new();
         for item in &self.items {
-            check_id("sku", &item.sku)?;
+            check_id(IdField::Sku, &item.sku)?;
             if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                return Err(ApiError::unprocessable(
-                    "invalid_quantity",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuantity,
                     format!(
                         "quantity of {} must be between 1 and {MAX_QUANTITY}",
                         item.sku
@@ -109,21 +110,21 @@ impl CreateOrder {
                 ));
             }
             if !seen.insert(item.sku.as_str()) {
-                return Err(ApiError::unprocessable(
-                    "duplicate_sku",
+                return Err(ApiError::new(
+                    ErrorCode::DuplicateSku,
                     format!("SKU {} appears twice; merge the lines", item.sku),
                 ));
             }
         }
         if let Some(coupon) = &self.coupon_id {
-            check_id("coupon_id", coupon)?;
+            check_id(IdField::CouponId, coupon)?;
         }
         check_amount("points", self.points.unwrap_or(0), 0)?;
         check_amount("wallet_amount", self.wallet_amount.unwrap_or(0), 0)?;
         if let Some(t) = self.payment_timeout_secs {
             if !(MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&t) {
-                return Err(ApiError::unprocessable(
-                    "invalid_payment_timeout",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidPaymentTimeout,
                     format!(
                         "payment_timeout_secs must be between {MIN_TIMEOUT_SECS} and {MAX_TIMEOUT_SECS}"
                     ),
@@ -153,15 +154,15 @@ pub fn order_id_for(user_id: &str, key: &str) -> String {
 
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers.get("idempotency-key").ok_or_else(|| {
-        ApiError::bad_request(
-            "idempotency_key_required",
+        ApiError::new(
+            ErrorCode::IdempotencyKeyRequired,
             "POST /v1/orders needs an Idempotency-Key header",
         )
     })?;
     let key = value.to_str().unwrap_or("");
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
+        return Err(ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
             "Idempotency-Key must be 1 to 255 printable ASCII characters",
         ));
     }
@@ -184,7 +185,20 @@ fn render(order: &store::Order, status: StatusCode) -> (StatusCode, axum::Json<v
     (status, axum::Json(view::order(order, now_ms())))
 }
 
-#[utoipa::path(post, path = "/v1/orders", tag = "orders", summary = "Create an order (idempotent on Idempotency-Key)", security(("bearer" = [])), request_body = CreateOrder, params(("Idempotency-Key" = String, Header, description = "one order per user and key")), responses((status = 201, description = "the order, pending_payment (or paid)", body = crate::view::OrderView), (status = 400, description = "missing or invalid Idempotency-Key", body = crate::view::ErrorBody), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 429, description = "too many unpaid orders", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/orders",
+    tag = "orders",
+    summary = "Create an order (idempotent on Idempotency-Key)",
+    security(("bearer" = [])),
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = String, Header, description = "one order per user and key")),
+    responses(
+        (status = 201, description = "the order, pending_payment (or paid)", body = view::OrderView),
+        (status = 429, description = "too many unpaid orders", body = view::ErrorBody),
+        WithToken,
+        WithBody,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn create_order(
     caller: Caller,
@@ -199,7 +213,19 @@ async fn create_order(
     place(state, key, body, PaymentMethod::Online, fingerprint).await
 }
 
-#[utoipa::path(post, path = "/v1/admin/orders", tag = "admin", summary = "Create an order paid at once by wallet or offline", security(("bearer" = [])), request_body = CreateAdminOrder, params(("Idempotency-Key" = String, Header, description = "one order per user and key")), responses((status = 201, description = "the order, paid", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/orders",
+    tag = "admin",
+    summary = "Create an order paid at once by wallet or offline",
+    security(("bearer" = [])),
+    request_body = CreateAdminOrder,
+    params(("Idempotency-Key" = String, Header, description = "one order per user and key")),
+    responses(
+        (status = 201, description = "the order, paid", body = view::OrderView),
+        ForAdmins,
+        WithBody,
+    ),
+)]
 #[tracing::instrument(skip_all, fields(order_id))]
 async fn create_admin_order(
     _admin: Admin,
@@ -211,8 +237,8 @@ async fn create_admin_order(
     let method = match PaymentMethod::parse(&body.payment_method) {
         Some(m @ (PaymentMethod::Wallet | PaymentMethod::Offline)) => m,
         _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_payment_method",
+            return Err(ApiError::new(
+                ErrorCode::InvalidPaymentMethod,
                 "an admin order is paid by \"wallet\" or \"offline\"",
             ));
         }
@@ -238,8 +264,8 @@ async fn check_quotas(state: &AppState, body: &CreateOrder) -> Result<(), ApiErr
             orderflow_activities::quota::usage(&state.db, body.user(), &item.sku).await?
         {
             if used.saturating_add(item.quantity) > quota {
-                return Err(ApiError::unprocessable(
-                    "quota_exceeded",
+                return Err(ApiError::new(
+                    ErrorCode::QuotaExceeded,
                     format!(
                         "{} may hold at most {quota} of {} at once (open orders and active entitlements); {used} held",
                         body.user(),
@@ -275,8 +301,8 @@ async fn place(
         check_quotas(&state, &body).await?;
     }
     let reused = || {
-        ApiError::unprocessable(
-            "idempotency_key_reused",
+        ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request body",
         )
         .for_order(&order_id)
@@ -314,7 +340,7 @@ async fn place(
                 return Err(reused());
             }
             if let (OrderStatus::Rejected, Some(r)) = (placement.status, &placement.rejection) {
-                return Err(refusal(&r.code, r.message.clone()).for_order(&order_id));
+                return Err(rejected(&r.code, r.message.clone()).for_order(&order_id));
             }
         }
         // The workflow of this key already finished: the stored order is the answer.
@@ -328,19 +354,17 @@ async fn place(
             }
             if let (Some(code), "rejected") = (&order.reject_code, order.status.as_str()) {
                 let message = order.reject_message.clone().unwrap_or_default();
-                return Err(refusal(code, message).for_order(&order_id));
+                return Err(rejected(code, message).for_order(&order_id));
             }
         }
     }
     order_response(&state, &order_id, StatusCode::CREATED).await
 }
 
-/// A rejected order's answer: 422 with its code, or 429 for the open-order cap.
-fn refusal(code: &str, message: String) -> ApiError {
-    match code {
-        "too_many_open_orders" => ApiError::client(StatusCode::TOO_MANY_REQUESTS, code, message),
-        _ => ApiError::unprocessable(code, message),
-    }
+/// A rejected order's answer: its code (422, or 429 for the open-order cap); a code the API
+/// does not list is `order_rejected`.
+fn rejected(code: &str, message: String) -> ApiError {
+    ApiError::reported(code, message, ErrorCode::OrderRejected)
 }
 
 /// Too many unpaid orders at once hold stock that others cannot buy: refuse more (429).
@@ -348,9 +372,8 @@ async fn check_open_orders(state: &AppState, user_id: &str) -> Result<(), ApiErr
     let open = store::open_orders(&state.db, user_id).await?;
     let cap = state.config.max_open_orders_per_user;
     if open >= cap {
-        return Err(ApiError::client(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_open_orders",
+        return Err(ApiError::new(
+            ErrorCode::TooManyOpenOrders,
             format!("{user_id} has {open} unpaid orders; pay or cancel one first (at most {cap})"),
         ));
     }
@@ -365,12 +388,23 @@ async fn owned_order(
 ) -> Result<store::Order, ApiError> {
     let order = store::get_order(&state.db, order_id).await?;
     if !caller.owns(&order.user_id) {
-        return Err(hidden("order", order_id));
+        return Err(hidden(Entity::Order, order_id));
     }
     Ok(order)
 }
 
-#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", summary = "An order", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "the order", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/orders/{order_id}",
+    tag = "orders",
+    summary = "An order",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "the order", body = view::OrderView),
+        WithToken,
+        OnRecord,
+    ),
+)]
 #[tracing::instrument(skip(state, caller))]
 async fn get_order(
     caller: Caller,
@@ -381,7 +415,18 @@ async fn get_order(
     Ok(render(&order, StatusCode::OK))
 }
 
-#[utoipa::path(get, path = "/v1/orders/{order_id}/events", tag = "orders", summary = "The operation log of an order", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "its events", body = crate::view::EventList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/orders/{order_id}/events",
+    tag = "orders",
+    summary = "The operation log of an order",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "its events", body = view::EventList),
+        WithToken,
+        OnRecord,
+    ),
+)]
 #[tracing::instrument(skip(state, caller))]
 async fn order_events(
     caller: Caller,
@@ -415,7 +460,19 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, id.to_owned()))
 }
 
-#[utoipa::path(get, path = "/v1/orders", tag = "orders", summary = "List orders, newest first", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "a page of orders", body = crate::view::OrderList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "another user's list", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/orders",
+    tag = "orders",
+    summary = "List orders, newest first",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of orders", body = view::OrderList),
+        (status = 403, description = "another user's list", body = view::ErrorBody),
+        (status = 422, description = "invalid input or a business refusal, with a stable code", body = view::ErrorBody),
+        WithToken,
+    ),
+)]
 #[tracing::instrument(skip(state, caller))]
 async fn list_orders(
     caller: Caller,
@@ -429,24 +486,27 @@ async fn list_orders(
         && OrderStatus::parse(status).is_none()
     {
         let all: Vec<&str> = OrderStatus::STORED.iter().map(|s| s.as_str()).collect();
-        return Err(ApiError::unprocessable(
-            "invalid_status",
+        return Err(ApiError::new(
+            ErrorCode::InvalidStatus,
             format!("status must be one of {}", all.join(", ")),
         ));
     }
     if let Some(user) = &q.user_id {
-        check_id("user_id", user)?;
+        check_id(IdField::UserId, user)?;
     }
     let limit = q.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::unprocessable(
-            "invalid_limit",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {MAX_PAGE}"),
         ));
     }
     let after = match &q.cursor {
         Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-            ApiError::unprocessable("invalid_cursor", "cursor is not one this API returned")
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "cursor is not one this API returned",
+            )
         })?),
         None => None,
     };
@@ -486,7 +546,22 @@ pub struct CancelBody {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", summary = "Cancel an order (before it ships)", security(("bearer" = [])), request_body = CancelBody, params(("order_id" = String, Path)), responses((status = 200, description = "the cancelled order, everything undone", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "reason admin needs an admin", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/orders/{order_id}/cancel",
+    tag = "orders",
+    summary = "Cancel an order (before it ships)",
+    security(("bearer" = [])),
+    request_body = CancelBody,
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "the cancelled order, everything undone", body = view::OrderView),
+        (status = 403, description = "reason admin needs an admin", body = view::ErrorBody),
+        (status = 409, description = "conflict with the order's state", body = view::ErrorBody),
+        WithToken,
+        WithBody,
+        OnRecord,
+    ),
+)]
 #[tracing::instrument(skip(state, body, caller))]
 async fn cancel_order(
     caller: Caller,
@@ -496,9 +571,8 @@ async fn cancel_order(
 ) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order = owned_order(&state, &caller, &order_id).await?;
     if body.reason == "admin" && !caller.is_admin() {
-        return Err(ApiError::client(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
             "only an admin cancels with reason \"admin\"",
         )
         .for_order(&order_id));
@@ -507,23 +581,23 @@ async fn cancel_order(
         "user" => CancelReason::User,
         "admin" => CancelReason::Admin,
         _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_cancel_reason",
+            return Err(ApiError::new(
+                ErrorCode::InvalidCancelReason,
                 "reason must be \"user\" or \"admin\"",
             )
             .for_order(&order_id));
         }
     };
     let not_cancellable = |status: &str| {
-        ApiError::conflict(
-            "order_not_cancellable",
+        ApiError::new(
+            ErrorCode::OrderNotCancellable,
             format!("the order is {status} and can no longer be cancelled"),
         )
         .for_order(&order_id)
     };
     let shipped = || {
-        ApiError::conflict(
-            "order_already_shipped",
+        ApiError::new(
+            ErrorCode::OrderAlreadyShipped,
             "the order has shipped and can no longer be cancelled",
         )
         .for_order(&order_id)
@@ -561,7 +635,19 @@ async fn cancel_order(
 /// `POST /v1/admin/orders/{id}/ship`: the pending shipment of a paid order leaves; the order
 /// is `fulfilled`. Refused with 409 `order_not_shippable` once the order is cancelled (or
 /// being cancelled), already shipped, or has nothing to ship.
-#[utoipa::path(post, path = "/v1/admin/orders/{order_id}/ship", tag = "admin", summary = "Ship a paid order's goods", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "the fulfilled order", body = crate::view::OrderView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/orders/{order_id}/ship",
+    tag = "admin",
+    summary = "Ship a paid order's goods",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "the fulfilled order", body = view::OrderView),
+        (status = 409, description = "conflict with the order's state", body = view::ErrorBody),
+        ForAdmins,
+        OnRecord,
+    ),
+)]
 #[tracing::instrument(skip(state, _admin))]
 async fn ship_order(
     _admin: Admin,
@@ -570,7 +656,7 @@ async fn ship_order(
 ) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let order = store::get_order(&state.db, &order_id).await?;
     let not_shippable =
-        |why: String| ApiError::conflict("order_not_shippable", why).for_order(&order_id);
+        |why: String| ApiError::new(ErrorCode::OrderNotShippable, why).for_order(&order_id);
     if order.shipment.as_deref() != Some("pending") {
         return Err(not_shippable(format!(
             "the order is {} and its shipment is {}",
@@ -588,18 +674,32 @@ async fn ship_order(
 /// `POST /v1/admin/orders/{id}/retry`: an order stopped in `needs_attention` by a permanent
 /// error tries again, once ops fixed the cause. Its workflow reads the order back from the
 /// database and carries on; if the same error stops it again, it is raised again.
-#[utoipa::path(post, path = "/v1/admin/orders/{order_id}/retry", tag = "admin", summary = "Retry an order that needs attention", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 202, description = "the order's workflow carries on", body = crate::view::OrderRetry), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 404, description = "no such order", body = crate::view::ErrorBody), (status = 409, description = "`order_not_stopped`: the order does not need attention", body = crate::view::ErrorBody), (status = 422, description = "invalid order id", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/orders/{order_id}/retry",
+    tag = "admin",
+    summary = "Retry an order that needs attention",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 202, description = "the order's workflow carries on", body = view::OrderRetry),
+        (status = 409, description = "`order_not_stopped`: the order does not need attention", body = view::ErrorBody),
+        (status = 422, description = "invalid order id", body = view::ErrorBody),
+        ForAdmins,
+        OnRecord,
+    ),
+)]
 #[tracing::instrument(skip(state, _admin))]
 async fn retry_order(
     _admin: Admin,
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<view::OrderRetry>), ApiError> {
-    check_id("order_id", &order_id)?;
+    check_id(IdField::OrderId, &order_id)?;
     let stopped = orderflow_activities::attention::of_order(&state.db, &order_id)
         .await
         .map_err(orderflow_store::StoreError::from)?;
-    let not_stopped = |why: &str| ApiError::conflict("order_not_stopped", why).for_order(&order_id);
+    let not_stopped =
+        |why: &str| ApiError::new(ErrorCode::OrderNotStopped, why).for_order(&order_id);
     let Some(stopped) = stopped else {
         store::get_order(&state.db, &order_id).await?;
         return Err(not_stopped("the order does not need attention"));
@@ -620,7 +720,19 @@ async fn retry_order(
 
 /// `POST /v1/orders/{id}/pay`: a checkout session for the payable amount, through the
 /// workflow's `order.checkout` update (validated there: pending, deadline not passed).
-#[utoipa::path(post, path = "/v1/orders/{order_id}/pay", tag = "payments", summary = "Open a checkout session", security(("bearer" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "the session", body = crate::view::CheckoutView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/orders/{order_id}/pay",
+    tag = "payments",
+    summary = "Open a checkout session",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "the session", body = view::CheckoutView),
+        (status = 409, description = "conflict with the order's state", body = view::ErrorBody),
+        WithToken,
+        OnRecord,
+    ),
+)]
 #[tracing::instrument(skip(state, caller))]
 async fn pay_order(
     caller: Caller,
@@ -629,7 +741,7 @@ async fn pay_order(
 ) -> Result<axum::Json<view::CheckoutView>, ApiError> {
     let order = owned_order(&state, &caller, &order_id).await?;
     let not_payable =
-        |why: String| ApiError::conflict("order_not_payable", why).for_order(&order_id);
+        |why: String| ApiError::new(ErrorCode::OrderNotPayable, why).for_order(&order_id);
     if order.status != "pending_payment" {
         return Err(not_payable(format!(
             "the order is {} and cannot be paid",
@@ -647,7 +759,7 @@ async fn pay_order(
         })),
         Answer::Refused(r) if r.code == RefusalCode::ProviderUnavailable => {
             Err(ApiError::unavailable(
-                "provider_unavailable",
+                ErrorCode::ProviderUnavailable,
                 "the payment provider is unavailable; retry shortly",
                 r.message,
             )

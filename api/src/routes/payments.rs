@@ -16,8 +16,10 @@
 //!
 //! The handler never marks an order paid and never moves money itself.
 
+use super::IdField;
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
+use crate::responses::{ForAdmins, OnRecord};
 use crate::signature::{self, SignatureError};
 use crate::{AppState, view};
 use axum::Router;
@@ -42,7 +44,16 @@ pub fn router() -> Router<AppState> {
 
 /// The two-way money audit (see `orderflow_activities::audit::run`): every payment the provider
 /// captured is applied or refunded, or owned by a run that will; every refund is one we meant.
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", summary = "Two-way money audit against the provider", security(("bearer" = [])), responses((status = 200, description = "the report; `discrepancies` is empty when no money is stranded", body = orderflow_activities::audit::MoneyReport), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 503, description = "the database, the provider or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/admin/audit",
+    tag = "admin",
+    summary = "Two-way money audit against the provider",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the report; `discrepancies` is empty when no money is stranded", body = orderflow_activities::audit::MoneyReport),
+        ForAdmins,
+    ),
+)]
 async fn audit(
     State(state): State<AppState>,
     _admin: Admin,
@@ -55,13 +66,26 @@ async fn audit(
 }
 
 /// Retries a refund the provider refused, as a new attempt with its own idempotency key.
-#[utoipa::path(post, path = "/v1/admin/refunds/{payment_id}/retry", tag = "admin", summary = "Retry a failed refund", security(("bearer" = [])), params(("payment_id" = String, Path)), responses((status = 202, description = "the new attempt is running: `{payment_id, order_id, attempt, workflow_id}`", body = crate::view::RefundRetry), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 404, description = "no refund of this payment", body = crate::view::ErrorBody), (status = 409, description = "the refund succeeded, is in progress, or was paid offline", body = crate::view::ErrorBody), (status = 422, description = "invalid payment id", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/refunds/{payment_id}/retry",
+    tag = "admin",
+    summary = "Retry a failed refund",
+    security(("bearer" = [])),
+    params(("payment_id" = String, Path)),
+    responses(
+        (status = 202, description = "the new attempt is running: `{payment_id, order_id, attempt, workflow_id}`", body = view::RefundRetry),
+        (status = 409, description = "the refund succeeded, is in progress, or was paid offline", body = view::ErrorBody),
+        (status = 422, description = "invalid payment id", body = view::ErrorBody),
+        ForAdmins,
+        OnRecord,
+    ),
+)]
 async fn retry_refund(
     State(state): State<AppState>,
     _admin: Admin,
     Path(payment_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<view::RefundRetry>), ApiError> {
-    super::check_id("payment_id", &payment_id)?;
+    super::check_id(IdField::PaymentId, &payment_id)?;
     let (request, attempt) = payments::retry_refund(&state.db, &payment_id, now_ms()).await?;
     let order_id = request.order_id.clone();
     let workflow_id = state.engine.start_refund_retry(request, attempt).await?;
@@ -83,7 +107,20 @@ fn accepted(outcome: &str) -> (StatusCode, axum::Json<view::WebhookAnswer>) {
 }
 
 /// Counts each webhook by outcome: the `status` it was answered with, or the error code.
-#[utoipa::path(post, path = "/v1/payments/webhook", tag = "payments", summary = "Payment provider callback (signed, no token)", security(("payment_signature" = [])), request_body = WebhookEvent, responses((status = 200, description = "handled: signalled, duplicate, already_captured, ignored; or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = crate::view::WebhookAnswer), (status = 401, description = "signature missing, malformed, expired or invalid", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/payments/webhook",
+    tag = "payments",
+    summary = "Payment provider callback (signed, no token)",
+    security(("payment_signature" = [])),
+    request_body = WebhookEvent,
+    responses(
+        (status = 200, description = "handled: signalled, duplicate, already_captured, ignored; or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = view::WebhookAnswer),
+        (status = 401, description = "signature missing, malformed, expired or invalid", body = view::ErrorBody),
+        (status = 413, description = "body too large", body = view::ErrorBody),
+        (status = 422, description = "invalid input or a business refusal, with a stable code", body = view::ErrorBody),
+        (status = 503, description = "the database or Temporal is unavailable; retry", body = view::ErrorBody),
+    ),
+)]
 async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -92,10 +129,21 @@ async fn webhook(
     let result = handle_webhook(&state, headers, body).await;
     let outcome = match &result {
         Ok((_, body)) => body.0.status.clone(),
-        Err(e) => e.code().to_owned(),
+        Err(e) => e.code().as_str().to_owned(),
     };
     state.metrics.webhook(&outcome);
     result
+}
+
+/// A webhook whose signature does not hold: 401 with what was wrong.
+fn signature_refused(e: SignatureError) -> ApiError {
+    let code = match e {
+        SignatureError::Missing => ErrorCode::SignatureMissing,
+        SignatureError::Malformed => ErrorCode::SignatureMalformed,
+        SignatureError::Expired => ErrorCode::SignatureExpired,
+        SignatureError::Mismatch => ErrorCode::SignatureInvalid,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 #[tracing::instrument(skip_all, fields(order_id, payment_id))]
@@ -105,12 +153,10 @@ async fn handle_webhook(
     body: Bytes,
 ) -> Result<(StatusCode, axum::Json<view::WebhookAnswer>), ApiError> {
     let header = match headers.get(signature::HEADER) {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::unauthorized(
-                SignatureError::Malformed.code(),
-                SignatureError::Malformed.to_string(),
-            )
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| signature_refused(SignatureError::Malformed))?,
+        ),
         None => None,
     };
     let tolerance = state.config.webhook_tolerance.as_secs() as i64;
@@ -121,10 +167,10 @@ async fn handle_webhook(
         now_ms() / 1000,
         tolerance,
     )
-    .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
+    .map_err(signature_refused)?;
 
     let event: WebhookEvent = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?;
     let span = tracing::Span::current();
     span.record("order_id", event.order_id.as_str());
     span.record("payment_id", event.payment_id.as_str());
@@ -132,19 +178,19 @@ async fn handle_webhook(
         return Ok(accepted("ignored"));
     }
     for (field, value) in [
-        ("event_id", &event.event_id),
-        ("payment_id", &event.payment_id),
-        ("order_id", &event.order_id),
+        (IdField::EventId, &event.event_id),
+        (IdField::PaymentId, &event.payment_id),
+        (IdField::OrderId, &event.order_id),
     ] {
         super::check_id(field, value)?;
     }
     if let Some(session) = &event.session_id {
-        super::check_id("session_id", session)?;
+        super::check_id(IdField::SessionId, session)?;
     }
     super::check_amount("amount", event.amount, 1)?;
     if !is_known_currency(&event.currency) {
-        return Err(ApiError::unprocessable(
-            "invalid_currency",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCurrency,
             format!("{:?} is not an ISO 4217 currency code", event.currency),
         ));
     }

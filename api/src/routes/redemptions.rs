@@ -5,17 +5,18 @@
 //! the grant itself is one transaction in the activity. The handler validates, asks, and maps
 //! the outcome to a status: it never writes a grant itself.
 
-use super::{check_amount, check_id, hidden};
+use super::{IdField, check_amount, check_id, hidden};
 use crate::auth::{Admin, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::Json;
+use crate::responses::{ForAdmins, OnRecord, WithBody, WithToken};
 use crate::{AppState, view};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use orderflow_activities::redemptions;
-use orderflow_store::now_ms;
+use orderflow_store::{Entity, now_ms};
 use orderflow_workflows::model::{RedeemCode, RedemptionOutcome};
 use serde::Deserialize;
 
@@ -42,14 +43,26 @@ pub struct CreateCode {
     max_uses: i64,
 }
 
-#[utoipa::path(post, path = "/v1/admin/codes", tag = "admin", summary = "Create a redemption code", security(("bearer" = [])), request_body = CreateCode, responses((status = 201, description = "the code", body = crate::view::CodeView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "not an admin token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/admin/codes",
+    tag = "admin",
+    summary = "Create a redemption code",
+    security(("bearer" = [])),
+    request_body = CreateCode,
+    responses(
+        (status = 201, description = "the code", body = view::CodeView),
+        (status = 404, description = "not found (or another user's)", body = view::ErrorBody),
+        ForAdmins,
+        WithBody,
+    ),
+)]
 async fn create_code(
     _admin: Admin,
     State(state): State<AppState>,
     Json(body): Json<CreateCode>,
 ) -> Reply<view::CodeView> {
-    check_id("code", &body.code)?;
-    check_id("sku", &body.sku)?;
+    check_id(IdField::Code, &body.code)?;
+    check_id(IdField::Sku, &body.sku)?;
     check_amount("max_uses", body.max_uses, 1)?;
     let code =
         redemptions::create_code(&state.db, &body.code, &body.sku, body.max_uses, now_ms()).await?;
@@ -73,7 +86,21 @@ pub struct Redeem {
     code: String,
 }
 
-#[utoipa::path(post, path = "/v1/redemptions", tag = "redemptions", summary = "Redeem a code (at most once per user)", security(("bearer" = [])), request_body = Redeem, responses((status = 201, description = "the grant", body = crate::view::RedemptionView), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 403, description = "another user", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 409, description = "conflict with the order's state", body = crate::view::ErrorBody), (status = 413, description = "body too large", body = crate::view::ErrorBody), (status = 422, description = "invalid input or a business refusal, with a stable code", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/redemptions",
+    tag = "redemptions",
+    summary = "Redeem a code (at most once per user)",
+    security(("bearer" = [])),
+    request_body = Redeem,
+    responses(
+        (status = 201, description = "the grant", body = view::RedemptionView),
+        (status = 403, description = "another user", body = view::ErrorBody),
+        (status = 404, description = "not found (or another user's)", body = view::ErrorBody),
+        (status = 409, description = "conflict with the order's state", body = view::ErrorBody),
+        WithToken,
+        WithBody,
+    ),
+)]
 #[tracing::instrument(skip(state, caller))]
 async fn redeem(
     caller: Caller,
@@ -81,8 +108,8 @@ async fn redeem(
     Json(body): Json<Redeem>,
 ) -> Reply<view::RedemptionView> {
     let user_id = caller.user_for(body.user_id.as_deref())?;
-    check_id("user_id", &user_id)?;
-    check_id("code", &body.code)?;
+    check_id(IdField::UserId, &user_id)?;
+    check_id(IdField::Code, &body.code)?;
     let request = RedeemCode {
         code: body.code.clone(),
         user_id: user_id.clone(),
@@ -103,22 +130,32 @@ async fn redeem(
             }),
         )),
         RedemptionOutcome::Refused(r) => Err(match r.code.as_str() {
-            "unknown_code" => ApiError::not_found("code_not_found", r.message),
-            "code_exhausted" => ApiError::conflict("code_exhausted", r.message),
-            _ => ApiError::unprocessable(&r.code, r.message),
+            "unknown_code" => ApiError::new(ErrorCode::CodeNotFound, r.message),
+            other => ApiError::reported(other, r.message, ErrorCode::InternalError),
         }),
     }
 }
 
-#[utoipa::path(get, path = "/v1/entitlements/{user_id}", tag = "accounts", summary = "A user's active entitlements", security(("bearer" = [])), params(("user_id" = String, Path)), responses((status = 200, description = "the entitlements", body = crate::view::EntitlementList), (status = 401, description = "missing, malformed, forged or expired token", body = crate::view::ErrorBody), (status = 404, description = "not found (or another user's)", body = crate::view::ErrorBody), (status = 503, description = "the database or Temporal is unavailable; retry", body = crate::view::ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/entitlements/{user_id}",
+    tag = "accounts",
+    summary = "A user's active entitlements",
+    security(("bearer" = [])),
+    params(("user_id" = String, Path)),
+    responses(
+        (status = 200, description = "the entitlements", body = view::EntitlementList),
+        WithToken,
+        OnRecord,
+    ),
+)]
 async fn entitlements(
     caller: Caller,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Reply<view::EntitlementList> {
-    check_id("user_id", &user_id)?;
+    check_id(IdField::UserId, &user_id)?;
     if !caller.owns(&user_id) {
-        return Err(hidden("entitlements", &user_id));
+        return Err(hidden(Entity::Entitlements, &user_id));
     }
     let list = redemptions::entitlements(&state.db, &user_id).await?;
     Ok((
