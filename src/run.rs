@@ -78,6 +78,8 @@ pub fn worker(
     unknown_order_hold_secs: u64,
 ) -> anyhow::Result<Worker> {
     let provider = PaymentProvider::new(provider).map_err(|e| anyhow!("{e}"))?;
+    // Fault points a crash test armed (a build with the `faults` feature only).
+    orderflow_activities::faults::setup();
     let options = WorkerOptions::new(task_queue)
         .register_workflow::<OrderWorkflow>()
         .map_err(|e| anyhow!("{e}"))?

@@ -54,6 +54,20 @@ async fn heartbeating<T>(ctx: &ActivityContext, call: impl Future<Output = T>) -
     }
 }
 
+/// An activity's answer once its transaction is over: the `after_commit` fault point (for the
+/// crash tests; empty in a normal build) when it committed, then the error classification.
+fn committed<T>(
+    result: Result<T, crate::StoreError>,
+    point: &str,
+    order_id: &str,
+    resource: Option<&str>,
+) -> Result<T, ActivityError> {
+    if result.is_ok() {
+        crate::faults::point(point, order_id, resource);
+    }
+    result.map_err(into_activity_error)
+}
+
 /// A provider failure the caller may retry (with the same idempotency key).
 fn provider_unavailable(e: ProviderError) -> ActivityError {
     ActivityError::application(ApplicationFailure::new(e))
@@ -97,9 +111,13 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: ReserveStock,
     ) -> Result<Reservation, ActivityError> {
-        crate::stock::reserve(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let reserved = crate::stock::reserve(&self.db, &input).await;
+        committed(
+            reserved,
+            "reserve.after_commit",
+            &input.order_id,
+            Some("stock"),
+        )
     }
 
     #[activity(definition = markers::ReserveCoupon)]
@@ -109,9 +127,13 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: ReserveCoupon,
     ) -> Result<Reservation, ActivityError> {
-        crate::coupons::reserve(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let reserved = crate::coupons::reserve(&self.db, &input).await;
+        committed(
+            reserved,
+            "reserve.after_commit",
+            &input.order_id,
+            Some("coupon"),
+        )
     }
 
     #[activity(definition = markers::ReservePoints)]
@@ -121,9 +143,13 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: ReserveFunds,
     ) -> Result<Reservation, ActivityError> {
-        crate::funds::reserve(&self.db, POINTS, &input)
-            .await
-            .map_err(into_activity_error)
+        let reserved = crate::funds::reserve(&self.db, POINTS, &input).await;
+        committed(
+            reserved,
+            "reserve.after_commit",
+            &input.order_id,
+            Some("points"),
+        )
     }
 
     #[activity(definition = markers::ReserveWallet)]
@@ -133,9 +159,13 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: ReserveFunds,
     ) -> Result<Reservation, ActivityError> {
-        crate::funds::reserve(&self.db, WALLET, &input)
-            .await
-            .map_err(into_activity_error)
+        let reserved = crate::funds::reserve(&self.db, WALLET, &input).await;
+        committed(
+            reserved,
+            "reserve.after_commit",
+            &input.order_id,
+            Some("wallet"),
+        )
     }
 
     #[activity(definition = markers::RecordOrder)]
@@ -169,9 +199,8 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: PayOrder,
     ) -> Result<(), ActivityError> {
-        crate::outcome::pay(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let paid = crate::outcome::pay(&self.db, &input).await;
+        committed(paid, "capture.after_commit", input.order_id(), None)
     }
 
     #[activity(definition = markers::CancelOrder)]
@@ -181,9 +210,8 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: CancelOrder,
     ) -> Result<(), ActivityError> {
-        crate::outcome::cancel(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let cancelled = crate::outcome::cancel(&self.db, &input).await;
+        committed(cancelled, "release.after_commit", input.order_id(), None)
     }
 
     #[activity(definition = markers::CancelPaidOrder)]
@@ -193,9 +221,8 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: CancelOrder,
     ) -> Result<(), ActivityError> {
-        crate::outcome::cancel_paid(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let cancelled = crate::outcome::cancel_paid(&self.db, &input).await;
+        committed(cancelled, "return.after_commit", input.order_id(), None)
     }
 
     #[activity(definition = markers::RaiseAttention)]
@@ -359,9 +386,11 @@ impl OrderActivitiesImpl {
             reason: input.reason.clone(),
         };
         let key = input.idempotency_key();
+        crate::faults::point("refund.before_provider", input.order_id(), None);
         let call = self.provider.refund(&request, &key);
         match heartbeating(&ctx, call).await {
             Ok(refund) => {
+                crate::faults::point("refund.after_provider", input.order_id(), None);
                 tracing::info!(refund_id = %refund.id, "refunded at the provider");
                 Ok(RefundOutcome::Succeeded {
                     provider_refund_id: refund.id,
@@ -385,9 +414,13 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: RecordRefundResult,
     ) -> Result<(), ActivityError> {
-        crate::payments::record_refund_result(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let recorded = crate::payments::record_refund_result(&self.db, &input).await;
+        committed(
+            recorded,
+            "refund_result.after_commit",
+            input.order_id(),
+            None,
+        )
     }
 
     #[activity(definition = markers::Fulfil)]
@@ -397,9 +430,8 @@ impl OrderActivitiesImpl {
         _ctx: ActivityContext,
         input: OrderAt,
     ) -> Result<Fulfilment, ActivityError> {
-        crate::fulfilment::fulfil(&self.db, &input)
-            .await
-            .map_err(into_activity_error)
+        let fulfilled = crate::fulfilment::fulfil(&self.db, &input).await;
+        committed(fulfilled, "fulfil.after_commit", input.order_id(), None)
     }
 
     #[activity(definition = markers::MarkShipped)]

@@ -16,7 +16,7 @@ use crate::funds::{self, WALLET};
 use crate::holds::{Move, expect_one};
 use crate::orders::{Step, append_event, status_of};
 use crate::{Db, quota};
-use orderflow_workflows::model::{Fulfilment, MarkCancelled, OrderAt};
+use orderflow_workflows::model::{Fulfilment, MarkCancelled, OrderAt, OrderStatus};
 use sqlx::Row;
 
 /// Starts a transaction on an order with a write (the SQLite write lock, and the row locked on
@@ -24,7 +24,7 @@ use sqlx::Row;
 async fn lock_order(
     tx: &mut crate::holds::Tx<'_>,
     order_id: &str,
-) -> Result<(String, String), StoreError> {
+) -> Result<(OrderStatus, String), StoreError> {
     sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
         .bind(order_id)
         .execute(&mut **tx)
@@ -34,7 +34,7 @@ async fn lock_order(
         .fetch_optional(&mut **tx)
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
-    Ok((row.get(0), row.get(1)))
+    Ok((OrderStatus::try_from(row.get::<String, _>(0))?, row.get(1)))
 }
 
 /// Grants what a paid order bought. A retry finds it done and answers the same.
@@ -54,9 +54,9 @@ pub async fn fulfil(db: &Db, input: &OrderAt) -> Result<Fulfilment, StoreError> 
     .map(|r| (r.get(0), r.get(1), r.get(2)))
     .collect();
     let needs_shipping = lines.iter().any(|(_, _, kind)| kind == "physical");
-    match status.as_str() {
-        "paid" => {}
-        "fulfilled" => return Ok(Fulfilment { needs_shipping }),
+    match status {
+        OrderStatus::Paid => {}
+        OrderStatus::Fulfilled => return Ok(Fulfilment { needs_shipping }),
         other => {
             return Err(StoreError::conflict(
                 order_id,
@@ -102,6 +102,7 @@ pub async fn fulfil(db: &Db, input: &OrderAt) -> Result<Fulfilment, StoreError> 
     } else {
         to_fulfilled(&mut tx, order_id, "entitlements_granted", at).await?;
     }
+    crate::faults::point("fulfil.before_commit", order_id, None);
     tx.commit().await?;
     Ok(Fulfilment { needs_shipping })
 }
@@ -197,7 +198,7 @@ pub async fn stop(db: &Db, input: &OrderAt) -> Result<(), StoreError> {
     let status = status_of(&mut tx, order_id)
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
-    let step = Step::within(&status, "fulfilment:stopped".into(), None);
+    let step = Step::within(status.as_str(), "fulfilment:stopped".into(), None);
     append_event(&mut tx, order_id, step, input.at_ms).await?;
     tx.commit().await?;
     Ok(())
@@ -212,9 +213,9 @@ pub(crate) async fn cancel_after_payment_in(
     let reason = input.reason.as_str();
     let at = input.at_ms;
     let (from, _) = lock_order(tx, order_id).await?;
-    match from.as_str() {
-        "paid" | "fulfilled" => {}
-        "cancelled" => return Ok(()),
+    match from {
+        OrderStatus::Paid | OrderStatus::Fulfilled => {}
+        OrderStatus::Cancelled => return Ok(()),
         other => {
             return Err(StoreError::conflict(
                 order_id,
@@ -230,7 +231,7 @@ pub(crate) async fn cancel_after_payment_in(
     .bind(order_id)
     .bind(reason)
     .bind(at)
-    .bind(&from)
+    .bind(from.as_str())
     .execute(&mut **tx)
     .await?;
     expect_one(
@@ -250,7 +251,7 @@ pub(crate) async fn cancel_after_payment_in(
     .execute(&mut **tx)
     .await?;
     funds::settle_in(tx, WALLET, order_id, Move::Return, at).await?;
-    let step = Step::status(Some(&from), "cancelled", Some(reason));
+    let step = Step::status(Some(from.as_str()), "cancelled", Some(reason));
     append_event(tx, order_id, step, at).await?;
     Ok(())
 }

@@ -110,7 +110,7 @@ pub async fn hand_on(
     }
     match signal_order(&to.client, &order.order_id, payment.clone()).await? {
         true => Ok("signalled"),
-        false if order.status == OrderStatus::PendingPayment.as_str() => {
+        false if order.status == OrderStatus::PendingPayment => {
             tracing::error!("a payment for a pending order whose workflow is gone: held");
             stray(to, event, payment, "workflow_missing").await
         }
@@ -325,7 +325,7 @@ pub async fn decide(
     if let Some(reason) = not_for(db, &order, &payment, captured.session_id.as_deref()).await? {
         return Ok(refund(&order.order_id, &order.user_id, reason));
     }
-    let status = OrderStatus::parse(&order.status).unwrap_or(OrderStatus::Cancelled);
+    let status = order.status;
     if status == OrderStatus::PendingPayment {
         return Ok(
             match signal_order(client, &order.order_id, payment.clone()).await? {

@@ -167,7 +167,10 @@ pub async fn finish_reserve(
     let hold = load(tx, order_id, resource)
         .await?
         .ok_or_else(|| vanished(order_id))?;
-    append_ledger(tx, order_id, resource, "reserve", &hold, now).await
+    append_ledger(tx, order_id, resource, "reserve", &hold, now).await?;
+    // Every reservation commits right after this.
+    crate::faults::point("reserve.before_commit", order_id, Some(resource.as_str()));
+    Ok(())
 }
 
 /// Moves a hold to `released`. Returns the hold whose resource the caller must now give back,

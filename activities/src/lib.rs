@@ -29,6 +29,7 @@ pub mod audit;
 pub mod contract_impl;
 pub mod coupons;
 pub mod error;
+pub mod faults;
 pub mod fulfilment;
 pub mod funds;
 pub mod handoff;

@@ -77,12 +77,13 @@ pub(crate) async fn append_event(
 pub(crate) async fn status_of(
     tx: &mut Tx<'_>,
     order_id: &str,
-) -> Result<Option<String>, StoreError> {
-    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+) -> Result<Option<OrderStatus>, StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(status.map(OrderStatus::try_from).transpose()?)
 }
 
 /// Creates the order row once its reservations are decided. A retry finds the row and checks it
@@ -159,13 +160,13 @@ pub(crate) async fn mark_paid_in(tx: &mut Tx<'_>, input: &MarkPaid) -> Result<()
     .await?;
     if moved.rows_affected() == 0 {
         let status = status_of(tx, order_id).await?;
-        if status.as_deref() != Some("paid") {
+        if status != Some(OrderStatus::Paid) {
             return Err(StoreError::conflict(
                 order_id,
                 "invalid_transition",
                 format!(
                     "cannot mark paid: the order is {}",
-                    status.as_deref().unwrap_or("missing")
+                    status.map_or("missing", OrderStatus::as_str)
                 ),
             ));
         }
@@ -227,12 +228,15 @@ pub(crate) async fn mark_cancelled_in(
     .await?;
     if moved.rows_affected() == 0 {
         let status = status_of(tx, order_id).await?;
-        return match status.as_deref() {
-            Some("cancelled") => Ok(()),
+        return match status {
+            Some(OrderStatus::Cancelled) => Ok(()),
             other => Err(StoreError::conflict(
                 order_id,
                 "invalid_transition",
-                format!("cannot cancel: the order is {}", other.unwrap_or("missing")),
+                format!(
+                    "cannot cancel: the order is {}",
+                    other.map_or("missing", OrderStatus::as_str)
+                ),
             )),
         };
     }
@@ -280,7 +284,7 @@ pub(crate) async fn append_event_if_order(
     let Some(status) = status_of(tx, order_id).await? else {
         return Ok(());
     };
-    let mut step = Step::within(&status, key, reason);
+    let mut step = Step::within(status.as_str(), key, reason);
     step.payment_id = payment_id;
     append_event(tx, order_id, step, at).await
 }
@@ -341,11 +345,12 @@ pub(crate) async fn ensure_payment(
 
 /// The stored status of an order, if it exists.
 pub async fn status(db: &Db, order_id: &str) -> Result<Option<OrderStatus>, StoreError> {
-    let row = sqlx::query("SELECT status FROM orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(db)
-        .await?;
-    Ok(row.and_then(|r| OrderStatus::parse(&r.get::<String, _>(0))))
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(status.map(OrderStatus::try_from).transpose()?)
 }
 
 /// Reads an order back for a resumed workflow (see `OrderWorkflow`'s resume): its status,

@@ -91,6 +91,7 @@ pub async fn pay(db: &Db, input: &PayOrder) -> Result<(), StoreError> {
         input.paid.at_ms,
     )
     .await?;
+    crate::faults::point("capture.before_commit", order_id, None);
     tx.commit().await?;
     Ok(())
 }
@@ -109,6 +110,7 @@ pub async fn cancel(db: &Db, input: &CancelOrder) -> Result<(), StoreError> {
         input.cancel.at_ms,
     )
     .await?;
+    crate::faults::point("release.before_commit", order_id, None);
     tx.commit().await?;
     Ok(())
 }
@@ -127,6 +129,7 @@ pub async fn cancel_paid(db: &Db, input: &CancelOrder) -> Result<(), StoreError>
         .filter(|r| *r != Resource::Wallet)
         .collect();
     settle_each(&mut tx, order_id, &rest, Move::Return, input.cancel.at_ms).await?;
+    crate::faults::point("return.before_commit", order_id, None);
     tx.commit().await?;
     Ok(())
 }

@@ -60,7 +60,7 @@ pub async fn record_checkout(db: &Db, input: &RecordCheckout) -> Result<(), Stor
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     let step = Step::within(
-        &status,
+        status.as_str(),
         format!("checkout:{}", s.session_id),
         Some("checkout_opened"),
     );
@@ -333,6 +333,7 @@ pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result
         input.at_ms,
     )
     .await?;
+    crate::faults::point("refund_result.before_commit", order_id, None);
     tx.commit().await?;
     Ok(())
 }

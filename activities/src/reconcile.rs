@@ -13,7 +13,7 @@ use crate::Db;
 use crate::error::{Service, StoreError};
 use futures::StreamExt;
 use orderflow_workflows::model::{
-    OrderLine, PaymentMethod, PlaceOrder, ReconcileEntry, ReconcileInput, Resource, Suspect,
+    OrderLine, PlaceOrder, ReconcileEntry, ReconcileInput, Resource, Suspect,
 };
 use orderflow_workflows::{OrderWorkflow, workflow_id};
 use sqlx::Row;
@@ -251,7 +251,7 @@ pub async fn resume_order(
         idempotency_key: String::new(),
         checkout_window_secs: None,
         late_payment_grace_secs: None,
-        payment_method: PaymentMethod::parse(&order.payment_method).unwrap_or_default(),
+        payment_method: order.payment_method,
         max_open_orders: None,
         resume: true,
     };

@@ -4,6 +4,7 @@
 //! units.
 
 use orderflow_store::{Account, Coupon, Order, OrderEvent, Sku};
+use orderflow_workflows::model::OrderStatus;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -82,11 +83,12 @@ pub struct OrderView {
 }
 
 pub fn order(o: &Order, now_ms: i64) -> OrderView {
-    let is_expired = o.status == "pending_payment" && o.expires_at.is_some_and(|e| e <= now_ms);
+    let is_expired =
+        o.status == OrderStatus::PendingPayment && o.expires_at.is_some_and(|e| e <= now_ms);
     OrderView {
         order_id: o.order_id.clone(),
         user_id: o.user_id.clone(),
-        status: o.status.clone(),
+        status: o.status.as_str().to_owned(),
         items: o
             .items
             .iter()
@@ -135,8 +137,8 @@ pub fn order(o: &Order, now_ms: i64) -> OrderView {
                 updated_at: rfc3339(r.updated_at),
             })
             .collect(),
-        payment_method: o.payment_method.clone(),
-        is_first_purchase: o.is_first_purchase,
+        payment_method: o.payment_method.as_str().to_owned(),
+        is_first_purchase: o.is_first_purchase.0,
         shipment_status: o.shipment.clone(),
         fulfilled_at: o.fulfilled_at.map(rfc3339),
         created_at: rfc3339(o.created_at),

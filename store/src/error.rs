@@ -68,6 +68,14 @@ impl std::fmt::Display for Entity {
     }
 }
 
+/// A TEXT column holding a value its enum does not know is bad data: a permanent `data_error`,
+/// never a guess.
+impl From<orderflow_workflows::model::UnknownValue> for StoreError {
+    fn from(e: orderflow_workflows::model::UnknownValue) -> Self {
+        StoreError::Db(sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
 /// The services besides the database that the store calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {

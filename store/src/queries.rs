@@ -5,14 +5,14 @@
 
 use crate::error::{Entity, StoreError};
 use crate::{Db, now_ms};
+use orderflow_workflows::model::{OrderStatus, PaymentMethod};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 /// The largest amount one credit may add, and the largest a balance may reach: far from
 /// `i64::MAX`, so sums over many accounts cannot overflow either.
 pub const MAX_BALANCE: i64 = 1_000_000_000_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Sku {
     pub sku: String,
     pub price: i64,
@@ -34,7 +34,7 @@ pub struct SkuSpec {
     pub quota: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Coupon {
     pub coupon_id: String,
     pub user_id: String,
@@ -60,7 +60,7 @@ impl Coupon {
 }
 
 /// A wallet or points account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Account {
     pub user_id: String,
     pub balance: i64,
@@ -68,14 +68,14 @@ pub struct Account {
     pub spent: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OrderItem {
     pub sku: String,
     pub quantity: i64,
     pub unit_price: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Payment {
     pub payment_id: String,
     pub event_id: String,
@@ -87,7 +87,7 @@ pub struct Payment {
 }
 
 /// A refund of one payment (at most one per payment).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Refund {
     pub payment_id: String,
     pub amount: i64,
@@ -100,11 +100,12 @@ pub struct Refund {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Order {
     pub order_id: String,
     pub user_id: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: OrderStatus,
     pub currency: String,
     pub total_amount: i64,
     pub coupon_amount: i64,
@@ -119,26 +120,52 @@ pub struct Order {
     pub request_hash: String,
     pub created_at: i64,
     pub updated_at: i64,
+    #[sqlx(skip)]
     pub items: Vec<OrderItem>,
+    #[sqlx(skip)]
     pub payments: Vec<Payment>,
+    #[sqlx(skip)]
     pub refunds: Vec<Refund>,
-    /// `online`, `wallet` or `offline` (admin orders).
-    pub payment_method: String,
-    pub is_first_purchase: bool,
+    #[sqlx(try_from = "String")]
+    pub payment_method: PaymentMethod,
+    #[sqlx(try_from = "i64")]
+    pub is_first_purchase: Flag,
     pub fulfilled_at: Option<i64>,
     /// The shipment's status, for orders with physical goods once paid.
+    #[sqlx(skip)]
     pub shipment: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OrderEvent {
     /// `status:<to>`, `checkout:<session>`, `payment:<id>:<status>`, `refund:<id>:<status>`.
     pub step: String,
     pub payment_id: Option<String>,
+    #[sqlx(rename = "from_status")]
     pub from: Option<String>,
+    #[sqlx(rename = "to_status")]
     pub to: String,
     pub reason: Option<String>,
     pub at: i64,
+}
+
+/// A 0/1 INTEGER column (portable across SQLite and PostgreSQL) read as a boolean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+/// A flag column that held neither 0 nor 1.
+#[derive(Debug, thiserror::Error)]
+#[error("a flag holds {0}, not 0 or 1")]
+pub struct NotAFlag(i64);
+
+impl TryFrom<i64> for Flag {
+    type Error = NotAFlag;
+    fn try_from(v: i64) -> Result<Flag, NotAFlag> {
+        match v {
+            0 | 1 => Ok(Flag(v == 1)),
+            _ => Err(NotAFlag(v)),
+        }
+    }
 }
 
 fn too_large(what: &str) -> StoreError {
@@ -168,22 +195,13 @@ pub async fn put_sku(db: &Db, sku: &str, spec: &SkuSpec) -> Result<Sku, StoreErr
 }
 
 pub async fn get_sku(db: &Db, sku: &str) -> Result<Sku, StoreError> {
-    let row = sqlx::query(
+    sqlx::query_as(
         "SELECT sku, price, available, reserved, sold, kind, quota FROM skus WHERE sku = $1",
     )
     .bind(sku)
     .fetch_optional(db)
     .await?
-    .ok_or_else(|| StoreError::not_found(Entity::Sku, sku))?;
-    Ok(Sku {
-        sku: row.get(0),
-        price: row.get(1),
-        available: row.get(2),
-        reserved: row.get(3),
-        sold: row.get(4),
-        kind: row.get(5),
-        quota: row.get(6),
-    })
+    .ok_or_else(|| StoreError::not_found(Entity::Sku, sku))
 }
 
 pub async fn create_coupon(
@@ -208,20 +226,11 @@ pub async fn create_coupon(
 }
 
 pub async fn get_coupon(db: &Db, coupon_id: &str) -> Result<Coupon, StoreError> {
-    let row = sqlx::query("SELECT coupon_id, user_id, kind, amount, balance, reserved, used FROM coupons WHERE coupon_id = $1")
+    sqlx::query_as("SELECT coupon_id, user_id, kind, amount, balance, reserved, used FROM coupons WHERE coupon_id = $1")
         .bind(coupon_id)
         .fetch_optional(db)
         .await?
-        .ok_or_else(|| StoreError::not_found(Entity::Coupon, coupon_id))?;
-    Ok(Coupon {
-        coupon_id: row.get(0),
-        user_id: row.get(1),
-        kind: row.get(2),
-        amount: row.get(3),
-        balance: row.get(4),
-        reserved: row.get(5),
-        used: row.get(6),
-    })
+        .ok_or_else(|| StoreError::not_found(Entity::Coupon, coupon_id))
 }
 
 /// Credits a wallet or points account, creating it if needed. Refuses to pass [`MAX_BALANCE`].
@@ -261,116 +270,49 @@ pub async fn get_account(
     user_id: &str,
 ) -> Result<Account, StoreError> {
     let sql = format!(
-        "SELECT user_id, balance, {h}, spent FROM {t} WHERE user_id = $1",
+        "SELECT user_id, balance, {h} AS held, spent FROM {t} WHERE user_id = $1",
         t = account.table,
         h = account.held
     );
-    let row = sqlx::query(&sql)
+    sqlx::query_as(&sql)
         .bind(user_id)
         .fetch_optional(db)
         .await?
-        .ok_or_else(|| StoreError::not_found(account.entity, user_id))?;
-    Ok(Account {
-        user_id: row.get(0),
-        balance: row.get(1),
-        held: row.get(2),
-        spent: row.get(3),
-    })
+        .ok_or_else(|| StoreError::not_found(account.entity, user_id))
 }
 
 const ORDER_COLUMNS: &str = "order_id, user_id, status, currency, total_amount, coupon_amount, points_amount, wallet_amount,
     payable_amount, coupon_id, expires_at, cancel_reason, reject_code, reject_message, request_hash, created_at, updated_at,
     payment_method, is_first_purchase, fulfilled_at";
 
-fn order_from(row: &AnyRow) -> Order {
-    Order {
-        order_id: row.get(0),
-        user_id: row.get(1),
-        status: row.get(2),
-        currency: row.get(3),
-        total_amount: row.get(4),
-        coupon_amount: row.get(5),
-        points_amount: row.get(6),
-        wallet_amount: row.get(7),
-        payable_amount: row.get(8),
-        coupon_id: row.get(9),
-        expires_at: row.get(10),
-        cancel_reason: row.get(11),
-        reject_code: row.get(12),
-        reject_message: row.get(13),
-        request_hash: row.get(14),
-        created_at: row.get(15),
-        updated_at: row.get(16),
-        items: Vec::new(),
-        payments: Vec::new(),
-        refunds: Vec::new(),
-        payment_method: row.get(17),
-        is_first_purchase: row.get::<i64, _>(18) == 1,
-        fulfilled_at: row.get(19),
-        shipment: None,
-    }
-}
-
 /// An order with its items and payments.
 pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1");
-    let row = sqlx::query(&sql)
+    let mut order: Order = sqlx::query_as(&sql)
         .bind(order_id)
         .fetch_optional(db)
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
-    let mut order = order_from(&row);
-    order.items = sqlx::query(
+    order.items = sqlx::query_as(
         "SELECT sku, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY sku",
     )
     .bind(order_id)
     .fetch_all(db)
-    .await?
-    .iter()
-    .map(|r| OrderItem {
-        sku: r.get(0),
-        quantity: r.get(1),
-        unit_price: r.get(2),
-    })
-    .collect();
-    order.payments = sqlx::query(
+    .await?;
+    order.payments = sqlx::query_as(
         "SELECT payment_id, event_id, amount, currency, status, reason, received_at FROM payments
          WHERE order_id = $1 ORDER BY received_at, payment_id",
     )
     .bind(order_id)
     .fetch_all(db)
-    .await?
-    .iter()
-    .map(|r| Payment {
-        payment_id: r.get(0),
-        event_id: r.get(1),
-        amount: r.get(2),
-        currency: r.get(3),
-        status: r.get(4),
-        reason: r.get(5),
-        received_at: r.get(6),
-    })
-    .collect();
-    order.refunds = sqlx::query(
+    .await?;
+    order.refunds = sqlx::query_as(
         "SELECT payment_id, amount, currency, status, reason, provider_refund_id, failure, created_at, updated_at
          FROM refunds WHERE order_id = $1 ORDER BY created_at, payment_id",
     )
     .bind(order_id)
     .fetch_all(db)
-    .await?
-    .iter()
-    .map(|r| Refund {
-        payment_id: r.get(0),
-        amount: r.get(1),
-        currency: r.get(2),
-        status: r.get(3),
-        reason: r.get(4),
-        provider_refund_id: r.get(5),
-        failure: r.get(6),
-        created_at: r.get(7),
-        updated_at: r.get(8),
-    })
-    .collect();
+    .await?;
     order.shipment = sqlx::query("SELECT status FROM shipments WHERE order_id = $1")
         .bind(order_id)
         .fetch_optional(db)
@@ -383,7 +325,7 @@ pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {
     pub user_id: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<OrderStatus>,
     /// `Some(true)`: pending orders whose deadline has passed; `Some(false)`: all others.
     pub is_expired: Option<bool>,
     /// Keyset cursor: the `(created_at, order_id)` of the last order of the previous page.
@@ -426,12 +368,12 @@ pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool),
         sql += &format!(" AND (created_at < {a} OR (created_at = {b} AND order_id < {c}))");
     }
     sql += &format!(" ORDER BY created_at DESC, order_id DESC LIMIT {}", next());
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query_as(&sql);
     if let Some(user) = &f.user_id {
         q = q.bind(user.clone());
     }
     if let Some(status) = &f.status {
-        q = q.bind(status.clone());
+        q = q.bind(status.as_str());
     }
     if f.is_expired.is_some() {
         q = q.bind(f.now_ms);
@@ -439,30 +381,17 @@ pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool),
     if let Some((created, id)) = &f.after {
         q = q.bind(*created).bind(*created).bind(id.clone());
     }
-    let rows = q.bind(f.limit + 1).fetch_all(db).await?;
+    let mut rows: Vec<Order> = q.bind(f.limit + 1).fetch_all(db).await?;
     let more = rows.len() as i64 > f.limit;
-    Ok((
-        rows.iter().take(f.limit as usize).map(order_from).collect(),
-        more,
-    ))
+    rows.truncate(f.limit as usize);
+    Ok((rows, more))
 }
 
 pub async fn order_events(db: &Db, order_id: &str) -> Result<Vec<OrderEvent>, StoreError> {
-    let rows = sqlx::query("SELECT step, payment_id, from_status, to_status, reason, at FROM order_events WHERE order_id = $1 ORDER BY at, step")
+    Ok(sqlx::query_as("SELECT step, payment_id, from_status, to_status, reason, at FROM order_events WHERE order_id = $1 ORDER BY at, step")
         .bind(order_id)
         .fetch_all(db)
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| OrderEvent {
-            step: r.get(0),
-            payment_id: r.get(1),
-            from: r.get(2),
-            to: r.get(3),
-            reason: r.get(4),
-            at: r.get(5),
-        })
-        .collect())
+        .await?)
 }
 
 /// How many unpaid orders a user has open.

@@ -83,6 +83,33 @@ impl PaymentMethod {
     }
 }
 
+/// A TEXT column held a value its enum does not know: the row was not written by us, or by a
+/// newer version. Reading it fails (a permanent `data_error`), it is never guessed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{column} {value:?} is not one we store")]
+pub struct UnknownValue {
+    pub column: &'static str,
+    pub value: String,
+}
+
+/// `TryFrom<String>` through `parse`: how the store reads an enum from its TEXT column.
+macro_rules! stored_as_text {
+    ($ty:ty, $column:literal) => {
+        impl TryFrom<String> for $ty {
+            type Error = UnknownValue;
+            fn try_from(value: String) -> Result<Self, UnknownValue> {
+                <$ty>::parse(&value).ok_or(UnknownValue {
+                    column: $column,
+                    value,
+                })
+            }
+        }
+    };
+}
+
+stored_as_text!(PaymentMethod, "payment_method");
+stored_as_text!(OrderStatus, "status");
+
 /// Order status as stored and as shown by the API and the `OrderStatus` search attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

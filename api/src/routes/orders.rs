@@ -352,7 +352,7 @@ async fn place(
             if order.request_hash != request_hash {
                 return Err(reused());
             }
-            if let (Some(code), "rejected") = (&order.reject_code, order.status.as_str()) {
+            if let (Some(code), OrderStatus::Rejected) = (&order.reject_code, order.status) {
                 let message = order.reject_message.clone().unwrap_or_default();
                 return Err(rejected(code, message).for_order(&order_id));
             }
@@ -482,15 +482,17 @@ async fn list_orders(
     if !caller.is_admin() {
         q.user_id = Some(caller.user_for(q.user_id.as_deref())?);
     }
-    if let Some(status) = &q.status
-        && OrderStatus::parse(status).is_none()
-    {
-        let all: Vec<&str> = OrderStatus::STORED.iter().map(|s| s.as_str()).collect();
-        return Err(ApiError::new(
-            ErrorCode::InvalidStatus,
-            format!("status must be one of {}", all.join(", ")),
-        ));
-    }
+    let status = match q.status.as_deref().map(OrderStatus::parse) {
+        None => None,
+        Some(Some(status)) => Some(status),
+        Some(None) => {
+            let all: Vec<&str> = OrderStatus::STORED.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::new(
+                ErrorCode::InvalidStatus,
+                format!("status must be one of {}", all.join(", ")),
+            ));
+        }
+    };
     if let Some(user) = &q.user_id {
         check_id(IdField::UserId, user)?;
     }
@@ -513,7 +515,7 @@ async fn list_orders(
     let now = now_ms();
     let filter = store::OrderFilter {
         user_id: q.user_id,
-        status: q.status,
+        status,
         is_expired: q.is_expired,
         after,
         limit,
@@ -588,7 +590,7 @@ async fn cancel_order(
             .for_order(&order_id));
         }
     };
-    let not_cancellable = |status: &str| {
+    let not_cancellable = |status: OrderStatus| {
         ApiError::new(
             ErrorCode::OrderNotCancellable,
             format!("the order is {status} and can no longer be cancelled"),
@@ -605,10 +607,12 @@ async fn cancel_order(
     if order.shipment.as_deref() == Some("shipped") {
         return Err(shipped());
     }
-    match order.status.as_str() {
-        "cancelled" => return Ok(render(&order, StatusCode::OK)),
-        "pending_payment" | "paid" | "fulfilled" => {}
-        other => return Err(not_cancellable(other)),
+    match order.status {
+        OrderStatus::Cancelled => return Ok(render(&order, StatusCode::OK)),
+        OrderStatus::PendingPayment | OrderStatus::Paid | OrderStatus::Fulfilled => {}
+        other @ (OrderStatus::Rejected | OrderStatus::Reserving) => {
+            return Err(not_cancellable(other));
+        }
     }
     match state
         .engine
@@ -623,8 +627,8 @@ async fn cancel_order(
         // the order another way; the row says how.
         Answer::Answered(_) | Answer::Refused(_) | Answer::Closed => {
             let order = store::get_order(&state.db, &order_id).await?;
-            match (order.status.as_str(), order.shipment.as_deref()) {
-                ("cancelled", _) => Ok(render(&order, StatusCode::OK)),
+            match (order.status, order.shipment.as_deref()) {
+                (OrderStatus::Cancelled, _) => Ok(render(&order, StatusCode::OK)),
                 (_, Some("shipped")) => Err(shipped()),
                 (other, _) => Err(not_cancellable(other)),
             }
@@ -742,7 +746,7 @@ async fn pay_order(
     let order = owned_order(&state, &caller, &order_id).await?;
     let not_payable =
         |why: String| ApiError::new(ErrorCode::OrderNotPayable, why).for_order(&order_id);
-    if order.status != "pending_payment" {
+    if order.status != OrderStatus::PendingPayment {
         return Err(not_payable(format!(
             "the order is {} and cannot be paid",
             order.status

@@ -1,0 +1,103 @@
+//! Fault points for the crash tests: places in the activities that move money or stock where a
+//! test can stop the worker dead, just before a transaction commits or just after it committed
+//! and before the activity reports back.
+//!
+//! Compiled in only with the `faults` feature (the test command enables it); without it
+//! [`point`] is an empty inline function. A release build never carries them.
+//!
+//! A test arms a point for named orders through the `fail` crate's `FAILPOINTS` variable, with
+//! the orders as the `return` argument:
+//!
+//! ```text
+//! FAILPOINTS='capture.after_commit=return(ord_a,ord_b);reserve.before_commit=return(ord_c/wallet)'
+//! ```
+//!
+//! `ord_c/wallet` names one resource's reservation; `ord_c` alone, any. When a point is reached
+//! for an armed order, the worker kills itself with SIGKILL (no destructor, no flush, no reply
+//! to the server). Each point fires once per order and resource, across restarts: the
+//! first firing leaves a marker file in `ORDERFLOW_FAULTS_DIR`, and a restarted worker with the
+//! same arming passes that point. Points must never change what the activity does otherwise.
+
+/// Every point, for tests and docs: `<step>.<when>`.
+pub const POINTS: [&str; 14] = [
+    "reserve.before_commit",
+    "reserve.after_commit",
+    "capture.before_commit",
+    "capture.after_commit",
+    "release.before_commit",
+    "release.after_commit",
+    "return.before_commit",
+    "return.after_commit",
+    "fulfil.before_commit",
+    "fulfil.after_commit",
+    "refund.before_provider",
+    "refund.after_provider",
+    "refund_result.before_commit",
+    "refund_result.after_commit",
+];
+
+/// Reads `FAILPOINTS` once, at worker start. A no-op without the `faults` feature.
+pub fn setup() {
+    // `fail::FailScenario` would hold a process-wide lock for as long as the arming lasts,
+    // and tests run several workers in one process: the points are configured one by one.
+    #[cfg(feature = "faults")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let Ok(spec) = std::env::var("FAILPOINTS") else {
+                return;
+            };
+            for entry in spec.split(';').filter(|e| !e.trim().is_empty()) {
+                let (name, actions) = entry.split_once('=').unwrap_or_else(|| {
+                    panic!("FAILPOINTS entry {entry:?} is not <point>=<actions>")
+                });
+                fail::cfg(name.trim(), actions.trim())
+                    .unwrap_or_else(|e| panic!("FAILPOINTS entry {entry:?}: {e}"));
+            }
+            tracing::warn!(%spec, "fault points armed: this worker kills itself where a test asked");
+        });
+    }
+}
+
+/// Stops the process here if a test armed `name` for this order (and resource).
+#[inline(always)]
+pub fn point(name: &str, order_id: &str, resource: Option<&str>) {
+    #[cfg(feature = "faults")]
+    fire(name, order_id, resource);
+    #[cfg(not(feature = "faults"))]
+    let _ = (name, order_id, resource);
+}
+
+#[cfg(feature = "faults")]
+fn fire(name: &str, order_id: &str, resource: Option<&str>) {
+    let Some(Some(armed)) = fail::eval(name, |arg| arg) else {
+        return;
+    };
+    let hit = armed
+        .split(',')
+        .map(str::trim)
+        .any(|target| match target.split_once('/') {
+            Some((order, only)) => order == order_id && Some(only) == resource,
+            None => target == order_id,
+        });
+    if !hit {
+        return;
+    }
+    let key = format!("{name}@{order_id}@{}", resource.unwrap_or("-"));
+    if let Some(dir) = std::env::var_os("ORDERFLOW_FAULTS_DIR") {
+        let marker = std::path::Path::new(&dir).join(&key);
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .is_ok();
+        if !first {
+            return;
+        }
+    }
+    eprintln!("orderflow fault point {key}: killing the worker");
+    // SIGKILL, as an OOM killer or a node loss would: no unwinding, no flush, no core file.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
