@@ -28,6 +28,7 @@ pub mod view;
 
 /// Webhook signatures live with the provider protocol; re-exported for callers of the API.
 pub use orderflow_provider::signature;
+pub use routes::orders::order_id_for;
 
 use axum::Router;
 use orderflow_store::Db;

@@ -1,0 +1,325 @@
+//! Crash tests (issue 11): the worker is killed with SIGKILL at every fault point of
+//! `orderflow_activities::faults`, just before a transaction commits and just after it
+//! committed, for `CRASH_ORDERS_PER_POINT` orders per point (10 in CI; `--long`, by hand, is 100:
+//! `CRASH_ORDERS_PER_POINT=100 ./scripts/test --test crash -- --nocapture`).
+//!
+//! Every order is armed at one point and dies there once. A supervisor restarts the worker as
+//! soon as it dies, as an orchestrator would, with the same arming (a point fires once per
+//! order, across restarts). Then: every order ends as its path says; every effect happened
+//! exactly once (stock counters, coupon, wallet and points balances, one capture and at most one
+//! refund per payment at the provider); every armed point fired, so the killed activity was
+//! attempted again; and the two-way audit is clean.
+//!
+//! Real dev server, real database, real `orderflow worker` processes, real provider sandbox.
+
+#![cfg(feature = "faults")]
+
+mod common;
+
+use common::{TestApp, WorkerMode, WorkerProcess, spawn_app_with};
+use orderflow_activities::faults::POINTS;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const PRICE: i64 = 1000;
+const COUPON: i64 = 100;
+const POINTS_USED: i64 = 50;
+const WALLET_USED: i64 = 50;
+const PAYABLE: i64 = PRICE - COUPON - POINTS_USED - WALLET_USED;
+const CREDIT: i64 = 1000;
+const STOCK: i64 = 100_000;
+
+/// What happens to an order after it is placed: the path decides the points it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Never paid: its deadline releases every hold.
+    TimesOut,
+    /// Paid (a digital good): captured and fulfilled.
+    Paid,
+    /// Paid (a physical good, not shipped), then cancelled: returned and refunded.
+    PaidThenCancelled,
+}
+
+fn path_through(point: &str) -> Path {
+    match point.split('.').next().unwrap() {
+        "reserve" | "release" => Path::TimesOut,
+        "capture" | "fulfil" => Path::Paid,
+        "return" | "refund" | "refund_result" => Path::PaidThenCancelled,
+        other => panic!("no path passes {other}"),
+    }
+}
+
+struct Armed {
+    point: &'static str,
+    /// `order_id` or `order_id/<resource>` for a reservation.
+    target: String,
+    order_id: String,
+    user: String,
+    key: String,
+    path: Path,
+}
+
+fn orders_per_point() -> usize {
+    std::env::var("CRASH_ORDERS_PER_POINT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// Keeps one `orderflow worker` alive for as long as it is polled: restarts it whenever it
+/// died, and counts the deaths. The worker is killed when the future is dropped.
+async fn supervise(app: &TestApp, env: &[(&str, &str)], deaths: &AtomicU32) {
+    let mut worker: WorkerProcess = app.process(&["worker"], env);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(Some(_)) = worker.0.try_wait() {
+            deaths.fetch_add(1, Ordering::SeqCst);
+            worker = app.process(&["worker"], env);
+        }
+    }
+}
+
+/// Retries a request the crashes may cut off (503 while the workflow does not answer) with the
+/// same key, as a client does, until it gets an answer.
+async fn until_answered<F, Fut>(what: &str, mut call: F) -> common::Reply
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = common::Reply>,
+{
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let r = call().await;
+        if r.status != 503 {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still 503 after 10 minutes: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn drive(app: &TestApp, o: &Armed) {
+    let body = json!({
+        "user_id": o.user,
+        "items": [{"sku": match o.path { Path::Paid => "ebook", _ => "book" }, "quantity": 1}],
+        "coupon_id": app_coupon(app, &o.user).await,
+        "points": POINTS_USED,
+        "wallet_amount": WALLET_USED,
+        "payment_timeout_secs": match o.path { Path::TimesOut => 2, _ => 3600 },
+    });
+    let created = until_answered("create", || app.create_order(&o.key, body.clone())).await;
+    assert_eq!(created.status, 201, "{}: {}", o.order_id, created.body);
+    assert_eq!(created.body["order_id"], o.order_id.as_str());
+    if o.path == Path::TimesOut {
+        return;
+    }
+    let event = app.captured(&o.order_id, PAYABLE);
+    let delivered = until_answered("webhook", || app.deliver(&event)).await;
+    assert_eq!(delivered.status, 200, "{}", delivered.body);
+    assert_eq!(delivered.body["status"], "signalled", "{}: {}", o.order_id, delivered.body);
+    if o.path == Path::PaidThenCancelled {
+        let what = format!("{} ({}) paid", o.order_id, o.point);
+        app.eventually(300, &what, || async {
+            (app.order(&o.order_id).await["status"] == "paid").then_some(())
+        })
+        .await;
+        let cancelled = until_answered("cancel", || app.cancel(&o.order_id, "user")).await;
+        assert_eq!(cancelled.status, 200, "{}: {}", o.order_id, cancelled.body);
+    }
+}
+
+/// The user's coupon (one per user, made before the run).
+async fn app_coupon(app: &TestApp, user: &str) -> String {
+    let coupons: Vec<String> =
+        sqlx::query_scalar("SELECT coupon_id FROM coupons WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    coupons.into_iter().next().expect("a coupon per user")
+}
+
+#[tokio::test]
+async fn every_fault_point_kills_the_worker_and_every_effect_happens_exactly_once() {
+    let started = Instant::now();
+    let app = spawn_app_with(WorkerMode::External).await;
+    app.put_sku_with("book", json!({"price": PRICE, "stock": STOCK, "kind": "physical"}))
+        .await;
+    app.put_sku_with(
+        "ebook",
+        json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),
+    )
+    .await;
+
+    let per_point = orders_per_point();
+    let resources = ["stock", "coupon", "points", "wallet"];
+    let mut armed = Vec::new();
+    for point in POINTS {
+        for n in 0..per_point {
+            let user = format!("crash-{}-{n}", point.replace('.', "-"));
+            let key = format!("crash-{n}");
+            let order_id = orderflow_api::order_id_for(&user, &key);
+            let target = if point.starts_with("reserve.") {
+                format!("{order_id}/{}", resources[n % resources.len()])
+            } else {
+                order_id.clone()
+            };
+            app.credit_wallet(&user, CREDIT).await;
+            app.credit_points(&user, CREDIT).await;
+            app.create_coupon(&user, "amount", COUPON).await;
+            armed.push(Armed {
+                point,
+                target,
+                order_id,
+                user,
+                key,
+                path: path_through(point),
+            });
+        }
+    }
+    let mut spec: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for a in &armed {
+        spec.entry(a.point).or_default().push(&a.target);
+    }
+    let failpoints: Vec<String> = spec
+        .iter()
+        .map(|(point, targets)| format!("{point}=return({})", targets.join(",")))
+        .collect();
+    let markers = tempdir();
+    let failpoints = failpoints.join(";");
+    let env = [
+        ("FAILPOINTS", failpoints.as_str()),
+        ("ORDERFLOW_FAULTS_DIR", markers.as_str()),
+    ];
+    let deaths = AtomicU32::new(0);
+    let work = async {
+        futures::future::join_all(armed.iter().map(|o| drive(&app, o))).await;
+        for o in &armed {
+            let want = match o.path {
+                Path::Paid => "fulfilled",
+                Path::TimesOut | Path::PaidThenCancelled => "cancelled",
+            };
+            let what = format!("{} ({}) {want}", o.order_id, o.point);
+            app.eventually(300, &what, || async {
+                (app.order(&o.order_id).await["status"] == want).then_some(())
+            })
+            .await;
+            app.settled(&o.order_id).await;
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = supervise(&app, &env, &deaths) => unreachable!("the supervisor runs until dropped"),
+    }
+
+    // Every armed point fired once for its order: the worker died there, and the order still
+    // finished, so the killed activity ran again.
+    let fired = std::fs::read_dir(&markers).unwrap().count();
+    assert_eq!(fired, armed.len(), "every armed point fired once");
+    let deaths = deaths.load(Ordering::SeqCst) as usize;
+    assert_eq!(
+        deaths, fired,
+        "the worker died at the fault points and nowhere else"
+    );
+
+    // Exactly once, effect by effect.
+    let count = |p: Path| armed.iter().filter(|o| o.path == p).count() as i64;
+    let book = app.sku("book").await;
+    let ebook = app.sku("ebook").await;
+    assert_eq!(
+        (book["reserved"].as_i64(), book["sold"].as_i64()),
+        (Some(0), Some(0)),
+        "{book}"
+    );
+    assert_eq!(book["available"], STOCK, "{book}");
+    assert_eq!(ebook["sold"], count(Path::Paid), "{ebook}");
+    assert_eq!(ebook["available"], STOCK - count(Path::Paid), "{ebook}");
+    for o in &armed {
+        let spent = o.path == Path::Paid;
+        let wallet = app
+            .as_admin()
+            .get(&format!("/v1/wallets/{}", o.user))
+            .await
+            .body;
+        let points = app
+            .as_admin()
+            .get(&format!("/v1/points/{}", o.user))
+            .await
+            .body;
+        let coupon = app
+            .as_admin()
+            .get(&format!("/v1/coupons/{}", app_coupon(&app, &o.user).await))
+            .await
+            .body;
+        let (wallet_left, points_left, coupon_left) = match spent {
+            true => (CREDIT - WALLET_USED, CREDIT - POINTS_USED, 0),
+            false => (CREDIT, CREDIT, COUPON),
+        };
+        let at = format!("{} at {}", o.order_id, o.point);
+        assert_eq!(
+            (&wallet["balance"], &wallet["frozen"]),
+            (&json!(wallet_left), &json!(0)),
+            "{at}: {wallet}"
+        );
+        assert_eq!(
+            (&points["points"], &points["reserved"]),
+            (&json!(points_left), &json!(0)),
+            "{at}: {points}"
+        );
+        assert_eq!(
+            (&coupon["balance"], &coupon["reserved"]),
+            (&json!(coupon_left), &json!(0)),
+            "{at}: {coupon}"
+        );
+    }
+    let payments = app.sandbox.payments();
+    let refunds = app.sandbox.refunds();
+    for o in &armed {
+        let paid: Vec<_> = payments
+            .iter()
+            .filter(|p| p.order_id == o.order_id)
+            .collect();
+        let want_paid = usize::from(o.path != Path::TimesOut);
+        assert_eq!(paid.len(), want_paid, "{} at {}", o.order_id, o.point);
+        let refunded = refunds
+            .iter()
+            .filter(|r| paid.iter().any(|p| p.payment_id == r.payment_id))
+            .count();
+        let want_refunds = usize::from(o.path == Path::PaidThenCancelled);
+        assert_eq!(
+            refunded, want_refunds,
+            "{} at {}: refunds at the provider",
+            o.order_id, o.point
+        );
+    }
+    app.assert_invariants().await;
+
+    let mut by_point: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &armed {
+        *by_point.entry(o.point).or_default() += 1;
+    }
+    println!(
+        "crash tests: {} orders, {} points, {} kills, 0 double effects, audit clean, {:.0} s",
+        armed.len(),
+        by_point.len(),
+        deaths,
+        started.elapsed().as_secs_f64()
+    );
+    for (point, n) in by_point {
+        println!("  {point:<28} {n} orders, killed once each");
+    }
+}
+
+fn tempdir() -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "orderflow-faults-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.to_string_lossy().into_owned()
+}
