@@ -121,7 +121,11 @@ async fn drive(app: &TestApp, o: &Armed) {
     let event = app.captured(&o.order_id, PAYABLE);
     let delivered = until_answered("webhook", || app.deliver(&event)).await;
     assert_eq!(delivered.status, 200, "{}", delivered.body);
-    assert_eq!(delivered.body["status"], "signalled", "{}: {}", o.order_id, delivered.body);
+    assert_eq!(
+        delivered.body["status"], "signalled",
+        "{}: {}",
+        o.order_id, delivered.body
+    );
     if o.path == Path::PaidThenCancelled {
         let what = format!("{} ({}) paid", o.order_id, o.point);
         app.eventually(300, &what, || async {
@@ -148,8 +152,11 @@ async fn app_coupon(app: &TestApp, user: &str) -> String {
 async fn every_fault_point_kills_the_worker_and_every_effect_happens_exactly_once() {
     let started = Instant::now();
     let app = spawn_app_with(WorkerMode::External).await;
-    app.put_sku_with("book", json!({"price": PRICE, "stock": STOCK, "kind": "physical"}))
-        .await;
+    app.put_sku_with(
+        "book",
+        json!({"price": PRICE, "stock": STOCK, "kind": "physical"}),
+    )
+    .await;
     app.put_sku_with(
         "ebook",
         json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),

@@ -55,7 +55,10 @@ pub fn setup() {
                     .unwrap_or_else(|e| panic!("FAILPOINTS entry {entry:?}: {e}"));
             }
             let points = spec.split(';').filter(|e| !e.trim().is_empty()).count();
-            tracing::warn!(points, "fault points armed: this worker kills itself where a test asked");
+            tracing::warn!(
+                points,
+                "fault points armed: this worker kills itself where a test asked"
+            );
         });
     }
 }
