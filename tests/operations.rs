@@ -163,12 +163,22 @@ async fn reconciliation_releases_holds_whose_order_was_never_recorded() {
     assert_eq!(points.body["points"], 500, "{}", points.body);
     assert_eq!(points.body["reserved"], 0, "{}", points.body);
     schedule.delete(Default::default()).await.unwrap();
-    let report = app.audit_settled(30).await;
-    assert!(
-        report.repairs.iter().any(|r| r.order_id == orphan),
-        "the release is a repair in the audit:\n{}",
-        report.render()
-    );
+    // The run logs its repair after the release, in its own activity: wait for the log.
+    let report = app
+        .eventually(
+            30,
+            "the release listed as a repair in the audit",
+            || async {
+                let report = app.audit().await;
+                report
+                    .repairs
+                    .iter()
+                    .any(|r| r.order_id == orphan)
+                    .then_some(report)
+            },
+        )
+        .await;
+    assert!(report.is_clean(), "{}", report.render());
     let metrics = app.scrape(&format!("{}/metrics", app.base)).await;
     assert!(
         metrics.contains("orderflow_reconcile_actions_total{action=\"repaired\"}"),
