@@ -57,6 +57,7 @@ struct Armed {
     target: String,
     order_id: String,
     user: String,
+    coupon_id: String,
     key: String,
     path: Path,
 }
@@ -107,7 +108,7 @@ async fn drive(app: &TestApp, o: &Armed) {
     let body = json!({
         "user_id": o.user,
         "items": [{"sku": match o.path { Path::Paid => "ebook", _ => "book" }, "quantity": 1}],
-        "coupon_id": app_coupon(app, &o.user).await,
+        "coupon_id": o.coupon_id,
         "points": POINTS_USED,
         "wallet_amount": WALLET_USED,
         "payment_timeout_secs": match o.path { Path::TimesOut => 2, _ => 3600 },
@@ -135,17 +136,6 @@ async fn drive(app: &TestApp, o: &Armed) {
         let cancelled = until_answered("cancel", || app.cancel(&o.order_id, "user")).await;
         assert_eq!(cancelled.status, 200, "{}: {}", o.order_id, cancelled.body);
     }
-}
-
-/// The user's coupon (one per user, made before the run).
-async fn app_coupon(app: &TestApp, user: &str) -> String {
-    let coupons: Vec<String> =
-        sqlx::query_scalar("SELECT coupon_id FROM coupons WHERE user_id = $1")
-            .bind(user)
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
-    coupons.into_iter().next().expect("a coupon per user")
 }
 
 #[tokio::test]
@@ -178,12 +168,13 @@ async fn every_fault_point_kills_the_worker_and_every_effect_happens_exactly_onc
             };
             app.credit_wallet(&user, CREDIT).await;
             app.credit_points(&user, CREDIT).await;
-            app.create_coupon(&user, "amount", COUPON).await;
+            let coupon_id = app.create_coupon(&user, "amount", COUPON).await;
             armed.push(Armed {
                 point,
                 target,
                 order_id,
                 user,
+                coupon_id,
                 key,
                 path: path_through(point),
             });
@@ -260,7 +251,7 @@ async fn every_fault_point_kills_the_worker_and_every_effect_happens_exactly_onc
             .body;
         let coupon = app
             .as_admin()
-            .get(&format!("/v1/coupons/{}", app_coupon(&app, &o.user).await))
+            .get(&format!("/v1/coupons/{}", o.coupon_id))
             .await
             .body;
         let (wallet_left, points_left, coupon_left) = match spent {
@@ -305,6 +296,7 @@ async fn every_fault_point_kills_the_worker_and_every_effect_happens_exactly_onc
         );
     }
     app.assert_invariants().await;
+    let _ = std::fs::remove_dir_all(&markers);
 
     let mut by_point: BTreeMap<&str, usize> = BTreeMap::new();
     for o in &armed {

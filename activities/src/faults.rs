@@ -74,6 +74,11 @@ pub fn point(name: &str, order_id: &str, resource: Option<&str>) {
 
 #[cfg(feature = "faults")]
 fn fire(name: &str, order_id: &str, resource: Option<&str>) {
+    // A name not in `POINTS` could never be armed by a test that reads the list.
+    assert!(
+        POINTS.contains(&name),
+        "fault point {name} is not in faults::POINTS"
+    );
     let Some(Some(armed)) = fail::eval(name, |arg| arg) else {
         return;
     };
