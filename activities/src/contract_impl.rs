@@ -55,15 +55,23 @@ async fn heartbeating<T>(ctx: &ActivityContext, call: impl Future<Output = T>) -
 }
 
 /// An activity's answer once its transaction is over: the `after_commit` fault point (for the
-/// crash tests; empty in a normal build) when it committed, then the error classification.
+/// crash tests; empty in a normal build) when it committed, then the error classification. A
+/// point armed to lose the commit's acknowledgement answers what a dropped connection would: a
+/// transient database error, after the commit.
 fn committed<T>(
     result: Result<T, crate::StoreError>,
     point: &str,
     order_id: &str,
     resource: Option<&str>,
 ) -> Result<T, ActivityError> {
-    if result.is_ok() {
-        crate::faults::point(point, order_id, resource);
+    if result.is_ok() && crate::faults::after_commit(point, order_id, resource) {
+        let lost = std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "fault point: the answer to the commit was lost",
+        );
+        return Err(into_activity_error(crate::StoreError::Db(sqlx::Error::Io(
+            lost,
+        ))));
     }
     result.map_err(into_activity_error)
 }

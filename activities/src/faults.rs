@@ -14,9 +14,15 @@
 //!
 //! `ord_c/wallet` names one resource's reservation; `ord_c` alone, any. When a point is reached
 //! for an armed order, the worker kills itself with SIGKILL (no destructor, no flush, no reply
-//! to the server). Each point fires once per order and resource, across restarts: the
-//! first firing leaves a marker file in `ORDERFLOW_FAULTS_DIR`, and a restarted worker with the
-//! same arming passes that point. Points must never change what the activity does otherwise.
+//! to the server).
+//!
+//! An `after_commit` point armed with `lost_ack:ord_a` instead fails the activity as if the
+//! database's answer to the commit had been lost: the transaction committed, and the activity
+//! reports a transient connection error, so Temporal retries it.
+//!
+//! Each point fires once per order and resource, across restarts: the first firing leaves a
+//! marker file in `ORDERFLOW_FAULTS_DIR`, and a restarted worker with the same arming passes
+//! that point. Points must never change what the activity does otherwise.
 
 /// Every point, for tests and docs: `<step>.<when>`.
 pub const POINTS: [&str; 14] = [
@@ -67,31 +73,58 @@ pub fn setup() {
 #[inline(always)]
 pub fn point(name: &str, order_id: &str, resource: Option<&str>) {
     #[cfg(feature = "faults")]
-    fire(name, order_id, resource);
+    if let Some(Fault::Kill) = fire(name, order_id, resource) {
+        kill();
+    }
     #[cfg(not(feature = "faults"))]
     let _ = (name, order_id, resource);
 }
 
+/// An `after_commit` point: stops the process if armed to, and answers whether the test asked
+/// for the commit's acknowledgement to be lost (`lost_ack:<order>`).
+#[inline(always)]
+pub fn after_commit(name: &str, order_id: &str, resource: Option<&str>) -> bool {
+    #[cfg(feature = "faults")]
+    match fire(name, order_id, resource) {
+        Some(Fault::Kill) => kill(),
+        Some(Fault::LostAck) => return true,
+        None => {}
+    }
+    let _ = (name, order_id, resource);
+    false
+}
+
+/// What an armed point does when it is reached.
 #[cfg(feature = "faults")]
-fn fire(name: &str, order_id: &str, resource: Option<&str>) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    LostAck,
+}
+
+/// Which fault, if any, `name` is armed with for this order (and resource), the first time it
+/// is reached.
+#[cfg(feature = "faults")]
+fn fire(name: &str, order_id: &str, resource: Option<&str>) -> Option<Fault> {
     // A name not in `POINTS` could never be armed by a test that reads the list.
     assert!(
         POINTS.contains(&name),
         "fault point {name} is not in faults::POINTS"
     );
     let Some(Some(armed)) = fail::eval(name, |arg| arg) else {
-        return;
+        return None;
     };
-    let hit = armed
-        .split(',')
-        .map(str::trim)
-        .any(|target| match target.split_once('/') {
+    let fault = armed.split(',').map(str::trim).find_map(|target| {
+        let (fault, target) = match target.strip_prefix("lost_ack:") {
+            Some(rest) => (Fault::LostAck, rest),
+            None => (Fault::Kill, target),
+        };
+        let hit = match target.split_once('/') {
             Some((order, only)) => order == order_id && Some(only) == resource,
             None => target == order_id,
-        });
-    if !hit {
-        return;
-    }
+        };
+        hit.then_some(fault)
+    })?;
     let key = format!("{name}@{order_id}@{}", resource.unwrap_or("-"));
     if let Some(dir) = std::env::var_os("ORDERFLOW_FAULTS_DIR") {
         let marker = std::path::Path::new(&dir).join(&key);
@@ -101,12 +134,18 @@ fn fire(name: &str, order_id: &str, resource: Option<&str>) {
             .open(&marker)
             .is_ok();
         if !first {
-            return;
+            return None;
         }
     }
-    eprintln!("orderflow fault point {key}: killing the worker");
-    // SIGKILL, as an OOM killer or a node loss would: no unwinding, no flush, no core file.
+    eprintln!("orderflow fault point {key}: {fault:?}");
+    Some(fault)
+}
+
+/// SIGKILL, as an OOM killer or a node loss would: no unwinding, no flush, no core file.
+#[cfg(feature = "faults")]
+fn kill() -> ! {
     unsafe {
         libc::kill(libc::getpid(), libc::SIGKILL);
     }
+    unreachable!("SIGKILL returned")
 }

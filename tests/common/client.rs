@@ -120,13 +120,24 @@ impl TestApp {
     }
     /// Requests as the user who placed `order_id` (read from the database; a caller with no
     /// order is nobody's, and gets the API's 404).
+    /// A read cut off by a database fault (the outage tests cut connections) is retried for up
+    /// to 30 s.
     pub async fn buyer_of(&self, order_id: &str) -> Caller<'_> {
-        let user: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM orders WHERE order_id = $1")
+        let mut tries = 0;
+        let user: Option<String> = loop {
+            let read = sqlx::query_scalar("SELECT user_id FROM orders WHERE order_id = $1")
                 .bind(order_id)
                 .fetch_optional(&self.db)
-                .await
-                .expect("read the order's buyer");
+                .await;
+            match read {
+                Ok(user) => break user,
+                Err(_) if tries < 150 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("read the buyer of {order_id}: {e}"),
+            }
+        };
         self.as_user(&user.unwrap_or_else(|| "nobody".to_owned()))
     }
 
@@ -330,5 +341,28 @@ impl TestApp {
             (self.order(order_id).await["shipment_status"] == status).then_some(())
         })
         .await
+    }
+}
+
+/// Retries a request that faults may cut off (503 while the workflow or the database does not
+/// answer) with the same key, as a client does, until it gets another answer (10 minutes at
+/// most).
+pub async fn until_answered<F, Fut>(what: &str, mut call: F) -> Reply
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let r = call().await;
+        if r.status != 503 {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still 503 after 10 minutes: {}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

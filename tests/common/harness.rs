@@ -10,6 +10,7 @@ use orderflow_sandbox::{Sandbox, SandboxConfig};
 use orderflow_store::Db;
 use serde_json::Value;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use temporalio_client::Client;
 
@@ -97,11 +98,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
+    spawn_app_at(temporal_address().to_owned(), mode).await
+}
+
+/// A fresh app against the Temporal server at `address` (a test that kills and restarts its
+/// own server), instead of the binary's shared one.
+pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn,temporalio_sdk_core=error")
         .with_test_writer()
         .try_init();
-    let address = temporal_address().to_owned();
     let database_url = fresh_database_url().await;
     let task_queue = format!("orderflow-test-{}", uuid::Uuid::new_v4().simple());
 
@@ -361,6 +367,22 @@ impl TestApp {
             .spawn()
             .expect("start an orderflow process");
         WorkerProcess(child)
+    }
+
+    /// Keeps one `orderflow worker` (started with `env`) alive for as long as it is polled:
+    /// restarts it whenever it died, as an orchestrator would, and counts the deaths. The worker
+    /// is killed when the future is dropped.
+    pub async fn supervise(&self, env: &[(&str, &str)], deaths: &AtomicU32) {
+        let mut worker = self.process(&["worker"], env);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Ok(Some(_)) = worker.0.try_wait() {
+                deaths.fetch_add(1, Ordering::SeqCst);
+                // A worker that cannot reach Temporal exits at once: no busy restart loop.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                worker = self.process(&["worker"], env);
+            }
+        }
     }
 
     /// Polls `probe` until it returns `Some`, for up to `secs`.
