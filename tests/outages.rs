@@ -107,6 +107,17 @@ fn one_capture_each(app: &TestApp, paid: &[String], unpaid: &[String]) {
     assert!(app.sandbox.refunds().is_empty(), "no refund was owed");
 }
 
+/// The end of a run of `(order, path)` where path 1 is paid and every other one unpaid: one
+/// capture per paid order, the stock sold exactly, and the invariants and the audit clean.
+async fn each_effect_once(app: &TestApp, placed: &[(String, usize)]) {
+    let (paid, unpaid): (Vec<_>, Vec<_>) = placed.iter().partition(|(_, path)| *path == 1);
+    let ids = |v: Vec<&(String, usize)>| v.into_iter().map(|(o, _)| o.clone()).collect::<Vec<_>>();
+    let (paid, unpaid) = (ids(paid), ids(unpaid));
+    one_capture_each(app, &paid, &unpaid);
+    sold_exactly(app, "ebook", paid.len()).await;
+    app.assert_invariants().await;
+}
+
 /// Stock counters after `sold` orders of `sku` were paid and every other one released.
 async fn sold_exactly(app: &TestApp, sku: &str, sold: usize) {
     let row = app.sku(sku).await;
@@ -384,19 +395,7 @@ async fn postgres_connections_cut_and_a_restart_under_load_lose_nothing() {
         () = app.supervise(&[], &deaths) => unreachable!("the supervisor runs until dropped"),
     };
 
-    let paid: Vec<String> = placed
-        .iter()
-        .filter(|(_, p)| *p == 1)
-        .map(|(o, _)| o.clone())
-        .collect();
-    let unpaid: Vec<String> = placed
-        .iter()
-        .filter(|(_, p)| *p != 1)
-        .map(|(o, _)| o.clone())
-        .collect();
-    one_capture_each(&app, &paid, &unpaid);
-    sold_exactly(&app, "ebook", paid.len()).await;
-    app.assert_invariants().await;
+    each_effect_once(&app, &placed).await;
     let cut = cut.load(Ordering::SeqCst);
     assert!(cut > 0, "no connection was cut");
     println!(
@@ -660,19 +659,7 @@ async fn two_of_everything_one_of_each_killed_loses_and_doubles_nothing() {
         .await
         .unwrap();
     assert_eq!(rows, 60, "no order doubled");
-    let paid: Vec<String> = placed
-        .iter()
-        .filter(|(_, p)| *p == 1)
-        .map(|(o, _)| o.clone())
-        .collect();
-    let unpaid: Vec<String> = placed
-        .iter()
-        .filter(|(_, p)| *p != 1)
-        .map(|(o, _)| o.clone())
-        .collect();
-    one_capture_each(&app, &paid, &unpaid);
-    sold_exactly(&app, "ebook", paid.len()).await;
-    app.assert_invariants().await;
+    each_effect_once(&app, &placed).await;
     println!(
         "two of everything: 60 orders over 2 APIs and 2 workers, one of each killed, 0 lost, 0 doubled, audit clean"
     );
