@@ -154,7 +154,13 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
     let mut armed = Vec::new();
     for &point in points {
         for n in 0..per_point {
-            let user = format!("crash-{}-{n}", point.replace('.', "-"));
+            // Workflow ids are the namespace's: the two tests of this binary share one server,
+            // so their users (and so their order ids) differ by fault.
+            let mode = match fault {
+                Fault::Kill => "kill",
+                Fault::LostAck => "lostack",
+            };
+            let user = format!("crash-{mode}-{}-{n}", point.replace('.', "-"));
             let key = format!("crash-{n}");
             let order_id = orderflow_api::order_id_for(&user, &key);
             let mut target = if point.starts_with("reserve.") {
