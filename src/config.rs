@@ -98,6 +98,14 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// What order workflows carry of this configuration (reconciliation's resumed runs too).
+    pub fn order_settings(&self) -> orderflow_activities::OrderSettings {
+        orderflow_activities::OrderSettings {
+            checkout_window_secs: self.checkout_window_secs,
+            late_payment_grace_secs: self.late_payment_grace_secs,
+        }
+    }
+
     pub fn from_env() -> anyhow::Result<Config> {
         let payment_timeout_secs = secs("ORDER_PAYMENT_TIMEOUT", 1800, 1..=86_400)?;
         let mut webhook_secrets =

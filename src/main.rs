@@ -221,6 +221,7 @@ async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
         db,
         &config.provider,
         config.unknown_order_hold_secs,
+        config.order_settings(),
     )?;
     tracing::info!(task_queue = %config.task_queue, metrics = ?metrics, "worker polling");
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
@@ -310,6 +311,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         db.clone(),
         &config.provider,
         config.unknown_order_hold_secs,
+        config.order_settings(),
     )?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use anyhow::{Context, anyhow};
-use orderflow_activities::OrderActivitiesImpl;
+use orderflow_activities::{OrderActivitiesImpl, OrderSettings};
 use orderflow_provider::{PaymentProvider, ProviderConfig};
 use orderflow_store::Db;
 use orderflow_workflows::model::ReconcileInput;
@@ -76,6 +76,7 @@ pub fn worker(
     db: Db,
     provider: &ProviderConfig,
     unknown_order_hold_secs: u64,
+    settings: OrderSettings,
 ) -> anyhow::Result<Worker> {
     let provider = PaymentProvider::new(provider).map_err(|e| anyhow!("{e}"))?;
     // Fault points a crash test armed (a build with the `faults` feature only).
@@ -95,6 +96,7 @@ pub fn worker(
             db,
             provider,
             unknown_order_hold_secs,
+            settings,
         ))
         .build();
     Worker::new(runtime, client, options).map_err(|e| anyhow!("{e}"))

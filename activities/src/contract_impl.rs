@@ -24,14 +24,32 @@ pub struct OrderActivitiesImpl {
     /// How long a payment for an unknown order is held before it is refunded (the inbox
     /// re-drive hands payments on with it, as the webhook does).
     pub unknown_order_hold_secs: u64,
+    /// The deployment's order settings, for an order workflow started again by reconciliation
+    /// (the API gives them to new orders).
+    pub settings: OrderSettings,
+}
+
+/// The deployment's settings that an order workflow carries in its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderSettings {
+    /// `ORDER_CHECKOUT_WINDOW`.
+    pub checkout_window_secs: u64,
+    /// `ORDER_LATE_PAYMENT_GRACE`.
+    pub late_payment_grace_secs: u64,
 }
 
 impl OrderActivitiesImpl {
-    pub fn new(db: Db, provider: PaymentProvider, unknown_order_hold_secs: u64) -> Self {
+    pub fn new(
+        db: Db,
+        provider: PaymentProvider,
+        unknown_order_hold_secs: u64,
+        settings: OrderSettings,
+    ) -> Self {
         OrderActivitiesImpl {
             db,
             provider,
             unknown_order_hold_secs,
+            settings,
         }
     }
 }
@@ -535,9 +553,15 @@ impl OrderActivitiesImpl {
         tracing::warn!("resuming the order's workflow from the database");
         let client = ctx.client();
         let task_queue = ctx.info().task_queue.clone();
-        crate::reconcile::resume_order(&self.db, &client, &task_queue, &input.order_id)
-            .await
-            .map_err(into_activity_error)
+        crate::reconcile::resume_order(
+            &self.db,
+            &client,
+            &task_queue,
+            &input.order_id,
+            self.settings,
+        )
+        .await
+        .map_err(into_activity_error)
     }
 
     #[activity(definition = markers::RecordReconciliation)]

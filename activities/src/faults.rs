@@ -73,9 +73,7 @@ pub fn setup() {
 #[inline(always)]
 pub fn point(name: &str, order_id: &str, resource: Option<&str>) {
     #[cfg(feature = "faults")]
-    if let Some(Fault::Kill) = fire(name, order_id, resource) {
-        kill();
-    }
+    fire(name, order_id, resource);
     #[cfg(not(feature = "faults"))]
     let _ = (name, order_id, resource);
 }
@@ -85,10 +83,8 @@ pub fn point(name: &str, order_id: &str, resource: Option<&str>) {
 #[inline(always)]
 pub fn after_commit(name: &str, order_id: &str, resource: Option<&str>) -> bool {
     #[cfg(feature = "faults")]
-    match fire(name, order_id, resource) {
-        Some(Fault::Kill) => kill(),
-        Some(Fault::LostAck) => return true,
-        None => {}
+    if fire(name, order_id, resource) == Some(Fault::LostAck) {
+        return true;
     }
     let _ = (name, order_id, resource);
     false
@@ -103,7 +99,7 @@ enum Fault {
 }
 
 /// Which fault, if any, `name` is armed with for this order (and resource), the first time it
-/// is reached.
+/// is reached. A kill does not return.
 #[cfg(feature = "faults")]
 fn fire(name: &str, order_id: &str, resource: Option<&str>) -> Option<Fault> {
     // A name not in `POINTS` could never be armed by a test that reads the list.
@@ -125,6 +121,11 @@ fn fire(name: &str, order_id: &str, resource: Option<&str>) -> Option<Fault> {
         };
         hit.then_some(fault)
     })?;
+    // One death per marker: a kill holds this lock from its marker to the SIGKILL, so another
+    // thread of the process reaching an armed point meanwhile waits here and dies with it,
+    // before it leaves a marker of its own (its point fires again in the next worker).
+    static DYING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _dying = (fault == Fault::Kill).then(|| DYING.lock().unwrap_or_else(|e| e.into_inner()));
     let key = format!("{name}@{order_id}@{}", resource.unwrap_or("-"));
     if let Some(dir) = std::env::var_os("ORDERFLOW_FAULTS_DIR") {
         let marker = std::path::Path::new(&dir).join(&key);
@@ -138,6 +139,9 @@ fn fire(name: &str, order_id: &str, resource: Option<&str>) -> Option<Fault> {
         }
     }
     eprintln!("orderflow fault point {key}: {fault:?}");
+    if fault == Fault::Kill {
+        kill();
+    }
     Some(fault)
 }
 

@@ -42,7 +42,7 @@ pub mod reconcile;
 pub mod redemptions;
 pub mod stock;
 
-pub use contract_impl::OrderActivitiesImpl;
+pub use contract_impl::{OrderActivitiesImpl, OrderSettings};
 /// The provider protocol and client (the `orderflow-provider` crate), as the activities use it.
 pub use orderflow_provider as provider;
 pub use orderflow_store::{Db, Service, StoreError, db, now_ms};

@@ -229,6 +229,7 @@ pub async fn resume_order(
     client: &Client,
     task_queue: &str,
     order_id: &str,
+    settings: crate::contract_impl::OrderSettings,
 ) -> Result<(), StoreError> {
     let order = orderflow_store::get_order(db, order_id).await?;
     let input = PlaceOrder {
@@ -249,8 +250,10 @@ pub async fn resume_order(
         currency: order.currency.clone(),
         request_hash: order.request_hash.clone(),
         idempotency_key: String::new(),
-        checkout_window_secs: None,
-        late_payment_grace_secs: None,
+        // The deployment's settings, as the API gives them to a new order (without them the
+        // resumed run fell back to the defaults: a configured grace of 2 s became an hour).
+        checkout_window_secs: Some(settings.checkout_window_secs),
+        late_payment_grace_secs: Some(settings.late_payment_grace_secs),
         payment_method: order.payment_method,
         max_open_orders: None,
         resume: true,

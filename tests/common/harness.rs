@@ -172,6 +172,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         provider.clone(),
     );
     let in_process = mode == WorkerMode::InProcess;
+    let settings = config.order_settings();
     std::thread::spawn(move || {
         if !in_process {
             ready_tx.send(None).unwrap();
@@ -194,6 +195,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
                 worker_db,
                 &worker_provider,
                 UNKNOWN_ORDER_HOLD_SECS,
+                settings,
             )
             .expect("worker");
             ready_tx.send(metrics).unwrap();
@@ -340,11 +342,32 @@ impl TestApp {
         self.process(&["worker"], &[])
     }
 
-    /// Starts `orderflow <args>` in a child process, configured like this test's app.
+    /// Starts `orderflow <args>` in a child process, configured like this test's app (`env`
+    /// adds to that configuration, or overrides it).
     pub fn process(&self, args: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        self.process_logging_to(args, env, None)
+    }
+
+    /// [`TestApp::process`], with its log (stderr) appended to `log` when given.
+    pub fn process_logging_to(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> WorkerProcess {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        if let Some(log) = log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("open the process log");
+            // The log lines go to stdout, the crash notes to stderr: both to the file.
+            cmd.stdout(file.try_clone().expect("the process log, twice"));
+            cmd.stderr(file);
+        }
+        let child = cmd
             .args(args)
-            .envs(env.iter().copied())
             .env("PAYMENT_WEBHOOK_SECRET", SECRET)
             .env("ORDERFLOW_JWT_SECRET", JWT_SECRET)
             .env("ORDER_LATE_PAYMENT_GRACE", GRACE_SECS.to_string())
@@ -364,6 +387,7 @@ impl TestApp {
                 "PAYMENT_UNKNOWN_ORDER_HOLD",
                 UNKNOWN_ORDER_HOLD_SECS.to_string(),
             )
+            .envs(env.iter().copied())
             .spawn()
             .expect("start an orderflow process");
         WorkerProcess(child)

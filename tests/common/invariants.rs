@@ -18,7 +18,7 @@ impl TestApp {
             handle.get_result(WorkflowGetResultOptions::default()),
         )
         .await
-        .expect("the order workflow finishes within 60 s");
+        .unwrap_or_else(|_| panic!("order {order_id}: its workflow did not finish within 60 s"));
         result.unwrap_or_else(|e| panic!("order {order_id}: workflow failed: {e}"));
     }
 

@@ -19,6 +19,7 @@ pub mod client;
 pub mod fast;
 pub mod harness;
 pub mod invariants;
+pub mod scenario;
 
 pub use client::*;
 pub use harness::*;

@@ -25,6 +25,7 @@ pub mod reconcile;
 pub mod redemption;
 pub mod refund;
 pub mod refusal;
+pub mod sometimes;
 
 pub use order::OrderWorkflow;
 pub use payment::PaymentDecisionWorkflow;

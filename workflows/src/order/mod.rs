@@ -168,6 +168,11 @@ impl OrderWorkflow {
     ) {
         if self.seen_payment_ids.insert(payment.payment_id.clone()) {
             self.payments.push(payment);
+        } else {
+            crate::sometimes::reached(
+                crate::sometimes::DUPLICATE_PAYMENT_SIGNAL,
+                &self.input.order_id,
+            );
         }
     }
 

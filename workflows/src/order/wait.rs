@@ -24,6 +24,13 @@ pub(super) async fn wait_for_payment(ctx: &WorkflowContext<OrderWorkflow>) -> Wo
             (s.wake(now), w.map(|w| w.deadline_ms), w.map(|w| w.version))
         });
         if wake != Wake::Wait {
+            if matches!(wake, Wake::Pay(_)) && deadline.is_some_and(|d| now >= d) {
+                let order_id = ctx.state(|s| s.input.order_id.clone());
+                crate::sometimes::reached(
+                    crate::sometimes::PAYMENT_AND_DEADLINE_TOGETHER,
+                    &order_id,
+                );
+            }
             ctx.state_mut(|s| s.phase = Phase::Settling);
             return Ok(wake);
         }
@@ -120,6 +127,9 @@ pub(super) async fn open_checkout(
         );
         let w = s.waiting_mut()?;
         let extended = decide::checkout_deadline(w.deadline_ms, w.original_ms, now, window);
+        if extended > w.deadline_ms {
+            crate::sometimes::reached(crate::sometimes::CHECKOUT_EXTENDED_DEADLINE, &order_id);
+        }
         w.deadline_ms = extended;
         w.version += 1;
         w.opening = true;
