@@ -48,11 +48,15 @@ async fn place(app: &TestApp, user: &str, body: Value) -> String {
     created.body["order_id"].as_str().unwrap().to_owned()
 }
 
-/// Waits until the order has `status` and its workflow has finished.
+/// Waits until the order has `status` and its workflow has finished. A read the outage cuts
+/// off (503) is read again; any other refusal fails the test.
 async fn ends(app: &TestApp, order_id: &str, status: &str) {
     let what = format!("{order_id} {status}");
     app.eventually(300, &what, || async {
-        (app.order(order_id).await["status"] == status).then_some(())
+        let path = format!("/v1/orders/{order_id}");
+        let r = app.buyer_of(order_id).await.get(&path).await;
+        assert!(matches!(r.status, 200 | 503), "{order_id}: {}", r.body);
+        (r.status == 200 && r.body["status"] == status).then_some(())
     })
     .await;
     app.settled(order_id).await;
