@@ -193,7 +193,7 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
         .iter()
         .map(|(point, targets)| format!("{point}=return({})", targets.join(",")))
         .collect();
-    let markers = tempdir();
+    let markers = common::tempdir("faults").to_string_lossy().into_owned();
     let failpoints = failpoints.join(";");
     let env = [
         ("FAILPOINTS", failpoints.as_str()),
@@ -326,13 +326,4 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
     for (point, n) in by_point {
         println!("  {point:<28} {n} orders, {fault:?} once each");
     }
-}
-
-fn tempdir() -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "orderflow-faults-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.to_string_lossy().into_owned()
 }

@@ -27,13 +27,13 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const PRICE: i64 = 1000;
 const STOCK: i64 = 100_000;
 
-fn tempdir(what: &str) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "orderflow-{what}-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.to_string_lossy().into_owned()
+/// The digital SKU every order of these tests buys.
+async fn sell_ebooks(app: &TestApp) {
+    app.put_sku_with(
+        "ebook",
+        json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),
+    )
+    .await;
 }
 
 /// One order of `user` for one `sku`, unpaid for `timeout` seconds.
@@ -143,8 +143,8 @@ async fn sold_exactly(app: &TestApp, sku: &str, sold: usize) {
 #[tokio::test]
 async fn a_killed_temporal_server_restarted_on_its_file_loses_no_order_and_no_timer() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = tempdir("temporal-restart");
-    let file = format!("{dir}/temporal.db");
+    let dir = common::tempdir("temporal-restart");
+    let file = dir.join("temporal.db").to_string_lossy().into_owned();
     let port = devserver::free_port().unwrap();
     let start = || {
         devserver::start(&devserver::StartOptions {
@@ -160,11 +160,7 @@ async fn a_killed_temporal_server_restarted_on_its_file_loses_no_order_and_no_ti
         WorkerMode::External,
     )
     .await;
-    app.put_sku_with(
-        "ebook",
-        json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),
-    )
-    .await;
+    sell_ebooks(&app).await;
     let deaths = AtomicU32::new(0);
 
     let work = async {
@@ -291,10 +287,6 @@ async fn a_killed_temporal_server_restarted_on_its_file_loses_no_order_and_no_ti
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The statement that cuts every connection to the test database but the caller's.
-const TERMINATE: &str = "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                         WHERE datname = $1 AND pid <> pg_backend_pid()";
-
 /// PostgreSQL: 60 orders settle (20 paid, 20 cancelled by their user, 20 timed out) while every
 /// backend of the database is terminated every 300 ms for 20 s, and the cluster is restarted
 /// once in the middle (`TEST_PG_RESTART`). Every client request is retried with its key, as a
@@ -307,15 +299,11 @@ async fn postgres_connections_cut_and_a_restart_under_load_lose_nothing() {
         println!("skipped: PostgreSQL only (TEST_DATABASE_URL)");
         return;
     }
-    app.put_sku_with(
-        "ebook",
-        json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),
-    )
-    .await;
-    let database = app.database_url.rsplit('/').next().unwrap().to_owned();
-    let admin = orderflow_store::db::connect(&std::env::var("TEST_DATABASE_URL").unwrap())
+    sell_ebooks(&app).await;
+    let admin = app
+        .admin_db()
         .await
-        .unwrap();
+        .expect("PostgreSQL through TEST_DATABASE_URL");
     let deaths = AtomicU32::new(0);
     let (cut, restarts) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let load_done = tokio::sync::Notify::new();
@@ -381,11 +369,7 @@ async fn postgres_connections_cut_and_a_restart_under_load_lose_nothing() {
                 restarts.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
-            if let Ok(n) = sqlx::query_scalar::<_, i64>(TERMINATE)
-                .bind(&database)
-                .fetch_one(&admin)
-                .await
-            {
+            if let Ok(n) = app.cut_connections(&admin).await {
                 cut.fetch_add(n as usize, Ordering::SeqCst);
             }
             tokio::select! {
@@ -426,11 +410,7 @@ async fn an_sqlite_busy_storm_loses_nothing() {
         println!("skipped: SQLite only");
         return;
     }
-    app.put_sku_with(
-        "ebook",
-        json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),
-    )
-    .await;
+    sell_ebooks(&app).await;
     app.put_sku_with("storm", json!({"price": 1, "stock": 1, "kind": "digital"}))
         .await;
     let storm_db = orderflow_store::db::connect(&app.database_url)
@@ -454,19 +434,7 @@ async fn an_sqlite_busy_storm_loses_nothing() {
         .await;
         // The write lock, held 16 s (the busy timeout is 15 s), while the deadlines fall due
         // and the payments arrive.
-        let hold = async {
-            let mut conn = storm_db.acquire().await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-            sqlx::query("UPDATE skus SET price = price WHERE sku = 'storm'")
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_secs(16)).await;
-            sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
-        };
+        let hold = app.hold_write_lock(Duration::from_secs(16));
         let storm = futures::future::join_all((0..16).map(|_| async {
             while !storm_over.load(Ordering::SeqCst) {
                 let tx = async {
@@ -554,11 +522,7 @@ where
 async fn two_of_everything_one_of_each_killed_loses_and_doubles_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let app = spawn_app_with(WorkerMode::External).await;
-    app.put_sku_with(
-        "ebook",
-        json!({"price": PRICE, "stock": STOCK, "kind": "digital"}),
-    )
-    .await;
+    sell_ebooks(&app).await;
     let ports = [
         devserver::free_port().unwrap(),
         devserver::free_port().unwrap(),

@@ -244,8 +244,7 @@ async fn soak() {
     let schedule = app.reconcile_schedule().await;
 
     // Fault points: six orders die once each just after a capture or a release committed.
-    let dir =
-        std::env::temp_dir().join(format!("orderflow-soak-{}", uuid::Uuid::new_v4().simple()));
+    let dir = common::tempdir("soak");
     let markers = dir.join("faults");
     std::fs::create_dir_all(&markers).unwrap();
     let log = dir.join("workers.log");
@@ -283,14 +282,7 @@ async fn soak() {
     let restarts = AtomicU32::new(0);
     let seen = Mutex::new(Seen::default());
     let tally = Mutex::new(Tally::default());
-    let admin = match std::env::var("TEST_DATABASE_URL") {
-        Ok(url) if app.on_postgres() => Some(orderflow_store::db::connect(&url).await.unwrap()),
-        _ => None,
-    };
-    let database = app.database_url.rsplit('/').next().unwrap().to_owned();
-    let lock_pool = orderflow_store::db::connect(&app.database_url)
-        .await
-        .unwrap();
+    let admin = app.admin_db().await;
     let end = Instant::now() + Duration::from_secs(secs);
 
     let load = async {
@@ -340,26 +332,11 @@ async fn soak() {
                 }
                 1 => match &admin {
                     Some(admin) => {
-                        let _ = sqlx::query(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                        )
-                        .bind(&database)
-                        .execute(admin)
-                        .await;
+                        let _ = app.cut_connections(admin).await;
                         count(&tally, Some("database backends terminated"), None);
                     }
                     None => {
-                        let mut conn = lock_pool.acquire().await.unwrap();
-                        sqlx::query("BEGIN IMMEDIATE")
-                            .execute(&mut *conn)
-                            .await
-                            .unwrap();
-                        sqlx::query("UPDATE skus SET price = price WHERE sku = 'book'")
-                            .execute(&mut *conn)
-                            .await
-                            .unwrap();
-                        tokio::time::sleep(Duration::from_secs(3)).await;
-                        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+                        app.hold_write_lock(Duration::from_secs(3)).await;
                         count(&tally, Some("database write lock held 3 s"), None);
                     }
                 },

@@ -73,7 +73,10 @@ pub fn setup() {
 #[inline(always)]
 pub fn point(name: &str, order_id: &str, resource: Option<&str>) {
     #[cfg(feature = "faults")]
-    fire(name, order_id, resource);
+    if fire(name, order_id, resource) == Some(Fault::LostAck) {
+        // Only an `after_commit` point has a commit whose answer could be lost.
+        panic!("fault point {name} is armed with lost_ack, which only after_commit points take");
+    }
     #[cfg(not(feature = "faults"))]
     let _ = (name, order_id, resource);
 }

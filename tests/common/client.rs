@@ -120,6 +120,7 @@ impl TestApp {
     }
     /// Requests as the user who placed `order_id` (read from the database; a caller with no
     /// order is nobody's, and gets the API's 404).
+    ///
     /// A read cut off by a database fault (the outage tests cut connections) is retried for up
     /// to 30 s.
     pub async fn buyer_of(&self, order_id: &str) -> Caller<'_> {

@@ -55,6 +55,16 @@ fn temporal_address() -> &'static str {
     })
 }
 
+/// A fresh directory under the system's temporary directory: `orderflow-<what>-<uuid>`.
+pub fn tempdir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "orderflow-{what}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A fresh, migrated database URL for one test.
 pub async fn fresh_database_url() -> String {
     let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
@@ -302,6 +312,49 @@ impl TestApp {
     /// Whether the test database is PostgreSQL (else SQLite).
     pub fn on_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
+    }
+
+    /// PostgreSQL: a connection to `TEST_DATABASE_URL` (the cluster's own database), from which
+    /// this test's connections can be cut. `None` on SQLite.
+    pub async fn admin_db(&self) -> Option<Db> {
+        let url = std::env::var("TEST_DATABASE_URL").ok()?;
+        if !self.on_postgres() {
+            return None;
+        }
+        Some(
+            orderflow_store::db::connect(&url)
+                .await
+                .expect("connect to TEST_DATABASE_URL"),
+        )
+    }
+
+    /// PostgreSQL: terminates every connection to this test's database (the worker's, the
+    /// API's and the test's own) through `admin` (see [`TestApp::admin_db`]), and answers how
+    /// many it cut.
+    pub async fn cut_connections(&self, admin: &Db) -> Result<i64, sqlx::Error> {
+        let database = self.database_url.rsplit('/').next().unwrap_or_default();
+        sqlx::query_scalar(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .fetch_one(admin)
+        .await
+    }
+
+    /// SQLite: takes the write lock from a connection of its own (`BEGIN IMMEDIATE`) and holds
+    /// it for `how_long`, as a long writer in another process would.
+    pub async fn hold_write_lock(&self, how_long: Duration) {
+        let db = orderflow_store::db::connect(&self.database_url)
+            .await
+            .expect("a second connection to the test database");
+        let mut conn = db.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        tokio::time::sleep(how_long).await;
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
     }
 
     /// The reconciliation Schedule of this test's task queue, as `orderflow worker --schedules`
