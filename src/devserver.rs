@@ -21,6 +21,13 @@ pub struct DevServer {
     pub ui_url: String,
 }
 
+impl DevServer {
+    /// The server's process id (for CPU and memory figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for DevServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

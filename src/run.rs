@@ -10,7 +10,8 @@ use orderflow_provider::{PaymentProvider, ProviderConfig};
 use orderflow_store::Db;
 use orderflow_workflows::model::ReconcileInput;
 use orderflow_workflows::{
-    OrderWorkflow, PaymentDecisionWorkflow, ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow,
+    BaselineWorkflow, OrderWorkflow, PaymentDecisionWorkflow, ReconcileWorkflow,
+    RedemptionWorkflow, RefundWorkflow,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -91,6 +92,9 @@ pub fn worker(
         .register_workflow::<ReconcileWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<PaymentDecisionWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
+        // The benchmark's bare workflow (`orderflow-bench`); no order runs it.
+        .register_workflow::<BaselineWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_activities(OrderActivitiesImpl::new(
             db,

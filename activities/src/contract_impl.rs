@@ -588,4 +588,15 @@ impl OrderActivitiesImpl {
             .await
             .map_err(into_activity_error)
     }
+
+    /// The benchmark's bare workflow (`BaselineWorkflow`): one activity that does no work, so
+    /// that its cost is the engine's alone.
+    #[activity(definition = markers::BaselineStep)]
+    pub async fn baseline_step(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        _signalled: bool,
+    ) -> Result<(), ActivityError> {
+        Ok(())
+    }
 }

@@ -178,6 +178,12 @@ impl OrderActivities {
     pub fn purge_inbox(input: PurgeInbox) -> Result<u64, ActivityError> {
         unimplemented!()
     }
+
+    /// The benchmark's bare workflow's one step: does nothing, touches nothing.
+    #[activity(name = "bench.baseline_step")]
+    pub fn baseline_step(signalled: bool) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// The marker types of the contract, for `#[activity(definition = markers::ReserveStock)]`.

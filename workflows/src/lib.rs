@@ -12,9 +12,11 @@
 //!   could not take (apply it, or refund it).
 //! - [`reconcile`]: `ReconcileWorkflow`, the scheduled repair of rows and workflows that disagree.
 //! - [`redemption`]: `RedemptionWorkflow`, one user redeeming one code.
+//! - [`baseline`]: `BaselineWorkflow`, the bare workflow the benchmark compares orders with.
 //!
 //! This crate must never do I/O, read a clock, or depend on axum, sqlx or reqwest.
 
+pub mod baseline;
 pub mod contract;
 pub mod decide;
 pub mod model;
@@ -27,6 +29,7 @@ pub mod refund;
 pub mod refusal;
 pub mod sometimes;
 
+pub use baseline::BaselineWorkflow;
 pub use order::OrderWorkflow;
 pub use payment::PaymentDecisionWorkflow;
 pub use reconcile::ReconcileWorkflow;
@@ -39,6 +42,11 @@ pub const TASK_QUEUE: &str = "orderflow-orders";
 /// The workflow id of an order. Every component derives it from this one function.
 pub fn workflow_id(order_id: &str) -> String {
     format!("order-{order_id}")
+}
+
+/// The workflow id of the benchmark's bare workflow number `n` of run `run`.
+pub fn baseline_workflow_id(run: &str, n: u64) -> String {
+    format!("baseline-{run}-{n}")
 }
 
 /// The workflow id of the refund of a payment. The order workflow (as a child) and the API
