@@ -556,3 +556,36 @@ async fn the_inbox_answers_new_then_unprocessed_then_processed() {
         "inbox_missing"
     );
 }
+
+#[tokio::test]
+async fn a_page_of_orders_carries_each_orders_own_items_payments_and_refunds() {
+    let db = fresh_db().await;
+    // ord_l1: cancelled, with a late payment being refunded; ord_l2: pending, nothing else.
+    let refund = late_payment(&db, "ord_l1").await;
+    orderflow_activities::payments::begin_refund(&db, &refund, None)
+        .await
+        .unwrap();
+    pending_order(&db, "ord_l2").await;
+    let filter = store::OrderFilter {
+        limit: 10,
+        now_ms: 5_000,
+        ..Default::default()
+    };
+    let (page, more) = store::list_orders(&db, &filter).await.unwrap();
+    assert!(!more);
+    let ids: Vec<&str> = page.iter().map(|o| o.order_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    for listed in &page {
+        let alone = store::get_order(&db, &listed.order_id).await.unwrap();
+        assert_eq!(listed.items, alone.items, "{}", listed.order_id);
+        assert_eq!(listed.payments, alone.payments, "{}", listed.order_id);
+        assert_eq!(listed.refunds, alone.refunds, "{}", listed.order_id);
+        assert_eq!(listed.shipment, alone.shipment, "{}", listed.order_id);
+        assert_eq!(listed.items.len(), 1, "{}", listed.order_id);
+    }
+    let by_id = |id: &str| page.iter().find(|o| o.order_id == id).unwrap();
+    assert_eq!(by_id("ord_l1").refunds.len(), 1);
+    assert_eq!(by_id("ord_l1").refunds[0].payment_id, "pay_ord_l1");
+    assert!(by_id("ord_l2").refunds.is_empty());
+    assert!(by_id("ord_l2").payments.is_empty());
+}

@@ -288,37 +288,96 @@ const ORDER_COLUMNS: &str = "order_id, user_id, status, currency, total_amount, 
 /// An order with its items and payments.
 pub async fn get_order(db: &Db, order_id: &str) -> Result<Order, StoreError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = $1");
-    let mut order: Order = sqlx::query_as(&sql)
+    let order: Order = sqlx::query_as(&sql)
         .bind(order_id)
         .fetch_optional(db)
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
-    order.items = sqlx::query_as(
-        "SELECT sku, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY sku",
-    )
-    .bind(order_id)
-    .fetch_all(db)
-    .await?;
-    order.payments = sqlx::query_as(
-        "SELECT payment_id, event_id, amount, currency, status, reason, received_at FROM payments
-         WHERE order_id = $1 ORDER BY received_at, payment_id",
-    )
-    .bind(order_id)
-    .fetch_all(db)
-    .await?;
-    order.refunds = sqlx::query_as(
-        "SELECT payment_id, amount, currency, status, reason, provider_refund_id, failure, created_at, updated_at
-         FROM refunds WHERE order_id = $1 ORDER BY created_at, payment_id",
-    )
-    .bind(order_id)
-    .fetch_all(db)
-    .await?;
-    order.shipment = sqlx::query("SELECT status FROM shipments WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(db)
-        .await?
-        .map(|r| r.get(0));
+    let mut orders = [order];
+    attach_details(db, &mut orders).await?;
+    let [order] = orders;
     Ok(order)
+}
+
+/// A detail row with the order it belongs to, for loading the details of many orders at once.
+#[derive(sqlx::FromRow)]
+struct OfOrder<T> {
+    order_id: String,
+    #[sqlx(flatten)]
+    row: T,
+}
+
+/// Rows of `sql` (which selects `order_id` plus a `T`, with `{ids}` where the id list goes)
+/// for every order in `ids`, grouped by order.
+async fn details_of<T>(
+    db: &Db,
+    sql: &str,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<T>>, StoreError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = sql.replace("{ids}", &placeholders.join(", "));
+    let mut q = sqlx::query_as::<_, OfOrder<T>>(&sql);
+    for id in ids {
+        q = q.bind(id.clone());
+    }
+    let mut by_order: std::collections::HashMap<String, Vec<T>> = std::collections::HashMap::new();
+    for r in q.fetch_all(db).await? {
+        by_order.entry(r.order_id).or_default().push(r.row);
+    }
+    Ok(by_order)
+}
+
+/// Fills in the items, payments, refunds and shipment of `orders`: four queries, however
+/// many orders (a page of `GET /v1/orders` is not one query per order).
+async fn attach_details(db: &Db, orders: &mut [Order]) -> Result<(), StoreError> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = orders.iter().map(|o| o.order_id.clone()).collect();
+    let mut items = details_of::<OrderItem>(
+        db,
+        "SELECT order_id, sku, quantity, unit_price FROM order_items WHERE order_id IN ({ids}) ORDER BY order_id, sku",
+        &ids,
+    )
+    .await?;
+    let mut payments = details_of::<Payment>(
+        db,
+        "SELECT order_id, payment_id, event_id, amount, currency, status, reason, received_at FROM payments
+         WHERE order_id IN ({ids}) ORDER BY order_id, received_at, payment_id",
+        &ids,
+    )
+    .await?;
+    let mut refunds = details_of::<Refund>(
+        db,
+        "SELECT order_id, payment_id, amount, currency, status, reason, provider_refund_id, failure, created_at, updated_at
+         FROM refunds WHERE order_id IN ({ids}) ORDER BY order_id, created_at, payment_id",
+        &ids,
+    )
+    .await?;
+    let mut shipments = details_of::<ShipmentStatus>(
+        db,
+        "SELECT order_id, status FROM shipments WHERE order_id IN ({ids})",
+        &ids,
+    )
+    .await?;
+    for order in orders {
+        order.items = items.remove(&order.order_id).unwrap_or_default();
+        order.payments = payments.remove(&order.order_id).unwrap_or_default();
+        order.refunds = refunds.remove(&order.order_id).unwrap_or_default();
+        order.shipment = shipments
+            .remove(&order.order_id)
+            .and_then(|s| s.into_iter().next())
+            .map(|s| s.status);
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct ShipmentStatus {
+    status: String,
 }
 
 /// Filters of `GET /v1/orders`.
@@ -334,7 +393,8 @@ pub struct OrderFilter {
     pub now_ms: i64,
 }
 
-/// Orders newest first, one page (`limit + 1` rows are read to tell whether more exist).
+/// Orders newest first, one page (`limit + 1` rows are read to tell whether more exist), with
+/// their details.
 pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool), StoreError> {
     let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
     let mut n = 0;
@@ -384,6 +444,7 @@ pub async fn list_orders(db: &Db, f: &OrderFilter) -> Result<(Vec<Order>, bool),
     let mut rows: Vec<Order> = q.bind(f.limit + 1).fetch_all(db).await?;
     let more = rows.len() as i64 > f.limit;
     rows.truncate(f.limit as usize);
+    attach_details(db, &mut rows).await?;
     Ok((rows, more))
 }
 

@@ -529,15 +529,8 @@ async fn list_orders(
         ))),
         _ => None,
     };
-    let mut views = Vec::with_capacity(orders.len());
-    for o in &orders {
-        views.push(view::order(
-            &store::get_order(&state.db, &o.order_id).await?,
-            now,
-        ));
-    }
     Ok(axum::Json(view::OrderList {
-        orders: views,
+        orders: orders.iter().map(|o| view::order(o, now)).collect(),
         next_cursor,
     }))
 }
