@@ -130,17 +130,18 @@ where
     Ok(out)
 }
 
-/// The best rate among the levels that held (the first level's if none did).
-pub fn sustained(levels: &[Level]) -> f64 {
+/// The level the sustained rate is read from: the fastest that held (the first if none did).
+pub fn sustained_level(levels: &[Level]) -> Option<&Level> {
     levels
         .iter()
         .filter(|l| l.held)
-        .map(|l| l.settled_per_sec)
-        .fold(None, |best: Option<f64>, r| {
-            Some(best.map_or(r, |b| b.max(r)))
-        })
-        .or_else(|| levels.first().map(|l| l.settled_per_sec))
-        .unwrap_or(0.0)
+        .max_by(|a, b| a.settled_per_sec.total_cmp(&b.settled_per_sec))
+        .or_else(|| levels.first())
+}
+
+/// The sustained rate: [`sustained_level`]'s lifecycles per second.
+pub fn sustained(levels: &[Level]) -> f64 {
+    sustained_level(levels).map_or(0.0, |l| l.settled_per_sec)
 }
 
 /// How an expiry storm drained.

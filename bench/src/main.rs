@@ -135,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         "orderflow-bench {run}: starting the stack in {} ...",
         dir.display()
     );
-    let mut stack = Stack::start(dir.clone(), &run, &[]).await?;
+    let mut stack = Stack::start(dir.clone(), &run).await?;
     println!(
         "  {} ({}) · Temporal {} · API {} · logs in {}",
         stack.backend.name(),
@@ -208,8 +208,6 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
         "lifecycle throughput: half paid by webhook, half expiring after {EXPIRY_SECS} s; {} s per level",
         plan.level_secs
     );
-    let timeline: Timeline = Default::default();
-    let cpu_before = stack.cpu();
     let one = |i: u64| {
         let shop = shop.clone();
         async move {
@@ -224,21 +222,7 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
         }
     };
     let open = || open_orders(&db);
-    r.orderflow.levels = load::step_up(
-        "orderflow",
-        &plan.levels,
-        plan.level_secs,
-        &one,
-        &open,
-        &timeline,
-    )
-    .await?;
-    let lifecycles: u64 = r.orderflow.levels.iter().map(|l| l.lifecycles).sum();
-    r.orderflow.cpu_per_1000 = report::CpuPer1000::of(stack.cpu() - cpu_before, lifecycles);
-    r.orderflow.latency_over_time = std::mem::take(&mut *timeline.lock().unwrap());
-    stack.check_alive()?;
-
-    let cpu_before = stack.cpu();
+    lifecycle_levels("orderflow", plan, stack, &one, &open, &mut r.orderflow).await?;
     let bare_one = |i: u64| {
         let bare = &bare;
         async move {
@@ -253,19 +237,15 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
         }
     };
     let bare_open = || bare.open();
-    r.bare.levels = load::step_up(
+    lifecycle_levels(
         "bare workflow",
-        &plan.levels,
-        plan.level_secs,
+        plan,
+        stack,
         &bare_one,
         &bare_open,
-        &timeline,
+        &mut r.bare,
     )
     .await?;
-    let lifecycles: u64 = r.bare.levels.iter().map(|l| l.lifecycles).sum();
-    r.bare.cpu_per_1000 = report::CpuPer1000::of(stack.cpu() - cpu_before, lifecycles);
-    r.bare.latency_over_time = std::mem::take(&mut *timeline.lock().unwrap());
-    stack.check_alive()?;
 
     // 2. Webhook -> paid, unloaded, then under half the sustained load.
     println!(
@@ -287,7 +267,7 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
     })
     .await?;
     r.orderflow.webhook_loaded_at_per_sec = half;
-    wait_until(|| open_orders(&db), Duration::from_secs(600)).await?;
+    load::drain("orders", &|| open_orders(&db), Duration::from_secs(600)).await?;
     stack.check_alive()?;
 
     // 3. Cost per order: transactions and histories, a few at a time.
@@ -297,13 +277,7 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
     let ids: Vec<String> = (0..4)
         .map(|i| orderflow_workflows::baseline_workflow_id(run, i))
         .collect();
-    let (events, activities, tasks) = probe::histories(&stack.temporal_address, &ids)?;
-    r.bare.cost_paid = probe::Cost {
-        db_transactions: None,
-        history_events: events,
-        activity_tasks: activities,
-        workflow_tasks: tasks,
-    };
+    r.bare.cost_paid = probe::histories(&stack.temporal_address, &ids)?;
 
     // 4. The expiry storm, three ways.
     println!(
@@ -334,6 +308,31 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
         .load(std::sync::atomic::Ordering::Relaxed);
     r.finish();
     Ok(r)
+}
+
+/// Steps `one` through the plan's levels and records the levels, the CPU each part used per
+/// 1,000 lifecycles and the create latencies over time in `into`.
+async fn lifecycle_levels<F, Fut, O, OFut>(
+    name: &str,
+    plan: &Plan,
+    stack: &mut Stack,
+    one: &F,
+    open: &O,
+    into: &mut report::System,
+) -> anyhow::Result<()>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
+    O: Fn() -> OFut,
+    OFut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let timeline: Timeline = Default::default();
+    let cpu_before = stack.cpu();
+    into.levels = load::step_up(name, &plan.levels, plan.level_secs, one, open, &timeline).await?;
+    let lifecycles: u64 = into.levels.iter().map(|l| l.lifecycles).sum();
+    into.cpu_per_1000 = report::CpuPer1000::of(stack.cpu() - cpu_before, lifecycles);
+    into.latency_over_time = timeline.into_inner().unwrap();
+    stack.check_alive()
 }
 
 /// Creates an order, then times its webhook until the buyer reads it paid; `n` times in a row.
@@ -378,24 +377,6 @@ where
     measured
 }
 
-async fn wait_until<O, OFut>(open: O, limit: Duration) -> anyhow::Result<()>
-where
-    O: Fn() -> OFut,
-    OFut: std::future::Future<Output = anyhow::Result<u64>>,
-{
-    let started = Instant::now();
-    while open().await? > 0 {
-        if started.elapsed() > limit {
-            bail!(
-                "orders still open {} s after the load stopped",
-                limit.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
 /// 10 paid and 10 expired orders, 2 at a time, each kind's transactions and histories apart.
 async fn cost_probe(
     shop: &Arc<Shop>,
@@ -436,14 +417,11 @@ async fn cost_probe(
         // Settled, and a moment for the tail (fulfilment) to finish. Each poll is one
         // transaction of the bench's own, counted to be taken off.
         let polls = std::sync::atomic::AtomicI64::new(0);
-        wait_until(
-            || {
-                polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                open_orders(db)
-            },
-            Duration::from_secs(120),
-        )
-        .await?;
+        let open = || {
+            polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            open_orders(db)
+        };
+        load::drain("orders", &open, Duration::from_secs(120)).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let db_transactions = match before {
             Some(before) => {
@@ -460,12 +438,9 @@ async fn cost_probe(
             .take(4)
             .map(|id| orderflow_workflows::workflow_id(id))
             .collect();
-        let (events, activities, tasks) = probe::histories(&stack.temporal_address, &workflow_ids)?;
         costs.push(probe::Cost {
             db_transactions,
-            history_events: events,
-            activity_tasks: activities,
-            workflow_tasks: tasks,
+            ..probe::histories(&stack.temporal_address, &workflow_ids)?
         });
     }
     let expired = costs.pop().unwrap();

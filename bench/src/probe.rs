@@ -86,8 +86,8 @@ pub fn history(temporal_address: &str, workflow_id: &str) -> anyhow::Result<(u64
     ))
 }
 
-/// The mean history of `ids`.
-pub fn histories(temporal_address: &str, ids: &[String]) -> anyhow::Result<(f64, f64, f64)> {
+/// The mean history of `ids`, as a [`Cost`] without its transactions.
+pub fn histories(temporal_address: &str, ids: &[String]) -> anyhow::Result<Cost> {
     let (mut e, mut a, mut w) = (0u64, 0u64, 0u64);
     for id in ids {
         let (events, activities, tasks) = history(temporal_address, id)?;
@@ -96,5 +96,10 @@ pub fn histories(temporal_address: &str, ids: &[String]) -> anyhow::Result<(f64,
         w += tasks;
     }
     let n = ids.len().max(1) as f64;
-    Ok((e as f64 / n, a as f64 / n, w as f64 / n))
+    Ok(Cost {
+        db_transactions: None,
+        history_events: e as f64 / n,
+        activity_tasks: a as f64 / n,
+        workflow_tasks: w as f64 / n,
+    })
 }

@@ -1,7 +1,7 @@
 //! The run's figures: one serializable record (written as `results/<date>-<db>.json`) and the
 //! table printed at the end, with the ratios the issue asks for.
 
-use crate::load::{Level, Storm, sustained};
+use crate::load::{Level, Storm, sustained, sustained_level};
 use crate::probe::Cost;
 use crate::stack::Cpu;
 use crate::stats::{Percentiles, ms};
@@ -159,11 +159,7 @@ impl Results {
             "-".into(),
         );
         let best_create = |sys: &System| {
-            sys.levels
-                .iter()
-                .filter(|l| l.held)
-                .last()
-                .or(sys.levels.first())
+            sustained_level(&sys.levels)
                 .map(|l| format!("{:.0}/{:.0} ms", l.create.p50_ms, l.create.p99_ms))
                 .unwrap_or_default()
         };

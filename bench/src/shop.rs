@@ -202,7 +202,12 @@ impl Shop {
             )
             .await?;
         let took = started.elapsed();
-        if status != 201 || body["status"] != "pending_payment" {
+        // A create slower than the order's own deadline may come back already expired: that is
+        // the truth about an overloaded stack, counted by its latency, not a harness failure.
+        let expired_on_the_way = body["status"] == "cancelled"
+            && body["cancel_reason"] == "timeout"
+            && took >= Duration::from_secs(timeout_secs);
+        if status != 201 || !(body["status"] == "pending_payment" || expired_on_the_way) {
             bail!("POST /v1/orders answered {status}: {body}");
         }
         let order_id = body["order_id"].as_str().context("order_id")?.to_owned();

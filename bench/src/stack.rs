@@ -173,11 +173,7 @@ async fn wait_ready(base: &str, api: &mut Child, log: &std::path::Path) -> anyho
 
 impl Stack {
     /// Starts everything in `dir` (logs, the dev server's file, the SQLite database).
-    pub async fn start(
-        dir: PathBuf,
-        run: &str,
-        worker_env: &[(&str, String)],
-    ) -> anyhow::Result<Stack> {
+    pub async fn start(dir: PathBuf, run: &str) -> anyhow::Result<Stack> {
         let bin = orderflow_binary()?;
         let (backend, database_url) = fresh_database(&dir, run).await?;
         let db = orderflow::run::open_db(&database_url, true).await?;
@@ -211,7 +207,7 @@ impl Stack {
         tokio::spawn(sandbox.clone().serve(sandbox_listener));
 
         let task_queue = format!("orderflow-bench-{run}");
-        let mut env: Vec<(&str, String)> = vec![
+        let env: Vec<(&str, String)> = vec![
             ("DATABASE_URL", database_url.clone()),
             ("TEMPORAL_ADDRESS", temporal_address.clone()),
             ("ORDERFLOW_TASK_QUEUE", task_queue.clone()),
@@ -224,7 +220,6 @@ impl Stack {
             ("ORDERFLOW_WORKER_METRICS_ADDR", "off".into()),
             ("RUST_LOG", "warn,temporalio_sdk_core=error".into()),
         ];
-        env.extend(worker_env.iter().cloned());
         let worker_log = dir.join("worker.log");
         let api_log = dir.join("api.log");
         let worker = spawn(&bin, "worker", &env, &worker_log)?;
