@@ -549,9 +549,84 @@ async fn a_payment_whose_every_webhook_was_lost_is_found_at_the_provider() {
         app.order(&order).await["payments"][0]["payment_id"],
         paid.payment_id.as_str()
     );
+    // The finished sweep left its watermark: the next one reads only what came since.
+    let first = sweep_watermark(&app)
+        .await
+        .expect("a finished sweep moves the watermark");
+    assert!(first <= captured_at(&app, &paid.payment_id).await + 60);
+
+    // A payment lost after the watermark is still found by the next, windowed, sweep.
+    let later = pending_order(&app, "carol", "lost-3").await;
+    let paid_later = app.captured(&later, 1000);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.eventually(60, "the windowed sweep", || async {
+        app.reconcile_now(&schedule, 1).await;
+        (app.order(&later).await["status"] == "fulfilled").then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.order(&later).await["payments"][0]["payment_id"],
+        paid_later.payment_id.as_str()
+    );
+    let second = sweep_watermark(&app).await.unwrap();
+    assert!(
+        second >= first,
+        "the watermark only moves forward ({first} -> {second})"
+    );
     schedule.delete(Default::default()).await.unwrap();
     let report = audited(&app, "every webhook lost").await;
-    assert_eq!((report.applied.count, report.refunded.count), (1, 1));
+    assert_eq!((report.applied.count, report.refunded.count), (2, 1));
+}
+
+/// How far the provider sweep has looked (Unix seconds), if it ever finished.
+async fn sweep_watermark(app: &TestApp) -> Option<i64> {
+    sqlx::query_scalar("SELECT through FROM sweep_watermarks WHERE name = 'provider_payments'")
+        .fetch_optional(&app.db)
+        .await
+        .unwrap()
+}
+
+/// When the provider says it captured `payment_id` (Unix seconds).
+async fn captured_at(app: &TestApp, payment_id: &str) -> i64 {
+    app.sandbox
+        .payments()
+        .into_iter()
+        .find(|p| p.payment_id == payment_id)
+        .map(|p| p.created)
+        .expect("the sandbox holds the payment")
+}
+
+#[tokio::test]
+async fn the_provider_lists_payments_by_creation_time_a_page_at_a_time() {
+    let app = spawn_app().await;
+    let provider = orderflow_provider::PaymentProvider::new(&app.provider).unwrap();
+    let ids: std::collections::BTreeSet<String> = (0..230)
+        .map(|i| app.captured(&format!("ord_{i}"), 100).payment_id)
+        .collect();
+    let now = orderflow_store::now_ms() / 1000;
+    // From the beginning: three pages of 100, 100 and 30, each payment once.
+    let (mut seen, mut after, mut pages) = (std::collections::BTreeSet::new(), None, 0);
+    loop {
+        let page = provider
+            .payments_created_since(0, after.as_deref())
+            .await
+            .unwrap();
+        pages += 1;
+        for p in &page.data {
+            assert!(seen.insert(p.id.clone()), "{} listed twice", p.id);
+        }
+        match page.data.last() {
+            Some(last) if page.has_more => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!((pages, &seen), (3, &ids));
+    // Nothing was created after now + 1 s.
+    let none = provider
+        .payments_created_since(now + 1, None)
+        .await
+        .unwrap();
+    assert!(none.data.is_empty() && !none.has_more, "{none:?}");
 }
 
 /// Makes the database itself refuse to sell any more of `sku`, as a constraint added by mistake

@@ -30,7 +30,6 @@ use orderflow_workflows::{
     OrderWorkflow, PaymentDecisionWorkflow, payment_workflow_id, workflow_id,
 };
 use sqlx::Row;
-use std::collections::BTreeSet;
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowStartError};
 use temporalio_client::{
     Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowSignalOptions,
@@ -419,10 +418,23 @@ pub async fn redrive(
     Ok(handed)
 }
 
+/// The sweep's watermark in `sweep_watermarks`.
+const SWEEP_WATERMARK: &str = "provider_payments";
+
+/// How far before its watermark the sweep looks again, so that a provider whose listing shows
+/// a capture later than the time stamped on it (an eventually consistent listing), or whose
+/// clock is behind orderflow's by up to this much, is still covered.
+pub const SWEEP_OVERLAP_SECS: i64 = 15 * 60;
+
 /// Hands on every payment the provider captured before `before_secs` (Unix seconds) that
 /// orderflow has no trace of (no payment row, no decision, no inbox event): its webhooks were
 /// all lost. Each becomes an inbox event (`sweep-<payment_id>`) and is handed on exactly as a
 /// webhook would have been. Returns how many.
+///
+/// It reads only the payments created since the last finished sweep (less
+/// [`SWEEP_OVERLAP_SECS`]), a page at a time, and checks each against the database by its id:
+/// its cost is the window, never every payment ever taken. The first sweep reads the whole
+/// history once. Only a sweep that read every page moves the watermark, and only forward.
 pub async fn sweep_provider(
     db: &Db,
     provider: &PaymentProvider,
@@ -430,42 +442,83 @@ pub async fn sweep_provider(
     before_secs: i64,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let ledger = provider
-        .ledger()
-        .await
-        .map_err(|e| StoreError::unavailable(Service::Provider, e))?;
-    // Every payment id orderflow has a trace of, read once.
-    let known: BTreeSet<String> = sqlx::query_scalar(
-        "SELECT payment_id FROM payments UNION SELECT payment_id FROM payment_decisions
-         UNION SELECT payment_id FROM webhook_inbox",
-    )
-    .fetch_all(db)
-    .await?
-    .into_iter()
-    .collect();
-    let mut handed = 0;
-    for p in ledger
-        .payments
-        .iter()
-        .filter(|p| p.created < before_secs && !known.contains(&p.id))
-    {
-        let event = InboxEvent {
-            event_id: format!("sweep-{}", p.id),
-            event_type: crate::provider::PAYMENT_SUCCEEDED.into(),
-            order_id: p.order_id.clone(),
-            payment_id: p.id.clone(),
-            amount: p.amount,
-            currency: p.currency.clone(),
-            received_at: now_ms,
-            session_id: p.session_id.clone(),
-        };
-        if crate::payments::receive(db, &event).await? != crate::payments::Inbox::New {
-            continue;
+    let through: Option<i64> =
+        sqlx::query_scalar("SELECT through FROM sweep_watermarks WHERE name = $1")
+            .bind(SWEEP_WATERMARK)
+            .fetch_optional(db)
+            .await?;
+    let since = through.map_or(0, |t| (t - SWEEP_OVERLAP_SECS).max(0));
+    let mut after: Option<String> = None;
+    let (mut read, mut handed) = (0usize, 0u64);
+    loop {
+        let page = provider
+            .payments_created_since(since, after.as_deref())
+            .await
+            .map_err(|e| StoreError::unavailable(Service::Provider, e))?;
+        read += page.data.len();
+        for p in page.data.iter().filter(|p| p.created < before_secs) {
+            if !known(db, &p.id).await? && hand_on_lost(db, to, p, now_ms).await? {
+                handed += 1;
+            }
         }
-        let outcome = hand_on(db, to, &event).await?;
-        tracing::warn!(payment_id = %p.id, order_id = %p.order_id, %outcome, "a payment the provider captured but never reported: handed on");
-        crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
-        handed += 1;
+        match page.data.last() {
+            Some(last) if page.has_more => after = Some(last.id.clone()),
+            _ => break,
+        }
     }
+    sqlx::query(
+        "INSERT INTO sweep_watermarks (name, through, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET through = excluded.through, updated_at = excluded.updated_at
+         WHERE sweep_watermarks.through < excluded.through",
+    )
+    .bind(SWEEP_WATERMARK)
+    .bind(before_secs)
+    .bind(now_ms)
+    .execute(db)
+    .await?;
+    tracing::debug!(since, read, handed, "provider swept");
     Ok(handed)
+}
+
+/// Whether orderflow has any trace of `payment_id`: a payment row, a decision or an inbox event.
+async fn known(db: &Db, payment_id: &str) -> Result<bool, StoreError> {
+    let found: Option<String> = sqlx::query_scalar(
+        "SELECT payment_id FROM payments WHERE payment_id = $1
+         UNION ALL SELECT payment_id FROM payment_decisions WHERE payment_id = $2
+         UNION ALL SELECT payment_id FROM webhook_inbox WHERE payment_id = $3
+         LIMIT 1",
+    )
+    .bind(payment_id)
+    .bind(payment_id)
+    .bind(payment_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// A captured payment nobody reported, into the inbox and on like a webhook. `false` when its
+/// sweep event was already there (another run got to it first).
+async fn hand_on_lost(
+    db: &Db,
+    to: &HandOff,
+    p: &crate::provider::PaymentObject,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let event = InboxEvent {
+        event_id: format!("sweep-{}", p.id),
+        event_type: crate::provider::PAYMENT_SUCCEEDED.into(),
+        order_id: p.order_id.clone(),
+        payment_id: p.id.clone(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        received_at: now_ms,
+        session_id: p.session_id.clone(),
+    };
+    if crate::payments::receive(db, &event).await? != crate::payments::Inbox::New {
+        return Ok(false);
+    }
+    let outcome = hand_on(db, to, &event).await?;
+    tracing::warn!(payment_id = %p.id, order_id = %p.order_id, %outcome, "a payment the provider captured but never reported: handed on");
+    crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
+    Ok(true)
 }

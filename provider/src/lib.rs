@@ -233,6 +233,21 @@ impl PaymentProvider {
         self.list(&path, |p: &PaymentObject| &p.id).await
     }
 
+    /// One page of the payments captured at or after `created_gte` (Unix seconds), after the
+    /// payment `starting_after`: what reconciliation's sweep reads, a page at a time, so that
+    /// its cost is the window it sweeps, never the whole history.
+    pub async fn payments_created_since(
+        &self,
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<Page<PaymentObject>, ProviderError> {
+        let mut query = format!("/v1/payments?created[gte]={created_gte}&limit={PAGE_SIZE}");
+        if let Some(after) = starting_after {
+            query.push_str(&format!("&starting_after={after}"));
+        }
+        self.get(&query).await
+    }
+
     /// Lists every payment and every refund, page by page.
     pub async fn ledger(&self) -> Result<ProviderLedger, ProviderError> {
         Ok(ProviderLedger {

@@ -12,8 +12,9 @@
 //!   operation, a timeout *after* the operation was performed, a duplicated webhook, a second
 //!   event for the same payment, a late webhook.
 //! - `GET /v1/payments`, `GET /v1/payments/{id}` and `GET /v1/refunds` (authorized, paged with
-//!   `limit` and `starting_after`; payments also by `order_id`): what a provider's dashboard and reconciliation API show, and
-//!   what `orderflow audit` reads.
+//!   `limit` and `starting_after`; payments also by `order_id` and `created[gte]`): what a
+//!   provider's dashboard and reconciliation API show, what `orderflow audit` reads and what
+//!   reconciliation's sweep pages through. A page costs the page, never the whole ledger.
 //! - `GET /_sandbox/state`: every session, payment, refund and webhook delivery, for tests.
 //!
 //! It keeps everything in memory and must never be used to move real money.
@@ -31,6 +32,7 @@ use orderflow_provider::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -631,16 +633,44 @@ fn unix_now() -> i64 {
 }
 
 /// `?limit=1..100&starting_after=<id>`, as providers page their listings; payments can be
-/// filtered by `order_id`.
+/// filtered by `order_id` and by `created[gte]` (Unix seconds), as Stripe's are.
 #[derive(Debug, Deserialize)]
 struct PageQuery {
     limit: Option<usize>,
     starting_after: Option<String>,
     order_id: Option<String>,
+    #[serde(rename = "created[gte]")]
+    created_gte: Option<i64>,
 }
 
-/// One page of `items` (in their stable order) after `starting_after`.
-fn page<T: Serialize>(items: Vec<(String, T)>, q: &PageQuery) -> Response {
+/// One page: the first `limit` of `rest` (the items after the cursor, filtered), and whether
+/// more follow. It never builds more than the page, so a listing of a large ledger costs
+/// O(page), not O(ledger), per request.
+fn page<T: Serialize>(rest: impl Iterator<Item = T>, limit: usize) -> Response {
+    let mut data: Vec<T> = rest.take(limit + 1).collect();
+    let has_more = data.len() > limit;
+    data.truncate(limit);
+    Json(Page { data, has_more }).into_response()
+}
+
+fn unknown_cursor() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "starting_after names no object of this list",
+    )
+}
+
+/// An authorized listing with a valid `limit`: the page `items` picks from the ledger.
+fn listing(
+    sb: &Sandbox,
+    headers: &HeaderMap,
+    q: &PageQuery,
+    items: impl FnOnce(&Ledger, usize) -> Response,
+) -> Response {
+    if let Err(r) = sb.authorize(headers) {
+        return r;
+    }
     let limit = q.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return error(
@@ -649,52 +679,29 @@ fn page<T: Serialize>(items: Vec<(String, T)>, q: &PageQuery) -> Response {
             "limit must be between 1 and 100",
         );
     }
-    let start = match &q.starting_after {
-        None => 0,
-        Some(after) => match items.iter().position(|(id, _)| id == after) {
-            Some(i) => i + 1,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "starting_after names no object of this list",
-                );
-            }
-        },
-    };
-    let rest: Vec<T> = items.into_iter().skip(start).map(|(_, v)| v).collect();
-    let has_more = rest.len() > limit;
-    let data: Vec<T> = rest.into_iter().take(limit).collect();
-    Json(Page { data, has_more }).into_response()
+    items(&sb.lock(), limit)
 }
 
-/// An authorized listing: one page of what `items` picks from the ledger.
-fn listing<T: Serialize>(
-    sb: &Sandbox,
-    headers: &HeaderMap,
-    q: &PageQuery,
-    items: impl FnOnce(&Ledger) -> Vec<(String, T)>,
-) -> Response {
-    if let Err(r) = sb.authorize(headers) {
-        return r;
-    }
-    let items = items(&sb.lock());
-    page(items, q)
-}
-
+/// Payments in id order, from just after `starting_after` (a range of the map, not a scan).
 async fn list_payments(
     State(sb): State<Sandbox>,
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let order = q.order_id.clone();
-    listing(&sb, &headers, &q, |ledger| {
-        ledger
+    listing(&sb, &headers, &q, |ledger, limit| {
+        let from = match &q.starting_after {
+            None => Bound::Unbounded,
+            Some(after) if ledger.payments.contains_key(after) => Bound::Excluded(after.clone()),
+            Some(_) => return unknown_cursor(),
+        };
+        let rest = ledger
             .payments
-            .values()
-            .filter(|p| order.as_ref().is_none_or(|o| *o == p.order_id))
-            .map(|p| (p.payment_id.clone(), payment_object(p)))
-            .collect()
+            .range::<String, _>((from, Bound::Unbounded))
+            .map(|(_, p)| p)
+            .filter(|p| q.order_id.as_ref().is_none_or(|o| *o == p.order_id))
+            .filter(|p| q.created_gte.is_none_or(|t| p.created >= t))
+            .map(payment_object);
+        page(rest, limit)
     })
 }
 
@@ -721,20 +728,21 @@ async fn list_refunds(
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    listing(&sb, &headers, &q, |ledger| {
-        ledger
-            .refunds
-            .iter()
-            .map(|r| {
-                let object = RefundObject {
-                    id: r.id.clone(),
-                    payment_id: r.payment_id.clone(),
-                    amount: r.amount,
-                    status: "succeeded".into(),
-                };
-                (r.id.clone(), object)
-            })
-            .collect()
+    listing(&sb, &headers, &q, |ledger, limit| {
+        let from = match &q.starting_after {
+            None => 0,
+            Some(after) => match ledger.refunds.iter().position(|r| r.id == *after) {
+                Some(i) => i + 1,
+                None => return unknown_cursor(),
+            },
+        };
+        let rest = ledger.refunds[from..].iter().map(|r| RefundObject {
+            id: r.id.clone(),
+            payment_id: r.payment_id.clone(),
+            amount: r.amount,
+            status: "succeeded".into(),
+        });
+        page(rest, limit)
     })
 }
 

@@ -33,6 +33,22 @@ pub fn settle_options() -> ActivityOptions {
         .build()
 }
 
+/// Reconciliation's inbox re-drive and provider sweep: like settlement it retries until it
+/// succeeds, but one run may page through a long window of the provider's payments (the first
+/// sweep reads the whole history). So it is bounded by its heartbeat (a worker that dies is
+/// noticed in seconds) and a generous start-to-close, not by settlement's 30 s.
+pub fn sweep_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30 * 60))
+        .heartbeat_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(500))
+                .maximum_interval(Duration::from_secs(60))
+                .build(),
+        )
+        .build()
+}
+
 /// Calls to the payment provider: unlimited retries with backoff (a provider outage delays a
 /// refund, it never drops it), and a heartbeat so that a worker that dies mid-call is noticed
 /// in seconds, not at the end of the start-to-close timeout.

@@ -21,7 +21,7 @@ use crate::model::{
     Move, OrderRef, PurgeInbox, ReconcileEntry, ReconcileInput, ReconcileReport, RedriveInbox,
 };
 use crate::order::settle;
-use crate::policy::{now_ms, settle_options};
+use crate::policy::{now_ms, settle_options, sweep_options};
 
 /// Inbox events unprocessed this long are re-driven, unless configured.
 pub const DEFAULT_REDRIVE_AFTER_SECS: u64 = 60;
@@ -99,7 +99,7 @@ impl ReconcileWorkflow {
                 RedriveInbox {
                     before_ms: now.saturating_sub(crate::decide::secs_to_ms(after)),
                 },
-                settle_options(),
+                sweep_options(),
             )
             .await?;
         let now = now_ms(ctx)?;
