@@ -4,32 +4,44 @@
 //! history the workflows record: changing a timeout here is a workflow change.
 
 use std::time::{Duration, UNIX_EPOCH};
-use temporalio_common::RetryPolicy;
-use temporalio_sdk::{ActivityOptions, ApplicationFailure, WorkflowContext};
+use temporalio_common::data_converters::TemporalDeserializable;
+use temporalio_common::{ActivityDefinition, RetryPolicy};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, LocalActivityOptions,
+    WorkflowContext,
+};
+
+/// A reservation's attempt, and its retries: few and quick, the HTTP caller is waiting.
+const RESERVE_ATTEMPT: Duration = Duration::from_secs(10);
+fn reserve_retries() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(200))
+        .maximum_interval(Duration::from_secs(2))
+        .maximum_attempts(5)
+        .build()
+}
+
+/// A settlement's attempt, and its retries: until it succeeds, backing off to a minute.
+const SETTLE_ATTEMPT: Duration = Duration::from_secs(30);
+fn settle_retries() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(500))
+        .maximum_interval(Duration::from_secs(60))
+        .build()
+}
 
 /// Reservations fail fast: the HTTP caller is waiting for the outcome.
 pub fn reserve_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .maximum_interval(Duration::from_secs(2))
-                .maximum_attempts(5)
-                .build(),
-        )
+    ActivityOptions::with_start_to_close_timeout(RESERVE_ATTEMPT)
+        .retry_policy(reserve_retries())
         .build()
 }
 
 /// Settlement retries until it succeeds: a release or a refund record must never be given up
 /// on. Only a non-retryable business error stops it, and that fails the workflow visibly.
 pub fn settle_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .maximum_interval(Duration::from_secs(60))
-                .build(),
-        )
+    ActivityOptions::with_start_to_close_timeout(SETTLE_ATTEMPT)
+        .retry_policy(settle_retries())
         .build()
 }
 
@@ -40,12 +52,7 @@ pub fn settle_options() -> ActivityOptions {
 pub fn sweep_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30 * 60))
         .heartbeat_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(500))
-                .maximum_interval(Duration::from_secs(60))
-                .build(),
-        )
+        .retry_policy(settle_retries())
         .build()
 }
 
@@ -85,4 +92,71 @@ pub fn now_ms<W>(ctx: &WorkflowContext<W>) -> Result<i64, ApplicationFailure> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .ok_or_else(|| ApplicationFailure::new("workflow time is not available"))
+}
+
+/// The patch under which the short database steps run as local activities (issue 12): in the
+/// worker that runs the workflow task, recorded as one marker each, with no activity task for
+/// the server to dispatch. Histories recorded before it replay their remote activities.
+pub const LOCAL_DB_STEPS: &str = "local-db-steps";
+
+/// The retries of a short database step: [`db_step`] runs it with the same policy, locally or
+/// remotely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbStep {
+    /// A reservation, while the HTTP caller waits: [`reserve_options`].
+    Reserve,
+    /// A step that must happen eventually (an outcome, a release, a record):
+    /// [`settle_options`].
+    Settle,
+}
+
+impl DbStep {
+    fn remote(self) -> ActivityOptions {
+        match self {
+            DbStep::Reserve => reserve_options(),
+            DbStep::Settle => settle_options(),
+        }
+    }
+
+    /// The same timeouts and retries as [`DbStep::remote`]. A local activity's
+    /// schedule-to-close defaults to 100 s in the SDK, which would give up on a settlement
+    /// during a database outage: a settlement's is ten years, so it retries until it succeeds
+    /// (backoffs over a minute wait on a durable timer, not in the worker).
+    fn local(self) -> LocalActivityOptions {
+        let (start_to_close, schedule_to_close, retry_policy) = match self {
+            DbStep::Reserve => (RESERVE_ATTEMPT, Duration::from_secs(60), reserve_retries()),
+            DbStep::Settle => (
+                SETTLE_ATTEMPT,
+                Duration::from_secs(10 * 365 * 24 * 3600),
+                settle_retries(),
+            ),
+        };
+        LocalActivityOptions::builder()
+            .start_to_close_timeout(start_to_close)
+            .schedule_to_close_timeout(schedule_to_close)
+            .retry_policy(retry_policy)
+            .timer_backoff_threshold(Duration::from_secs(10))
+            .build()
+    }
+}
+
+/// Runs a short database step (idempotent on its business key, one transaction): as a local
+/// activity in runs that have the [`LOCAL_DB_STEPS`] patch, as a remote one in runs recorded
+/// before it. The patch is decided once per run, at its first step.
+pub async fn db_step<W, AD>(
+    ctx: &WorkflowContext<W>,
+    activity: AD,
+    input: impl Into<AD::Input>,
+    step: DbStep,
+) -> Result<AD::Output, ActivityExecutionError>
+where
+    AD: ActivityDefinition,
+    AD::Output: TemporalDeserializable,
+{
+    if ctx.patched(LOCAL_DB_STEPS) {
+        ctx.execute_local_activity(activity, input, step.local())
+            .await
+    } else {
+        ctx.execute_activity(activity, input, step.remote()).await
+    }
 }

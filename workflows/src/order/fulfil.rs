@@ -8,7 +8,7 @@
 use super::{HandlerError, OrderWorkflow, Phase, at_rest, publish, refunds};
 use crate::contract::OrderActivities;
 use crate::model::*;
-use crate::policy::{now_ms, settle_options};
+use crate::policy::{DbStep, db_step, now_ms, settle_options};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// Fulfils a paid order, unless a cancel is already waiting: a digital order is `fulfilled` at
@@ -80,13 +80,13 @@ pub(super) async fn ship(
     }
     let at_ms = now_ms(ctx)?;
     let order_id = ctx.state(|s| s.input.order_id.clone());
-    let shipped = ctx
-        .execute_activity(
-            OrderActivities::mark_shipped,
-            OrderAt { order_id, at_ms },
-            settle_options(),
-        )
-        .await;
+    let shipped = db_step(
+        ctx,
+        OrderActivities::mark_shipped,
+        OrderAt { order_id, at_ms },
+        DbStep::Settle,
+    )
+    .await;
     if let Err(e) = shipped {
         ctx.state_mut(|s| s.phase = Phase::AwaitingShipment { shipping: false });
         return Err(e.into());
@@ -118,10 +118,11 @@ pub(super) async fn compensate(
     )
     .await?;
     let outcome = CancelOrder::new(order_id, reason, at_ms, held);
-    ctx.execute_activity(
+    db_step(
+        ctx,
         OrderActivities::cancel_paid_order,
         outcome,
-        settle_options(),
+        DbStep::Settle,
     )
     .await?;
     ctx.state_mut(|s| s.status = OrderStatus::Cancelled);

@@ -34,11 +34,10 @@ mod wait;
 use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
 use crate::model::*;
-use crate::policy::{now_ms, settle_options};
+use crate::policy::{DbStep, db_step, now_ms, settle_options};
 use crate::refusal::{RefusalCode, Refused};
 use crate::search;
 use std::collections::BTreeSet;
-use temporalio_common::error::IncomingError;
 use temporalio_common::search_attributes::Timestamp;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
@@ -537,6 +536,7 @@ async fn paid(
 /// captures completed and is fulfilled. Every step is the same idempotent activity.
 async fn resume(ctx: &WorkflowContext<OrderWorkflow>) -> WorkflowResult<OrderStatus> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
+    // Remote: it may ask the provider for the order's payments, heartbeating.
     let loaded = ctx
         .execute_activity(
             OrderActivities::load_order,
@@ -591,23 +591,29 @@ struct Problem {
 impl Problem {
     /// Reads the code from the failure's type (set by the activities from their `StoreError`),
     /// never from its text. A failure of the workflow's own making is `settlement_failed`.
+    ///
+    /// A remote activity's failure carries the application failure as its cause; a local
+    /// activity's may be the application failure itself. So the failure chain is walked, top
+    /// first, to the first application failure with a type.
     fn of(failure: &OutgoingWorkflowError) -> Problem {
-        let application = match failure {
-            OutgoingWorkflowError::ActivityExecution(e) => match e.cause() {
-                Some(IncomingError::Application(app)) => Some(app),
-                _ => None,
-            },
+        let mut next = match failure {
+            OutgoingWorkflowError::ActivityExecution(e) => e.failure(),
             _ => None,
         };
-        match application {
-            Some(app) => Problem {
-                code: app.type_name().unwrap_or("activity_failed").to_owned(),
-                message: app.source_error().to_string(),
-            },
-            None => Problem {
-                code: "settlement_failed".to_owned(),
-                message: failure.to_string(),
-            },
+        while let Some(f) = next {
+            if let Some(info) = f.maybe_application_failure()
+                && !info.r#type.is_empty()
+            {
+                return Problem {
+                    code: info.r#type.clone(),
+                    message: f.message.clone(),
+                };
+            }
+            next = f.cause.as_deref();
+        }
+        Problem {
+            code: "settlement_failed".to_owned(),
+            message: failure.to_string(),
         }
     }
 }
@@ -630,8 +636,13 @@ async fn wait_for_ops(
         message: problem.message,
         at_ms: now_ms(ctx)?,
     };
-    ctx.execute_activity(OrderActivities::raise_attention, raised, settle_options())
-        .await?;
+    db_step(
+        ctx,
+        OrderActivities::raise_attention,
+        raised,
+        DbStep::Settle,
+    )
+    .await?;
     publish_step(ctx, "needs_attention", None);
     ctx.wait_condition(move |s: &OrderWorkflow| s.retries_requested > seen)
         .await?;
@@ -639,10 +650,11 @@ async fn wait_for_ops(
         order_id,
         at_ms: now_ms(ctx)?,
     };
-    ctx.execute_activity(
+    db_step(
+        ctx,
         OrderActivities::resolve_attention,
         resolved,
-        settle_options(),
+        DbStep::Settle,
     )
     .await?;
     Ok(())

@@ -8,7 +8,7 @@ use super::{OrderWorkflow, at_rest};
 use crate::contract::OrderActivities;
 use crate::decide;
 use crate::model::*;
-use crate::policy::{now_ms, reserve_options, settle_options};
+use crate::policy::{DbStep, db_step, now_ms};
 use temporalio_sdk::{ActivityExecutionError, WorkflowContext, WorkflowResult};
 
 /// A reservation activity that could not run (retries exhausted) is a refusal too: the order is
@@ -38,10 +38,8 @@ pub(super) async fn reserve_all(
         user_id: input.user_id.clone(),
         max_open_orders: input.max_open_orders,
     };
-    let total = reservation(
-        ctx.execute_activity(OrderActivities::reserve_stock, stock, reserve_options())
-            .await,
-    )?;
+    let total =
+        reservation(db_step(ctx, OrderActivities::reserve_stock, stock, DbStep::Reserve).await)?;
 
     let mut coupon = 0;
     if let Some(coupon_id) = &input.coupon_id {
@@ -52,10 +50,8 @@ pub(super) async fn reserve_all(
             coupon_id: coupon_id.clone(),
             max_discount: decide::coupon_cap(total),
         };
-        coupon = reservation(
-            ctx.execute_activity(OrderActivities::reserve_coupon, req, reserve_options())
-                .await,
-        )?;
+        coupon =
+            reservation(db_step(ctx, OrderActivities::reserve_coupon, req, DbStep::Reserve).await)?;
     }
     let wallet = decide::wallet_share(
         input.payment_method,
@@ -74,10 +70,11 @@ pub(super) async fn reserve_all(
     if amounts.points > 0 {
         held.push(Resource::Points);
         reservation(
-            ctx.execute_activity(
+            db_step(
+                ctx,
                 OrderActivities::reserve_points,
                 funds(amounts.points),
-                reserve_options(),
+                DbStep::Reserve,
             )
             .await,
         )?;
@@ -85,10 +82,11 @@ pub(super) async fn reserve_all(
     if amounts.wallet > 0 {
         held.push(Resource::Wallet);
         reservation(
-            ctx.execute_activity(
+            db_step(
+                ctx,
                 OrderActivities::reserve_wallet,
                 funds(amounts.wallet),
-                reserve_options(),
+                DbStep::Reserve,
             )
             .await,
         )?;
@@ -113,8 +111,7 @@ pub(super) async fn record_order(
         rejection,
         at_ms: now_ms(ctx)?,
     };
-    ctx.execute_activity(OrderActivities::record_order, input, settle_options())
-        .await?;
+    db_step(ctx, OrderActivities::record_order, input, DbStep::Settle).await?;
     Ok(())
 }
 
@@ -154,7 +151,6 @@ pub(crate) async fn settle<W>(
         held: held.to_vec(),
         how,
     };
-    ctx.execute_activity(OrderActivities::settle_holds, input, settle_options())
-        .await?;
+    db_step(ctx, OrderActivities::settle_holds, input, DbStep::Settle).await?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::{HandlerError, OrderWorkflow, Phase, at_rest, publish, publish_step};
 use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
 use crate::model::*;
-use crate::policy::{checkout_options, now_ms, settle_options};
+use crate::policy::{DbStep, checkout_options, db_step, now_ms};
 use crate::refusal::{RefusalCode, Refused};
 use std::time::Duration;
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
@@ -60,8 +60,7 @@ pub(super) async fn pay(
         },
         held: held.to_vec(),
     };
-    ctx.execute_activity(OrderActivities::pay_order, outcome, settle_options())
-        .await?;
+    db_step(ctx, OrderActivities::pay_order, outcome, DbStep::Settle).await?;
     ctx.state_mut(|s| {
         s.status = OrderStatus::Paid;
         s.phase = Phase::Settling;
@@ -81,8 +80,7 @@ pub(super) async fn cancel(
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let at_ms = now_ms(ctx)?;
     let outcome = CancelOrder::new(order_id, reason, at_ms, held);
-    ctx.execute_activity(OrderActivities::cancel_order, outcome, settle_options())
-        .await?;
+    db_step(ctx, OrderActivities::cancel_order, outcome, DbStep::Settle).await?;
     at_rest(ctx, OrderStatus::Cancelled, at_ms, false);
     Ok(())
 }
@@ -180,16 +178,16 @@ pub(super) async fn open_checkout(
         started_ms: now,
         expires_at_ms: expires_at,
     };
-    let recorded = ctx
-        .execute_activity(
-            OrderActivities::record_checkout,
-            RecordCheckout {
-                order_id,
-                session: session.clone(),
-            },
-            settle_options(),
-        )
-        .await;
+    let recorded = db_step(
+        ctx,
+        OrderActivities::record_checkout,
+        RecordCheckout {
+            order_id,
+            session: session.clone(),
+        },
+        DbStep::Settle,
+    )
+    .await;
     done_opening(Some(&session));
     recorded?;
     if ctx.state(|s| s.waiting().is_some()) {
