@@ -114,16 +114,27 @@ async fn rare_branch(
             if r.status == 200 {
                 let event = app.captured(&order_id, PRICE);
                 deliver_timed(app, &event, seen).await;
-                let refunded = app
-                    .eventually(120, "the late payment's refund", || async {
-                        app.sandbox
-                            .refunds()
-                            .iter()
-                            .any(|r| r.payment_id == event.payment_id)
-                            .then_some(())
-                    })
-                    .await;
-                let () = refunded;
+                let refunded = tokio::time::timeout(Duration::from_secs(120), async {
+                    while !app
+                        .sandbox
+                        .refunds()
+                        .iter()
+                        .any(|r| r.payment_id == event.payment_id)
+                    {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                })
+                .await;
+                if refunded.is_err() {
+                    // What the next person needs to find it: the ids, and where the refund stood.
+                    let order = app.order(&order_id).await;
+                    panic!(
+                        "the late payment {} of {order_id} was not refunded at the provider within 120 s \
+                         (refund requests the sandbox received: {}); the order now: {order}",
+                        event.payment_id,
+                        app.sandbox.requests(orderflow_sandbox::Op::Refund),
+                    );
+                }
                 count(tally, None, Some(LATE_REFUND));
             }
         }
