@@ -49,6 +49,7 @@ configuration (environment variables, with defaults):
   ORDER_RECONCILE_STALE_AFTER  300 (seconds past its deadline before a pending order is examined)
   WEBHOOK_INBOX_RETENTION   2592000 (seconds processed webhook events are kept: 30 days)
   ORDERFLOW_SHUTDOWN_GRACE  30 (seconds to finish requests and activities after SIGTERM)
+  ORDERFLOW_METRICS_CACHE   10 (seconds /metrics reuses its database counts; 0: every scrape)
   PAYMENT_UNKNOWN_ORDER_HOLD  3600 (seconds a payment for an unknown order waits before its refund)
   WEBHOOK_INBOX_REDRIVE_AFTER 60 (seconds before reconciliation hands on an unprocessed event)
   RUST_LOG                  info

@@ -212,7 +212,9 @@ pub async fn serve_api(
         db,
         engine: Arc::new(engine),
         config: api_config,
-        metrics: Arc::new(orderflow_api::metrics::Metrics::new()),
+        metrics: Arc::new(orderflow_api::metrics::Metrics::new(
+            std::time::Duration::from_secs(config.metrics_cache_secs),
+        )),
         provider: PaymentProvider::new(&config.provider).map_err(|e| anyhow!("{e}"))?,
     };
     axum::serve(listener, orderflow_api::app(state))

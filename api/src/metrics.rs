@@ -2,11 +2,13 @@
 //!
 //! - Measured in this process: HTTP requests and their latency per route (a middleware on the
 //!   matched route, so ids do not explode the label space), and webhook requests by outcome.
-//! - Counted from the database at scrape time, so that they are right across API and worker
-//!   processes and restarts: orders created, paid, cancelled by reason, rejected by code;
-//!   refunds by outcome; orders needing attention by code; reconciliation's actions; payments
-//!   their order could not take, by reason and decision. (One grouped query per table per
-//!   scrape.)
+//! - Counted from the database, so that they are right across API and worker processes and
+//!   restarts: orders created, paid, cancelled by reason, rejected by code; refunds by outcome;
+//!   orders needing attention by code; reconciliation's actions; payments their order could not
+//!   take, by reason and decision. One grouped query per table, at most once per cache period
+//!   (`ORDERFLOW_METRICS_CACHE`, 10 s by default): scrapes within it share one result, and
+//!   concurrent scrapes wait for one computation, so that scraping never costs a full-table
+//!   `GROUP BY` each time. These figures may be up to one period old.
 //! - The Temporal worker's own metrics are on the worker's port (`ORDERFLOW_WORKER_METRICS_ADDR`),
 //!   through the SDK's Prometheus exporter.
 //!
@@ -22,7 +24,8 @@ use prometheus::{
 };
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 /// The API's own metrics.
 pub struct Metrics {
@@ -30,16 +33,21 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     webhooks: IntCounterVec,
+    /// The database-derived part and when it was computed; `cache` long it is reused.
+    counted: Mutex<Option<(Instant, String)>>,
+    cache: Duration,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(Duration::ZERO)
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The API's metrics; the database-derived ones are recomputed at most once per `cache`
+    /// (zero: on every scrape).
+    pub fn new(cache: Duration) -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -80,6 +88,8 @@ impl Metrics {
             requests,
             latency,
             webhooks,
+            counted: Mutex::new(None),
+            cache,
         }
     }
 
@@ -98,7 +108,15 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding");
         let mut text = String::from_utf8(out).expect("utf-8 exposition");
-        text.push_str(&order_metrics(db).await?);
+        let mut counted = self.counted.lock().await;
+        match counted.as_ref() {
+            Some((at, cached)) if at.elapsed() < self.cache => text.push_str(cached),
+            _ => {
+                let fresh = order_metrics(db).await?;
+                text.push_str(&fresh);
+                *counted = Some((Instant::now(), fresh));
+            }
+        }
         Ok(text)
     }
 }

@@ -73,7 +73,9 @@ pub async fn fast_app() -> FastApp {
         db: db.clone(),
         engine: engine.clone(),
         config: Arc::new(config),
-        metrics: Arc::new(orderflow_api::metrics::Metrics::new()),
+        metrics: Arc::new(orderflow_api::metrics::Metrics::new(
+            std::time::Duration::ZERO,
+        )),
         provider,
     };
     FastApp {

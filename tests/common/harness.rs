@@ -163,6 +163,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         reconcile_stale_after_secs: 300,
         inbox_retention_secs: 30 * 86_400,
         shutdown_grace_secs: 30,
+        metrics_cache_secs: 0,
         unknown_order_hold_secs: UNKNOWN_ORDER_HOLD_SECS,
         inbox_redrive_after_secs: 1,
     };
@@ -436,6 +437,7 @@ impl TestApp {
             )
             .env("RUST_LOG", "warn")
             .env("ORDERFLOW_WORKER_METRICS_ADDR", "off")
+            .env("ORDERFLOW_METRICS_CACHE", "0")
             .env(
                 "PAYMENT_UNKNOWN_ORDER_HOLD",
                 UNKNOWN_ORDER_HOLD_SECS.to_string(),
