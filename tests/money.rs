@@ -615,9 +615,9 @@ async fn the_provider_lists_payments_by_creation_time_a_page_at_a_time() {
         for p in &page.data {
             assert!(seen.insert(p.id.clone()), "{} listed twice", p.id);
         }
-        match page.data.last() {
-            Some(last) if page.has_more => after = Some(last.id.clone()),
-            _ => break,
+        after = page.next_cursor(|p| &p.id);
+        if after.is_none() {
+            break;
         }
     }
     assert_eq!((pages, &seen), (3, &ids));

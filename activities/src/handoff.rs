@@ -461,9 +461,9 @@ pub async fn sweep_provider(
                 handed += 1;
             }
         }
-        match page.data.last() {
-            Some(last) if page.has_more => after = Some(last.id.clone()),
-            _ => break,
+        after = page.next_cursor(|p| &p.id);
+        if after.is_none() {
+            break;
         }
     }
     sqlx::query(

@@ -83,6 +83,17 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+impl<T> Page<T> {
+    /// The `starting_after` of the next page (the id of this page's last item, by `id`), or
+    /// `None` when this page is the last.
+    pub fn next_cursor(&self, id: impl Fn(&T) -> &String) -> Option<String> {
+        match self.data.last() {
+            Some(last) if self.has_more => Some(id(last).clone()),
+            _ => None,
+        }
+    }
+}
+
 /// Everything the provider holds for this account: every payment and every refund.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProviderLedger {
@@ -241,11 +252,8 @@ impl PaymentProvider {
         created_gte: i64,
         starting_after: Option<&str>,
     ) -> Result<Page<PaymentObject>, ProviderError> {
-        let mut query = format!("/v1/payments?created[gte]={created_gte}&limit={PAGE_SIZE}");
-        if let Some(after) = starting_after {
-            query.push_str(&format!("&starting_after={after}"));
-        }
-        self.get(&query).await
+        let path = format!("/v1/payments?created[gte]={created_gte}&");
+        self.page(&path, starting_after).await
     }
 
     /// Lists every payment and every refund, page by page.
@@ -262,19 +270,29 @@ impl PaymentProvider {
         id: impl Fn(&T) -> &String,
     ) -> Result<Vec<T>, ProviderError> {
         let mut all: Vec<T> = Vec::new();
+        let mut after: Option<String> = None;
         loop {
-            let sep = if path.ends_with('&') { "" } else { "?" };
-            let mut query = format!("{path}{sep}limit={PAGE_SIZE}");
-            if let Some(last) = all.last() {
-                query.push_str(&format!("&starting_after={}", id(last)));
-            }
-            let page: Page<T> = self.get(&query).await?;
-            let more = page.has_more && !page.data.is_empty();
+            let page: Page<T> = self.page(path, after.as_deref()).await?;
+            after = page.next_cursor(&id);
             all.extend(page.data);
-            if !more {
+            if after.is_none() {
                 return Ok(all);
             }
         }
+    }
+
+    /// One page of `path` (which may end in `&` after its own filters) after `starting_after`.
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        starting_after: Option<&str>,
+    ) -> Result<Page<T>, ProviderError> {
+        let sep = if path.ends_with('&') { "" } else { "?" };
+        let mut query = format!("{path}{sep}limit={PAGE_SIZE}");
+        if let Some(after) = starting_after {
+            query.push_str(&format!("&starting_after={after}"));
+        }
+        self.get(&query).await
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ProviderError> {

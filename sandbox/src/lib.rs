@@ -14,7 +14,8 @@
 //! - `GET /v1/payments`, `GET /v1/payments/{id}` and `GET /v1/refunds` (authorized, paged with
 //!   `limit` and `starting_after`; payments also by `order_id` and `created[gte]`): what a
 //!   provider's dashboard and reconciliation API show, what `orderflow audit` reads and what
-//!   reconciliation's sweep pages through. A page costs the page, never the whole ledger.
+//!   reconciliation's sweep pages through. A page never copies more than itself; payments
+//!   find their cursor in the map, refunds by a scan.
 //! - `GET /_sandbox/state`: every session, payment, refund and webhook delivery, for tests.
 //!
 //! It keeps everything in memory and must never be used to move real money.
@@ -644,8 +645,7 @@ struct PageQuery {
 }
 
 /// One page: the first `limit` of `rest` (the items after the cursor, filtered), and whether
-/// more follow. It never builds more than the page, so a listing of a large ledger costs
-/// O(page), not O(ledger), per request.
+/// more follow. It never builds more than the page.
 fn page<T: Serialize>(rest: impl Iterator<Item = T>, limit: usize) -> Response {
     let mut data: Vec<T> = rest.take(limit + 1).collect();
     let has_more = data.len() > limit;

@@ -121,7 +121,7 @@ impl DbStep {
     /// The same timeouts and retries as [`DbStep::remote`]. A local activity's
     /// schedule-to-close defaults to 100 s in the SDK, which would give up on a settlement
     /// during a database outage: a settlement's is ten years, so it retries until it succeeds
-    /// (backoffs over a minute wait on a durable timer, not in the worker).
+    /// (backoffs over 10 s wait on a durable timer, not in the worker).
     fn local(self) -> LocalActivityOptions {
         let (start_to_close, schedule_to_close, retry_policy) = match self {
             DbStep::Reserve => (RESERVE_ATTEMPT, Duration::from_secs(60), reserve_retries()),
