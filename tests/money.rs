@@ -627,6 +627,15 @@ async fn the_provider_lists_payments_by_creation_time_a_page_at_a_time() {
         .await
         .unwrap();
     assert!(none.data.is_empty() && !none.has_more, "{none:?}");
+    // Captured for orders nobody placed, never reported: the two-way audit sees every one.
+    let report = app.audit().await;
+    let unreported: std::collections::BTreeSet<String> = report
+        .discrepancies
+        .iter()
+        .filter(|d| d.problem == "no_webhook")
+        .map(|d| d.payment_id.clone())
+        .collect();
+    assert_eq!(unreported, ids, "{}", report.render());
 }
 
 /// Makes the database itself refuse to sell any more of `sku`, as a constraint added by mistake
