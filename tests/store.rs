@@ -5,7 +5,7 @@
 mod common;
 
 use orderflow_activities::funds::{POINTS, WALLET};
-use orderflow_activities::{audit, coupons, funds, orders, outcome, stock};
+use orderflow_activities::{audit, coupons, funds, orders, outcome, reservation, stock};
 use orderflow_store::{self as store, Db, StoreError};
 use orderflow_workflows::model::*;
 
@@ -328,6 +328,113 @@ async fn pending_order(db: &Db, order_id: &str) -> String {
     };
     orders::record(db, &record).await.unwrap();
     coupon
+}
+
+/// 2 books at 1000 with a 500 coupon, 50 points and `wallet` wallet funds, for alice.
+fn whole_order(order_id: &str, coupon_id: &str, wallet: i64) -> ReserveOrder {
+    ReserveOrder {
+        order_id: order_id.into(),
+        user_id: "alice".into(),
+        items: vec![OrderLine {
+            sku: "book".into(),
+            quantity: 2,
+        }],
+        coupon_id: Some(coupon_id.into()),
+        points: 50,
+        wallet_amount: wallet,
+        payment_method: PaymentMethod::Online,
+        max_open_orders: None,
+    }
+}
+
+#[tokio::test]
+async fn an_orders_reservations_commit_together_or_not_at_all_and_a_retry_answers_the_same() {
+    let db = fresh_db().await;
+    store::put_sku(&db, "book", &sku_spec(1000, 5))
+        .await
+        .unwrap();
+    store::credit(&db, WALLET, "alice", 100).await.unwrap();
+    store::credit(&db, POINTS, "alice", 100).await.unwrap();
+    let coupon = store::create_coupon(&db, "alice", "amount", 500)
+        .await
+        .unwrap()
+        .coupon_id;
+
+    // The wallet, reserved last, refuses: the stock, coupon and points it got first are not
+    // held, and the refusal names the wallet.
+    let refused = reservation::reserve_order(&db, &whole_order("ord_no", &coupon, 101))
+        .await
+        .unwrap();
+    match &refused {
+        OrderReservation::Refused(r) => assert_eq!(r.code, WALLET.short_code, "{r:?}"),
+        other => panic!("reserved {other:?}"),
+    }
+    let book = store::get_sku(&db, "book").await.unwrap();
+    assert_eq!((book.available, book.reserved), (5, 0));
+    let c = store::get_coupon(&db, &coupon).await.unwrap();
+    assert_eq!((c.balance, c.reserved), (500, 0));
+    assert_eq!(account(&db, POINTS).await.balance, 100);
+    assert_eq!(account(&db, WALLET).await.balance, 100);
+    assert!(hold_states(&db, "ord_no").await.is_empty());
+
+    // Reserved: every hold at once, priced as `decide::price` says. A retry (the first answer
+    // was lost after the commit) answers the same amounts and takes nothing more.
+    let order = whole_order("ord_yes", &coupon, 70);
+    let want = OrderReservation::Reserved(Amounts {
+        total: 2000,
+        coupon: 500,
+        points: 50,
+        wallet: 70,
+        payable: 1380,
+    });
+    for _ in 0..2 {
+        let reserved = reservation::reserve_order(&db, &order).await.unwrap();
+        assert_eq!(reserved, want);
+        assert_eq!(
+            reservation::held_by(&order, &reserved),
+            [
+                Resource::Stock,
+                Resource::Coupon,
+                Resource::Points,
+                Resource::Wallet
+            ]
+        );
+    }
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().reserved, 2);
+    assert_eq!(store::get_coupon(&db, &coupon).await.unwrap().reserved, 500);
+    assert_eq!(account(&db, POINTS).await.balance, 50);
+    assert_eq!(account(&db, WALLET).await.balance, 30);
+    assert_eq!(hold_states(&db, "ord_yes").await, ["reserved"; 4]);
+
+    // An order whose holds were tombstoned (its workflow gave up on a reservation that could
+    // not run) refuses a late attempt, and takes nothing.
+    for resource in [
+        Resource::Stock,
+        Resource::Coupon,
+        Resource::Points,
+        Resource::Wallet,
+    ] {
+        outcome::settle_one(&db, "ord_late", resource, Move::Release)
+            .await
+            .unwrap();
+    }
+    let late = reservation::reserve_order(&db, &whole_order("ord_late", &coupon, 10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&late, OrderReservation::Refused(r) if r.code == "order_closed"),
+        "{late:?}"
+    );
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().reserved, 2);
+    assert_eq!(account(&db, POINTS).await.balance, 50);
+
+    // Holds reserved together are released like any others.
+    release_all(&db, "ord_yes").await;
+    assert_eq!(store::get_sku(&db, "book").await.unwrap().available, 5);
+    assert_eq!(store::get_coupon(&db, &coupon).await.unwrap().balance, 500);
+    assert_eq!(account(&db, POINTS).await.balance, 100);
+    assert_eq!(account(&db, WALLET).await.balance, 100);
+    assert_eq!(audit::check(&db).await.unwrap(), Vec::<String>::new());
 }
 
 async fn hold_states(db: &Db, order_id: &str) -> Vec<String> {

@@ -83,15 +83,19 @@ fn committed<T>(
     resource: Option<&str>,
 ) -> Result<T, ActivityError> {
     if result.is_ok() && crate::faults::after_commit(point, order_id, resource) {
-        let lost = std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "fault point: the answer to the commit was lost",
-        );
-        return Err(into_activity_error(crate::StoreError::Db(sqlx::Error::Io(
-            lost,
-        ))));
+        return Err(commit_answer_lost());
     }
     result.map_err(into_activity_error)
+}
+
+/// What an activity answers when a `lost_ack` fault point fires: the transient error of a
+/// connection lost after the commit.
+fn commit_answer_lost() -> ActivityError {
+    let lost = std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "fault point: the answer to the commit was lost",
+    );
+    into_activity_error(crate::StoreError::Db(sqlx::Error::Io(lost)))
 }
 
 /// A provider failure the caller may retry (with the same idempotency key).
@@ -108,6 +112,7 @@ macro_rules! about_order {
     ($($t:ty => |$v:ident| $e:expr),* $(,)?) => { $(impl AboutOrder for $t { fn order_id(&self) -> &str { let $v = self; $e } })* };
 }
 about_order! {
+    ReserveOrder => |x| &x.order_id,
     ReserveStock => |x| &x.order_id,
     ReserveCoupon => |x| &x.order_id,
     ReserveFunds => |x| &x.order_id,
@@ -130,6 +135,32 @@ about_order! {
 
 #[activities]
 impl OrderActivitiesImpl {
+    #[activity(definition = markers::ReserveOrder)]
+    #[tracing::instrument(name = "reserve_order", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn reserve_order(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ReserveOrder,
+    ) -> Result<OrderReservation, ActivityError> {
+        let reserved = crate::reservation::reserve_order(&self.db, &input).await;
+        // One commit for every hold: each held resource's point is reached after it.
+        let lost = reserved.as_ref().is_ok_and(|r| {
+            crate::reservation::held_by(&input, r)
+                .iter()
+                .any(|resource| {
+                    crate::faults::after_commit(
+                        "reserve.after_commit",
+                        &input.order_id,
+                        Some(resource.as_str()),
+                    )
+                })
+        });
+        if lost {
+            return Err(commit_answer_lost());
+        }
+        reserved.map_err(into_activity_error)
+    }
+
     #[activity(definition = markers::ReserveStock)]
     #[tracing::instrument(name = "reserve_stock", skip_all, fields(order_id = %input.order_id(), workflow_id = ?_ctx.info().workflow_id))]
     pub async fn reserve_stock(

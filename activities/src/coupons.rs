@@ -22,7 +22,17 @@ fn split(kind: &str, amount: i64, balance: i64, max_discount: i64) -> (i64, i64)
 }
 
 pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, StoreError> {
-    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let reserved = reserve_in(&mut tx, input, now_ms()).await?;
+    holds::commit_reserved(tx, reserved).await
+}
+
+/// [`reserve`] inside the caller's transaction, which the caller commits only if it reserved.
+pub(crate) async fn reserve_in(
+    tx: &mut holds::Tx<'_>,
+    input: &ReserveCoupon,
+    now: i64,
+) -> Result<Reservation, StoreError> {
     let order_id = input.order_id.as_str();
     let unusable = |why: &str| {
         Ok(Reservation::Refused(Refusal::new(
@@ -30,9 +40,7 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
             format!("coupon {}: {why}", input.coupon_id),
         )))
     };
-    let mut tx = db.begin().await?;
-    let begin =
-        holds::begin_reserve(&mut tx, order_id, Resource::Coupon, &input.coupon_id, now).await?;
+    let begin = holds::begin_reserve(tx, order_id, Resource::Coupon, &input.coupon_id, now).await?;
     if let Some(closed) = match &begin {
         Begin::Existing(hold) => hold.closed(),
         Begin::Fresh => None,
@@ -45,7 +53,7 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
         let row =
             sqlx::query("SELECT user_id, kind, amount, balance FROM coupons WHERE coupon_id = $1")
                 .bind(&input.coupon_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         let Some(row) = row else {
             return unusable("does not exist");
@@ -78,11 +86,10 @@ pub async fn reserve(db: &Db, input: &ReserveCoupon) -> Result<Reservation, Stor
         .bind(&input.coupon_id)
         .bind(held)
         .bind(balance)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         if taken.rows_affected() == 1 {
-            holds::finish_reserve(&mut tx, order_id, Resource::Coupon, held, now).await?;
-            tx.commit().await?;
+            holds::finish_reserve(tx, order_id, Resource::Coupon, held, now).await?;
             return Ok(Reservation::Reserved { amount: discount });
         }
     }

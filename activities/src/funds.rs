@@ -16,10 +16,20 @@ pub async fn reserve(
     account: Account,
     input: &ReserveFunds,
 ) -> Result<Reservation, StoreError> {
-    let now = now_ms();
-    let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
-    match holds::begin_reserve(&mut tx, order_id, account.resource, &input.user_id, now).await? {
+    let reserved = reserve_in(&mut tx, account, input, now_ms()).await?;
+    holds::commit_reserved(tx, reserved).await
+}
+
+/// [`reserve`] inside the caller's transaction, which the caller commits only if it reserved.
+pub(crate) async fn reserve_in(
+    tx: &mut Tx<'_>,
+    account: Account,
+    input: &ReserveFunds,
+    now: i64,
+) -> Result<Reservation, StoreError> {
+    let order_id = input.order_id.as_str();
+    match holds::begin_reserve(tx, order_id, account.resource, &input.user_id, now).await? {
         Begin::Existing(hold) => {
             let replay = Reservation::Reserved {
                 amount: hold.amount,
@@ -37,7 +47,7 @@ pub async fn reserve(
         .bind(&input.user_id)
         .bind(input.amount)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     if taken.rows_affected() != 1 {
         return Ok(Reservation::Refused(Refusal::new(
@@ -48,8 +58,7 @@ pub async fn reserve(
             ),
         )));
     }
-    holds::finish_reserve(&mut tx, order_id, account.resource, input.amount, now).await?;
-    tx.commit().await?;
+    holds::finish_reserve(tx, order_id, account.resource, input.amount, now).await?;
     Ok(Reservation::Reserved {
         amount: input.amount,
     })

@@ -95,6 +95,16 @@ async fn append_ledger(
     Ok(())
 }
 
+/// Ends a reservation's own transaction: commits it if it reserved (or found its reservation
+/// already made), rolls it back if it refused, so that a refusal leaves nothing behind.
+pub async fn commit_reserved(tx: Tx<'_>, reserved: Reservation) -> Result<Reservation, StoreError> {
+    match reserved {
+        Reservation::Reserved { .. } => tx.commit().await?,
+        Reservation::Refused(_) => tx.rollback().await?,
+    }
+    Ok(reserved)
+}
+
 /// Inserts a hold row unless one exists; true if this call inserted it.
 async fn insert_hold(
     tx: &mut Tx<'_>,

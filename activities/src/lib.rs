@@ -40,6 +40,7 @@ pub mod payments;
 pub mod quota;
 pub mod reconcile;
 pub mod redemptions;
+pub mod reservation;
 pub mod stock;
 
 pub use contract_impl::{OrderActivitiesImpl, OrderSettings};

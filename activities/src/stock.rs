@@ -12,11 +12,20 @@ use sqlx::Row;
 
 /// Reserves every line, all or nothing, and returns the total price.
 pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, StoreError> {
-    let now = now_ms();
-    let order_id = input.order_id.as_str();
     let mut tx = db.begin().await?;
+    let reserved = reserve_in(&mut tx, input, now_ms()).await?;
+    holds::commit_reserved(tx, reserved).await
+}
+
+/// [`reserve`] inside the caller's transaction, which the caller commits only if it reserved.
+pub(crate) async fn reserve_in(
+    tx: &mut holds::Tx<'_>,
+    input: &ReserveStock,
+    now: i64,
+) -> Result<Reservation, StoreError> {
+    let order_id = input.order_id.as_str();
     // The stock hold's subject is the user whose quota the lines count against.
-    match holds::begin_reserve(&mut tx, order_id, Resource::Stock, &input.user_id, now).await? {
+    match holds::begin_reserve(tx, order_id, Resource::Stock, &input.user_id, now).await? {
         Begin::Existing(hold) => {
             let replay = Reservation::Reserved {
                 amount: hold.amount,
@@ -26,7 +35,7 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
         Begin::Fresh => {}
     }
     if let Some(cap) = input.max_open_orders
-        && let Some(refusal) = over_open_order_cap(&mut tx, input, cap).await?
+        && let Some(refusal) = over_open_order_cap(tx, input, cap).await?
     {
         return Ok(Reservation::Refused(refusal));
     }
@@ -42,11 +51,11 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
         .bind(&line.sku)
         .bind(line.quantity)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let row = sqlx::query("SELECT price, available FROM skus WHERE sku = $1")
             .bind(&line.sku)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
         let Some(row) = row else {
             return Ok(Reservation::Refused(Refusal::new(
@@ -76,7 +85,7 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
         };
         total = next;
         let quota_units =
-            match crate::quota::take(&mut tx, &input.user_id, &line.sku, line.quantity).await? {
+            match crate::quota::take(tx, &input.user_id, &line.sku, line.quantity).await? {
                 Ok(units) => units,
                 Err(refusal) => return Ok(Reservation::Refused(refusal)),
             };
@@ -88,14 +97,13 @@ pub async fn reserve(db: &Db, input: &ReserveStock) -> Result<Reservation, Store
         .bind(line.quantity)
         .bind(price)
         .bind(quota_units)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         holds::expect_one(item.rows_affected(), order_id, "ledger_mismatch", || {
             format!("order item {} not written", line.sku)
         })?;
     }
-    holds::finish_reserve(&mut tx, order_id, Resource::Stock, total, now).await?;
-    tx.commit().await?;
+    holds::finish_reserve(tx, order_id, Resource::Stock, total, now).await?;
     Ok(Reservation::Reserved { amount: total })
 }
 

@@ -3,7 +3,10 @@
 //! No `ctx`, no I/O, no clocks: every function takes what it needs as arguments, so the rules
 //! are unit-tested without a server and cannot make replay non-deterministic.
 
-use crate::model::{Amounts, CancelReason, OrderStatus, PaymentMethod, PaymentReceived, Refusal};
+use crate::model::{
+    Amounts, CancelReason, OrderStatus, PaymentMethod, PaymentReceived, PlaceOrder, Refusal,
+    Resource,
+};
 
 /// How long an open checkout session holds off the deadline, unless configured.
 pub const DEFAULT_CHECKOUT_WINDOW_SECS: u64 = 300;
@@ -58,6 +61,34 @@ pub fn wallet_share(
         PaymentMethod::Wallet => total.saturating_sub(coupon).saturating_sub(points).max(0),
         _ => requested,
     }
+}
+
+/// What a priced order holds, in the order its holds are reserved: stock, then the coupon (once
+/// reserved it always takes something off), points and wallet when they are used.
+pub fn held(with_coupon: bool, amounts: &Amounts) -> Vec<Resource> {
+    let mut held = vec![Resource::Stock];
+    if with_coupon {
+        held.push(Resource::Coupon);
+    }
+    if amounts.points > 0 {
+        held.push(Resource::Points);
+    }
+    if amounts.wallet > 0 {
+        held.push(Resource::Wallet);
+    }
+    held
+}
+
+/// Every resource an order's reservation may touch, before it is priced: what a reservation
+/// that could not run must release (or tombstone, so that a late commit of it is refused).
+pub fn may_hold(order: &PlaceOrder) -> Vec<Resource> {
+    let wallet = order.payment_method == PaymentMethod::Wallet || order.wallet_amount > 0;
+    let most = Amounts {
+        points: order.points,
+        wallet: i64::from(wallet),
+        ..Amounts::default()
+    };
+    held(order.coupon_id.is_some(), &most)
 }
 
 /// Whether a reported payment pays exactly this order.
@@ -165,6 +196,42 @@ mod tests {
             amount,
             currency: "USD".into(),
         }
+    }
+
+    #[test]
+    fn an_order_may_hold_what_it_asks_for_and_holds_what_its_price_uses() {
+        use crate::model::Resource::*;
+        let mut order = PlaceOrder {
+            order_id: "ord".into(),
+            user_id: "u".into(),
+            items: vec![],
+            coupon_id: None,
+            points: 0,
+            wallet_amount: 0,
+            payment_timeout_secs: 60,
+            currency: "USD".into(),
+            request_hash: String::new(),
+            idempotency_key: "k".into(),
+            checkout_window_secs: None,
+            late_payment_grace_secs: None,
+            payment_method: PaymentMethod::Online,
+            max_open_orders: None,
+            resume: false,
+        };
+        assert_eq!(may_hold(&order), [Stock]);
+        order.payment_method = PaymentMethod::Wallet;
+        assert_eq!(may_hold(&order), [Stock, Wallet]);
+        order.coupon_id = Some("c".into());
+        order.points = 5;
+        assert_eq!(may_hold(&order), [Stock, Coupon, Points, Wallet]);
+        // A wallet order whose coupon and points cover everything holds no wallet funds.
+        let amounts = price(
+            100,
+            95,
+            5,
+            wallet_share(PaymentMethod::Wallet, 100, 95, 5, 0),
+        );
+        assert_eq!(held(true, &amounts.unwrap()), [Stock, Coupon, Points]);
     }
 
     #[test]

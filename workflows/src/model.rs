@@ -274,6 +274,45 @@ pub struct ReserveFunds {
     pub amount: i64,
 }
 
+/// Every reservation of an order at once (`order.reserve`): stock, then the coupon, points and
+/// wallet, priced as [`crate::decide::price`] says, in one transaction. All or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveOrder {
+    pub order_id: String,
+    pub user_id: String,
+    pub items: Vec<OrderLine>,
+    pub coupon_id: Option<String>,
+    pub points: i64,
+    pub wallet_amount: i64,
+    pub payment_method: PaymentMethod,
+    pub max_open_orders: Option<i64>,
+}
+
+impl ReserveOrder {
+    pub fn of(order: &PlaceOrder) -> Self {
+        ReserveOrder {
+            order_id: order.order_id.clone(),
+            user_id: order.user_id.clone(),
+            items: order.items.clone(),
+            coupon_id: order.coupon_id.clone(),
+            points: order.points,
+            wallet_amount: order.wallet_amount,
+            payment_method: order.payment_method,
+            max_open_orders: order.max_open_orders,
+        }
+    }
+}
+
+/// The answer of `order.reserve`. A refusal is a value, as for [`Reservation`]: it names the
+/// refused resource in its code (`insufficient_stock`, `coupon_unusable`, ...), and nothing of
+/// the order was reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderReservation {
+    Reserved(Amounts),
+    Refused(Refusal),
+}
+
 /// How a hold moves once it is settled: released back (never captured), captured (sold,
 /// spent), or returned after a capture (a paid order undone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
-//! Step 1 of an order: the reservation saga, the order row, and a rejection.
+//! Step 1 of an order: the reservations, the order row, and a rejection.
 //!
-//! Each resource is pushed onto `held` *before* its reservation is tried, so that a refusal
-//! (or a reservation that could not run) releases every one of them, tombstoning any that the
-//! activity had not reached. Never moves a hold except through [`settle`].
+//! `held` names every resource the order may hold *before* a reservation is tried, so that a
+//! refusal (or a reservation that could not run) releases every one of them, tombstoning any
+//! that the activity had not reached. Never moves a hold except through [`settle`].
 
 use super::{OrderWorkflow, at_rest};
 use crate::contract::OrderActivities;
@@ -11,21 +11,64 @@ use crate::model::*;
 use crate::policy::{DbStep, db_step, now_ms};
 use temporalio_sdk::{ActivityExecutionError, WorkflowContext, WorkflowResult};
 
+/// The patch under which an order reserves everything in one activity and one transaction
+/// (`order.reserve`, issue 12). Histories recorded before it replay one activity per resource.
+pub const RESERVE_IN_ONE_TRANSACTION: &str = "reserve-in-one-transaction";
+
 /// A reservation activity that could not run (retries exhausted) is a refusal too: the order is
 /// rejected and everything attempted is released.
+fn unavailable(e: ActivityExecutionError) -> Refusal {
+    Refusal::new(
+        "reservation_unavailable",
+        format!("a reservation could not be made: {e}"),
+    )
+}
+
 fn reservation(result: Result<Reservation, ActivityExecutionError>) -> Result<i64, Refusal> {
     match result {
         Ok(Reservation::Reserved { amount }) => Ok(amount),
         Ok(Reservation::Refused(refusal)) => Err(refusal),
-        Err(e) => Err(Refusal::new(
-            "reservation_unavailable",
-            format!("a reservation could not be made: {e}"),
-        )),
+        Err(e) => Err(unavailable(e)),
     }
 }
 
-/// Holds stock (pricing the order), then the coupon, points and wallet, in that order.
+/// Holds stock (pricing the order), then the coupon, points and wallet, in that order: in one
+/// transaction, or (runs recorded before [`RESERVE_IN_ONE_TRANSACTION`]) one by one.
 pub(super) async fn reserve_all(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    input: &PlaceOrder,
+    held: &mut Vec<Resource>,
+) -> Result<Amounts, Refusal> {
+    if ctx.patched(RESERVE_IN_ONE_TRANSACTION) {
+        return reserve_at_once(ctx, input, held).await;
+    }
+    reserve_one_by_one(ctx, input, held).await
+}
+
+/// Every hold in one step. Until it answers, `held` is everything the order may hold, so that
+/// a reservation that could not run, or a refusal, releases all of it, and tombstones what it
+/// never reached (a late commit of the reservation then finds the order closed). Once
+/// reserved, `held` is exactly what the amounts hold.
+async fn reserve_at_once(
+    ctx: &WorkflowContext<OrderWorkflow>,
+    input: &PlaceOrder,
+    held: &mut Vec<Resource>,
+) -> Result<Amounts, Refusal> {
+    *held = decide::may_hold(input);
+    let req = ReserveOrder::of(input);
+    match db_step(ctx, OrderActivities::reserve_order, req, DbStep::Reserve).await {
+        Ok(OrderReservation::Reserved(amounts)) => {
+            *held = decide::held(input.coupon_id.is_some(), &amounts);
+            Ok(amounts)
+        }
+        Ok(OrderReservation::Refused(refusal)) => Err(refusal),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// One activity per resource, as orders started before [`RESERVE_IN_ONE_TRANSACTION`] ran.
+/// Each resource is pushed onto `held` before its reservation is tried.
+async fn reserve_one_by_one(
     ctx: &WorkflowContext<OrderWorkflow>,
     input: &PlaceOrder,
     held: &mut Vec<Resource>,
