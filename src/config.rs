@@ -63,10 +63,17 @@ pub struct Config {
     /// `ORDERFLOW_METRICS_CACHE`: seconds `/metrics` reuses the figures it counts in the
     /// database, 0 to 300 (default 10; 0 counts on every scrape).
     pub metrics_cache_secs: u64,
+    /// `ORDERFLOW_WORKFLOW_CACHE`: how many workflows the worker keeps in memory between their
+    /// tasks (default [`DEFAULT_WORKFLOW_CACHE`]; 0 keeps none). An evicted order replays its
+    /// history at its next task.
+    pub workflow_cache: usize,
     /// `ORDERFLOW_SHUTDOWN_GRACE`: on SIGTERM, seconds the API lets requests in flight finish and
     /// the worker lets running activities finish, before exiting anyway (default 30).
     pub shutdown_grace_secs: u64,
 }
+
+/// Workflows a worker keeps in memory by default (`ORDERFLOW_WORKFLOW_CACHE`).
+pub const DEFAULT_WORKFLOW_CACHE: usize = 1000;
 
 /// The JWT secret `orderflow dev` uses when none is configured. Never use it in production.
 pub const DEV_JWT_SECRET: &str = "orderflow-dev-jwt-secret";
@@ -76,18 +83,42 @@ pub const DEV_PROVIDER_API_KEY: &str = "sk_sandbox_orderflow_dev";
 
 /// Reads a number of seconds from `name`, with a default and an allowed range.
 fn secs(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<u64> {
+    number(name, default, range, "seconds")
+}
+
+/// Reads a count from `name`, with a default and an allowed range.
+fn count(name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<u64> {
+    number(name, default, range, "")
+}
+
+fn number(
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> anyhow::Result<u64> {
+    let of = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" of {unit}")
+    };
     let value = match var(name) {
         Some(v) => v
             .trim()
             .parse::<u64>()
-            .with_context(|| format!("{name}={v:?} is not a number of seconds"))?,
+            .with_context(|| format!("{name}={v:?} is not a number{of}"))?,
         None => default,
     };
     if !range.contains(&value) {
         bail!(
-            "{name} must be between {} and {} seconds, got {value}",
+            "{name} must be between {} and {}{}, got {value}",
             range.start(),
-            range.end()
+            range.end(),
+            if unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {unit}")
+            }
         );
     }
     Ok(value)
@@ -106,6 +137,16 @@ impl Config {
         orderflow_activities::OrderSettings {
             checkout_window_secs: self.checkout_window_secs,
             late_payment_grace_secs: self.late_payment_grace_secs,
+        }
+    }
+
+    /// What the worker runs with, beyond its connections.
+    pub fn worker_settings(&self) -> crate::run::WorkerSettings {
+        crate::run::WorkerSettings {
+            task_queue: self.task_queue.clone(),
+            unknown_order_hold_secs: self.unknown_order_hold_secs,
+            order: self.order_settings(),
+            workflow_cache: self.workflow_cache,
         }
     }
 
@@ -151,7 +192,12 @@ impl Config {
             provider,
             sandbox_addr: var("SANDBOX_ADDR").unwrap_or_else(|| "127.0.0.1:8081".into()),
             jwt_secret: var("ORDERFLOW_JWT_SECRET").unwrap_or_else(|| DEV_JWT_SECRET.to_owned()),
-            max_open_orders_per_user: secs("ORDER_MAX_OPEN_PER_USER", 10, 1..=10_000)? as i64,
+            max_open_orders_per_user: count("ORDER_MAX_OPEN_PER_USER", 10, 1..=10_000)? as i64,
+            workflow_cache: count(
+                "ORDERFLOW_WORKFLOW_CACHE",
+                DEFAULT_WORKFLOW_CACHE as u64,
+                0..=100_000,
+            )? as usize,
             worker_metrics_addr: match var("ORDERFLOW_WORKER_METRICS_ADDR").as_deref() {
                 Some("off") => None,
                 Some(a) => Some(a.parse().with_context(|| {

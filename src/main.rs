@@ -50,6 +50,7 @@ configuration (environment variables, with defaults):
   WEBHOOK_INBOX_RETENTION   2592000 (seconds processed webhook events are kept: 30 days)
   ORDERFLOW_SHUTDOWN_GRACE  30 (seconds to finish requests and activities after SIGTERM)
   ORDERFLOW_METRICS_CACHE   10 (seconds /metrics reuses its database counts; 0: every scrape)
+  ORDERFLOW_WORKFLOW_CACHE  1000 (workflows the worker keeps in memory; 0: none)
   PAYMENT_UNKNOWN_ORDER_HOLD  3600 (seconds a payment for an unknown order waits before its refund)
   WEBHOOK_INBOX_REDRIVE_AFTER 60 (seconds before reconciliation hands on an unprocessed event)
   RUST_LOG                  info
@@ -218,11 +219,9 @@ async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
     let mut worker = run::worker(
         &runtime,
         client,
-        &config.task_queue,
         db,
         &config.provider,
-        config.unknown_order_hold_secs,
-        config.order_settings(),
+        &config.worker_settings(),
     )?;
     tracing::info!(task_queue = %config.task_queue, metrics = ?metrics, "worker polling");
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
@@ -308,11 +307,9 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
     let mut worker = run::worker(
         &runtime,
         client.clone(),
-        &config.task_queue,
         db.clone(),
         &config.provider,
-        config.unknown_order_hold_secs,
-        config.order_settings(),
+        &config.worker_settings(),
     )?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await

@@ -69,20 +69,31 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Builds the worker for order and refund workflows and their activities on `task_queue`.
+/// What a worker runs with, beyond its connections (`Config::worker_settings`).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub task_queue: String,
+    /// How long a payment for an unknown order is held before it is refunded.
+    pub unknown_order_hold_secs: u64,
+    /// What an order workflow started again by reconciliation carries.
+    pub order: OrderSettings,
+    /// Workflows kept in memory between their tasks (the SDK's sticky cache).
+    pub workflow_cache: usize,
+}
+
+/// Builds the worker for order and refund workflows and their activities on its task queue.
 pub fn worker(
     runtime: &Runtime,
     client: Client,
-    task_queue: &str,
     db: Db,
     provider: &ProviderConfig,
-    unknown_order_hold_secs: u64,
-    settings: OrderSettings,
+    settings: &WorkerSettings,
 ) -> anyhow::Result<Worker> {
     let provider = PaymentProvider::new(provider).map_err(|e| anyhow!("{e}"))?;
     // Fault points a crash test armed (a build with the `faults` feature only).
     orderflow_activities::faults::setup();
-    let options = WorkerOptions::new(task_queue)
+    let options = WorkerOptions::new(&settings.task_queue)
+        .max_cached_workflows(settings.workflow_cache)
         .register_workflow::<OrderWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<RefundWorkflow>()
@@ -99,8 +110,8 @@ pub fn worker(
         .register_activities(OrderActivitiesImpl::new(
             db,
             provider,
-            unknown_order_hold_secs,
-            settings,
+            settings.unknown_order_hold_secs,
+            settings.order,
         ))
         .build();
     Worker::new(runtime, client, options).map_err(|e| anyhow!("{e}"))

@@ -57,6 +57,8 @@ pub struct Results {
     pub database: String,
     pub smoke: bool,
     pub machine: String,
+    /// The worker's `ORDERFLOW_WORKFLOW_CACHE`, as the run had it (it moves the worker's RSS).
+    pub workflow_cache: String,
     pub storm_n: u64,
     pub sweep_scale: f64,
     pub orderflow: System,
@@ -97,6 +99,8 @@ impl Results {
             database: database.to_owned(),
             smoke,
             machine: machine(),
+            workflow_cache: std::env::var("ORDERFLOW_WORKFLOW_CACHE")
+                .unwrap_or_else(|_| "default".into()),
             storm_n,
             sweep_scale,
             orderflow: System::default(),
@@ -133,10 +137,11 @@ impl Results {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "\norderflow-bench {} · {} · {}{}",
+            "\norderflow-bench {} · {} · {} · workflow cache {}{}",
             self.date,
             self.database,
             self.machine,
+            self.workflow_cache,
             if self.smoke {
                 " · SMOKE (figures mean nothing)"
             } else {

@@ -164,6 +164,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         inbox_retention_secs: 30 * 86_400,
         shutdown_grace_secs: 30,
         metrics_cache_secs: 0,
+        workflow_cache: orderflow::config::DEFAULT_WORKFLOW_CACHE,
         unknown_order_hold_secs: UNKNOWN_ORDER_HOLD_SECS,
         inbox_redrive_after_secs: 1,
     };
@@ -176,14 +177,10 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
 
     // The worker is not Send: it gets its own thread and runtime, for the rest of the process.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (worker_db, worker_queue, worker_address, worker_provider) = (
-        db.clone(),
-        task_queue.clone(),
-        address.clone(),
-        provider.clone(),
-    );
+    let (worker_db, worker_address, worker_provider) =
+        (db.clone(), address.clone(), provider.clone());
     let in_process = mode == WorkerMode::InProcess;
-    let settings = config.order_settings();
+    let settings = config.worker_settings();
     std::thread::spawn(move || {
         if !in_process {
             ready_tx.send(None).unwrap();
@@ -199,16 +196,8 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
                 .expect("worker connects");
             let metrics_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             let (runtime, metrics) = run::sdk_runtime(Some(metrics_port)).expect("sdk runtime");
-            let mut worker = run::worker(
-                &runtime,
-                client,
-                &worker_queue,
-                worker_db,
-                &worker_provider,
-                UNKNOWN_ORDER_HOLD_SECS,
-                settings,
-            )
-            .expect("worker");
+            let mut worker = run::worker(&runtime, client, worker_db, &worker_provider, &settings)
+                .expect("worker");
             ready_tx.send(metrics).unwrap();
             if let Err(e) = worker.run().await {
                 eprintln!("worker stopped: {e}");
