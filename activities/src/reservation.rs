@@ -1,5 +1,6 @@
 //! An order's reservations in one transaction (`order.reserve`): stock, which prices the
-//! order, then the coupon, points and wallet, priced by the workflow crate's `decide`.
+//! order, then the coupon, points and wallet, priced by the workflow crate's `decide`
+//! (`price_order`, the rule the workflow applied itself before this activity existed).
 //!
 //! All or nothing: a refusal of any resource rolls back every one, so a refused order holds
 //! nothing and a reserved one holds all it needs. A retry after a commit whose answer was lost
@@ -66,14 +67,14 @@ async fn reserve_in(
             Reservation::Refused(r) => return refused(r),
         };
     }
-    let wallet = decide::wallet_share(
+    let priced = decide::price_order(
         input.payment_method,
         total,
         coupon,
         input.points,
         input.wallet_amount,
     );
-    let amounts = match decide::price(total, coupon, input.points, wallet) {
+    let amounts = match priced {
         Ok(amounts) => amounts,
         Err(r) => return refused(r),
     };

@@ -63,6 +63,19 @@ pub fn wallet_share(
     }
 }
 
+/// Prices an order once its stock and coupon are reserved: the wallet's share for the payment
+/// method ([`wallet_share`]), then [`price`].
+pub fn price_order(
+    method: PaymentMethod,
+    total: i64,
+    coupon: i64,
+    points: i64,
+    requested_wallet: i64,
+) -> Result<Amounts, Refusal> {
+    let wallet = wallet_share(method, total, coupon, points, requested_wallet);
+    price(total, coupon, points, wallet)
+}
+
 /// What a priced order holds, in the order its holds are reserved: stock, then the coupon (once
 /// reserved it always takes something off), points and wallet when they are used.
 pub fn held(with_coupon: bool, amounts: &Amounts) -> Vec<Resource> {
@@ -225,13 +238,8 @@ mod tests {
         order.points = 5;
         assert_eq!(may_hold(&order), [Stock, Coupon, Points, Wallet]);
         // A wallet order whose coupon and points cover everything holds no wallet funds.
-        let amounts = price(
-            100,
-            95,
-            5,
-            wallet_share(PaymentMethod::Wallet, 100, 95, 5, 0),
-        );
-        assert_eq!(held(true, &amounts.unwrap()), [Stock, Coupon, Points]);
+        let amounts = price_order(PaymentMethod::Wallet, 100, 95, 5, 0).unwrap();
+        assert_eq!(held(true, &amounts), [Stock, Coupon, Points]);
     }
 
     #[test]

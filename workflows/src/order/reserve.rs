@@ -96,14 +96,13 @@ async fn reserve_one_by_one(
         coupon =
             reservation(db_step(ctx, OrderActivities::reserve_coupon, req, DbStep::Reserve).await)?;
     }
-    let wallet = decide::wallet_share(
+    let amounts = decide::price_order(
         input.payment_method,
         total,
         coupon,
         input.points,
         input.wallet_amount,
-    );
-    let amounts = decide::price(total, coupon, input.points, wallet)?;
+    )?;
 
     let funds = |amount| ReserveFunds {
         order_id: order_id.clone(),
