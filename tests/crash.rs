@@ -13,6 +13,10 @@
 //! The same, with every `after_commit` point armed to lose the commit's acknowledgement instead
 //! (the activity fails after its transaction committed): each effect still happens once.
 //!
+//! And the race the 2-hour soak found: the deadline's cancel commits, the worker dies before
+//! its workflow task is reported, and a payment arrives meanwhile. The order stays cancelled and
+//! the payment is refunded once.
+//!
 //! Real dev server, real database, real `orderflow worker` processes, real provider sandbox.
 
 #![cfg(feature = "faults")]
@@ -122,6 +126,84 @@ async fn every_commit_whose_acknowledgement_is_lost_is_applied_once() {
         .filter(|p| p.ends_with(".after_commit"))
         .collect();
     crash_at(&after_commit, Fault::LostAck).await;
+}
+
+/// The deadline's cancel commits, and the worker dies before its workflow task is reported; a
+/// payment arrives meanwhile. The 2-hour soak found this: the task ran again with the payment
+/// in it, decided to pay, and found its order already cancelled (`needs_attention`, the payment
+/// held). The order stays cancelled, the payment is refunded once, and nothing needs attention.
+#[tokio::test]
+async fn a_payment_that_arrives_while_the_deadlines_cancel_is_unreported_is_refunded_once() {
+    let app = spawn_app_with(WorkerMode::External).await;
+    app.put_sku_with(
+        "book",
+        json!({"price": PRICE, "stock": STOCK, "kind": "physical"}),
+    )
+    .await;
+    let (user, key) = ("crash-racing-payment", "racing");
+    let order_id = orderflow_api::order_id_for(user, key);
+    let markers = common::tempdir("faults").to_string_lossy().into_owned();
+    let failpoints = format!("release.after_commit=return({order_id})");
+    let env = [
+        ("FAILPOINTS", failpoints.as_str()),
+        ("ORDERFLOW_FAULTS_DIR", markers.as_str()),
+    ];
+    let deaths = AtomicU32::new(0);
+    let work = async {
+        let body = json!({"user_id": user, "items": [{"sku": "book", "quantity": 1}], "payment_timeout_secs": 2});
+        let created =
+            common::until_answered("create", || app.create_order(key, body.clone())).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        app.eventually(
+            60,
+            "the worker killed after the cancel's commit",
+            || async {
+                let fired = std::fs::read_dir(&markers).map_or(0, |d| d.count());
+                (fired > 0).then_some(())
+            },
+        )
+        .await;
+        let event = app.captured(&order_id, PRICE);
+        let delivered = common::until_answered("webhook", || app.deliver(&event)).await;
+        assert_eq!(delivered.status, 200, "{}", delivered.body);
+        app.eventually(120, "the order cancelled", || async {
+            (app.order(&order_id).await["status"] == "cancelled").then_some(())
+        })
+        .await;
+        app.settled(&order_id).await;
+    };
+    tokio::select! {
+        () = work => {}
+        () = app.supervise(&env, &deaths) => unreachable!("the supervisor runs until dropped"),
+    }
+    assert_eq!(
+        deaths.load(Ordering::SeqCst),
+        1,
+        "killed once, after the commit"
+    );
+    let attention: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM needs_attention WHERE order_id = $1")
+            .bind(&order_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(attention, 0, "{order_id} needed attention");
+    let payments: Vec<_> = app
+        .sandbox
+        .payments()
+        .into_iter()
+        .filter(|p| p.order_id == order_id)
+        .collect();
+    assert_eq!(payments.len(), 1);
+    let refunds = app
+        .sandbox
+        .refunds()
+        .into_iter()
+        .filter(|r| r.payment_id == payments[0].payment_id)
+        .count();
+    assert_eq!(refunds, 1, "{order_id}: the late payment refunded once");
+    app.assert_invariants().await;
+    let _ = std::fs::remove_dir_all(&markers);
 }
 
 /// What the armed points do.

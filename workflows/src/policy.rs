@@ -99,22 +99,34 @@ pub fn now_ms<W>(ctx: &WorkflowContext<W>) -> Result<i64, ApplicationFailure> {
 /// the server to dispatch. Histories recorded before it replay their remote activities.
 pub const LOCAL_DB_STEPS: &str = "local-db-steps";
 
+/// The patch under which an order's outcome steps (paid, cancelled, shipped, cancelled after
+/// payment) are remote activities again, while the other short steps stay local. Which outcome
+/// a workflow task picks depends on the signals and timers it sees, and a local activity
+/// commits *before* the task that decided it is recorded: a task that failed after the commit
+/// (its worker killed) was run again with a payment that had arrived meanwhile, decided
+/// otherwise, and found its order already cancelled (the 2-hour soak, issue 11: 5 orders of
+/// 7,387). A remote activity is scheduled by the completed task, so its decision is durable
+/// before anything commits.
+pub const DURABLE_OUTCOMES: &str = "durable-outcomes";
+
 /// The retries of a short database step: [`db_step`] runs it with the same policy, locally or
 /// remotely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbStep {
     /// A reservation, while the HTTP caller waits: [`reserve_options`].
     Reserve,
-    /// A step that must happen eventually (an outcome, a release, a record):
-    /// [`settle_options`].
+    /// A step that must happen eventually (a release, a record): [`settle_options`].
     Settle,
+    /// An outcome that a signal or a timer chose (paid, cancelled, shipped): as `Settle`, but
+    /// remote in runs with [`DURABLE_OUTCOMES`].
+    Outcome,
 }
 
 impl DbStep {
     fn remote(self) -> ActivityOptions {
         match self {
             DbStep::Reserve => reserve_options(),
-            DbStep::Settle => settle_options(),
+            DbStep::Settle | DbStep::Outcome => settle_options(),
         }
     }
 
@@ -125,7 +137,7 @@ impl DbStep {
     fn local(self) -> LocalActivityOptions {
         let (start_to_close, schedule_to_close, retry_policy) = match self {
             DbStep::Reserve => (RESERVE_ATTEMPT, Duration::from_secs(60), reserve_retries()),
-            DbStep::Settle => (
+            DbStep::Settle | DbStep::Outcome => (
                 SETTLE_ATTEMPT,
                 Duration::from_secs(10 * 365 * 24 * 3600),
                 settle_retries(),
@@ -142,7 +154,8 @@ impl DbStep {
 
 /// Runs a short database step (idempotent on its business key, one transaction): as a local
 /// activity in runs that have the [`LOCAL_DB_STEPS`] patch, as a remote one in runs recorded
-/// before it. The patch is decided once per run, at its first step.
+/// before it. The patch is decided once per run, at its first step; an outcome is remote
+/// again in runs with [`DURABLE_OUTCOMES`], decided at the run's first outcome.
 pub async fn db_step<W, AD>(
     ctx: &WorkflowContext<W>,
     activity: AD,
@@ -153,7 +166,9 @@ where
     AD: ActivityDefinition,
     AD::Output: TemporalDeserializable,
 {
-    if ctx.patched(LOCAL_DB_STEPS) {
+    let local =
+        ctx.patched(LOCAL_DB_STEPS) && !(step == DbStep::Outcome && ctx.patched(DURABLE_OUTCOMES));
+    if local {
         ctx.execute_local_activity(activity, input, step.local())
             .await
     } else {

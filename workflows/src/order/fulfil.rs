@@ -84,7 +84,7 @@ pub(super) async fn ship(
         ctx,
         OrderActivities::mark_shipped,
         OrderAt { order_id, at_ms },
-        DbStep::Settle,
+        DbStep::Outcome,
     )
     .await;
     if let Err(e) = shipped {
@@ -122,7 +122,7 @@ pub(super) async fn compensate(
         ctx,
         OrderActivities::cancel_paid_order,
         outcome,
-        DbStep::Settle,
+        DbStep::Outcome,
     )
     .await?;
     ctx.state_mut(|s| s.status = OrderStatus::Cancelled);

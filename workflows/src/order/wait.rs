@@ -60,7 +60,7 @@ pub(super) async fn pay(
         },
         held: held.to_vec(),
     };
-    db_step(ctx, OrderActivities::pay_order, outcome, DbStep::Settle).await?;
+    db_step(ctx, OrderActivities::pay_order, outcome, DbStep::Outcome).await?;
     ctx.state_mut(|s| {
         s.status = OrderStatus::Paid;
         s.phase = Phase::Settling;
@@ -80,7 +80,7 @@ pub(super) async fn cancel(
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let at_ms = now_ms(ctx)?;
     let outcome = CancelOrder::new(order_id, reason, at_ms, held);
-    db_step(ctx, OrderActivities::cancel_order, outcome, DbStep::Settle).await?;
+    db_step(ctx, OrderActivities::cancel_order, outcome, DbStep::Outcome).await?;
     at_rest(ctx, OrderStatus::Cancelled, at_ms, false);
     Ok(())
 }
