@@ -97,10 +97,9 @@ fn number(
     range: std::ops::RangeInclusive<u64>,
     unit: &str,
 ) -> anyhow::Result<u64> {
-    let of = if unit.is_empty() {
-        String::new()
-    } else {
-        format!(" of {unit}")
+    let (of, unit) = match unit {
+        "" => (String::new(), String::new()),
+        unit => (format!(" of {unit}"), format!(" {unit}")),
     };
     let value = match var(name) {
         Some(v) => v
@@ -111,14 +110,9 @@ fn number(
     };
     if !range.contains(&value) {
         bail!(
-            "{name} must be between {} and {}{}, got {value}",
+            "{name} must be between {} and {}{unit}, got {value}",
             range.start(),
-            range.end(),
-            if unit.is_empty() {
-                String::new()
-            } else {
-                format!(" {unit}")
-            }
+            range.end()
         );
     }
     Ok(value)

@@ -24,17 +24,23 @@ async fn fresh_db() -> Db {
         .unwrap()
 }
 
-/// An order holding 2 books, 300 of a coupon, 50 points and 70 wallet funds.
-async fn reserve_everything(db: &Db, order_id: &str) -> String {
+/// The shop alice buys in: 5 books at 1000, 100 wallet funds, 100 points, and a 500 coupon
+/// (its id is returned).
+async fn alices_shop(db: &Db) -> String {
     store::put_sku(db, "book", &sku_spec(1000, 5))
         .await
         .unwrap();
     store::credit(db, WALLET, "alice", 100).await.unwrap();
     store::credit(db, POINTS, "alice", 100).await.unwrap();
-    let coupon = store::create_coupon(db, "alice", "amount", 500)
+    store::create_coupon(db, "alice", "amount", 500)
         .await
         .unwrap()
-        .coupon_id;
+        .coupon_id
+}
+
+/// An order holding 2 books, 300 of a coupon, 50 points and 70 wallet funds.
+async fn reserve_everything(db: &Db, order_id: &str) -> String {
+    let coupon = alices_shop(db).await;
     let line = OrderLine {
         sku: "book".into(),
         quantity: 2,
@@ -350,15 +356,7 @@ fn whole_order(order_id: &str, coupon_id: &str, wallet: i64) -> ReserveOrder {
 #[tokio::test]
 async fn an_orders_reservations_commit_together_or_not_at_all_and_a_retry_answers_the_same() {
     let db = fresh_db().await;
-    store::put_sku(&db, "book", &sku_spec(1000, 5))
-        .await
-        .unwrap();
-    store::credit(&db, WALLET, "alice", 100).await.unwrap();
-    store::credit(&db, POINTS, "alice", 100).await.unwrap();
-    let coupon = store::create_coupon(&db, "alice", "amount", 500)
-        .await
-        .unwrap()
-        .coupon_id;
+    let coupon = alices_shop(&db).await;
 
     // The wallet, reserved last, refuses: the stock, coupon and points it got first are not
     // held, and the refusal names the wallet.

@@ -98,11 +98,19 @@ async fn append_ledger(
 /// Ends a reservation's own transaction: commits it if it reserved (or found its reservation
 /// already made), rolls it back if it refused, so that a refusal leaves nothing behind.
 pub async fn commit_reserved(tx: Tx<'_>, reserved: Reservation) -> Result<Reservation, StoreError> {
-    match reserved {
-        Reservation::Reserved { .. } => tx.commit().await?,
-        Reservation::Refused(_) => tx.rollback().await?,
-    }
+    keep_if(tx, matches!(reserved, Reservation::Reserved { .. })).await?;
     Ok(reserved)
+}
+
+/// Commits the transaction if `reserved`, rolls it back otherwise: how every reservation ends,
+/// one resource's or a whole order's.
+pub async fn keep_if(tx: Tx<'_>, reserved: bool) -> Result<(), StoreError> {
+    if reserved {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(())
 }
 
 /// Inserts a hold row unless one exists; true if this call inserted it.

@@ -9,7 +9,7 @@
 //! prices anything itself: the rules live in `decide`, where the workflow also reads them.
 
 use crate::error::StoreError;
-use crate::holds::Tx;
+use crate::holds::{self, Tx};
 use crate::{Db, coupons, funds, now_ms, stock};
 use orderflow_workflows::decide;
 use orderflow_workflows::model::{
@@ -21,10 +21,7 @@ use orderflow_workflows::model::{
 pub async fn reserve_order(db: &Db, input: &ReserveOrder) -> Result<OrderReservation, StoreError> {
     let mut tx = db.begin().await?;
     let reserved = reserve_in(&mut tx, input, now_ms()).await?;
-    match reserved {
-        OrderReservation::Reserved(_) => tx.commit().await?,
-        OrderReservation::Refused(_) => tx.rollback().await?,
-    }
+    holds::keep_if(tx, matches!(reserved, OrderReservation::Reserved(_))).await?;
     Ok(reserved)
 }
 

@@ -275,7 +275,7 @@ pub struct ReserveFunds {
 }
 
 /// Every reservation of an order at once (`order.reserve`): stock, then the coupon, points and
-/// wallet, priced as [`crate::decide::price`] says, in one transaction. All or nothing.
+/// wallet, priced as [`crate::decide::price_order`] says, in one transaction. All or nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReserveOrder {
     pub order_id: String,
