@@ -67,6 +67,11 @@ pub struct Config {
     /// tasks (default [`DEFAULT_WORKFLOW_CACHE`]; 0 keeps none). An evicted order replays its
     /// history at its next task.
     pub workflow_cache: usize,
+    /// `ORDERFLOW_WORKER_MAX_RSS_MB`: resident memory, in MB, at which `orderflow worker` stops
+    /// gracefully and exits with an error for its supervisor to start it again (default 0:
+    /// never). The SDK keeps a few KB for every workflow run the worker ever held (issue 12), so
+    /// a long-lived worker grows; this bounds it.
+    pub worker_max_rss_mb: Option<u64>,
     /// `ORDERFLOW_SHUTDOWN_GRACE`: on SIGTERM, seconds the API lets requests in flight finish and
     /// the worker lets running activities finish, before exiting anyway (default 30).
     pub shutdown_grace_secs: u64,
@@ -192,6 +197,11 @@ impl Config {
                 DEFAULT_WORKFLOW_CACHE as u64,
                 0..=100_000,
             )? as usize,
+            worker_max_rss_mb: match number("ORDERFLOW_WORKER_MAX_RSS_MB", 0, 0..=1_000_000, "MB")?
+            {
+                0 => None,
+                mb => Some(mb),
+            },
             worker_metrics_addr: match var("ORDERFLOW_WORKER_METRICS_ADDR").as_deref() {
                 Some("off") => None,
                 Some(a) => Some(a.parse().with_context(|| {

@@ -53,13 +53,42 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// How the dev server's SQLite file reaches the disk. WAL either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync at checkpoints, not at every commit (`orderflow dev`'s choice): a killed server
+    /// loses nothing, a power cut or an OS crash may lose its last commits.
+    #[default]
+    Normal,
+    /// fsync at every commit: the last commits survive a power cut too.
+    Full,
+}
+
+impl Synchronous {
+    /// The value of SQLite's `synchronous` pragma.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "normal",
+            Synchronous::Full => "full",
+        }
+    }
+
+    /// The setting named by its pragma value (`normal`, `full`).
+    pub fn from_pragma(value: &str) -> Option<Synchronous> {
+        [Synchronous::Normal, Synchronous::Full]
+            .into_iter()
+            .find(|s| s.pragma() == value)
+    }
+}
+
 /// Options for [`start`].
 pub struct StartOptions {
     pub port: u16,
     pub ui_port: Option<u16>,
-    /// Persist to this SQLite file (WAL, synchronous=normal); `None`
-    /// keeps everything in memory.
+    /// Persist to this SQLite file (WAL); `None` keeps everything in memory.
     pub db_file: Option<String>,
+    /// How `db_file` reaches the disk.
+    pub synchronous: Synchronous,
 }
 
 /// Starts `temporal server start-dev` and waits until it accepts connections.
@@ -86,7 +115,7 @@ pub fn start(opts: &StartOptions) -> anyhow::Result<DevServer> {
             "--sqlite-pragma",
             "journal_mode=wal",
             "--sqlite-pragma",
-            "synchronous=normal",
+            &format!("synchronous={}", opts.synchronous.pragma()),
         ]);
     }
     for (name, kind) in orderflow_workflows::search::ALL {

@@ -51,6 +51,8 @@ configuration (environment variables, with defaults):
   ORDERFLOW_SHUTDOWN_GRACE  30 (seconds to finish requests and activities after SIGTERM)
   ORDERFLOW_METRICS_CACHE   10 (seconds /metrics reuses its database counts; 0: every scrape)
   ORDERFLOW_WORKFLOW_CACHE  1000 (workflows the worker keeps in memory; 0: none)
+  ORDERFLOW_WORKER_MAX_RSS_MB  0 (off; MB of resident memory at which `worker` stops gracefully
+                            and exits with an error, for its supervisor to restart it)
   PAYMENT_UNKNOWN_ORDER_HOLD  3600 (seconds a payment for an unknown order waits before its refund)
   WEBHOOK_INBOX_REDRIVE_AFTER 60 (seconds before reconciliation hands on an unprocessed event)
   RUST_LOG                  info
@@ -72,7 +74,9 @@ fn init_tracing() {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = args.first().map(String::as_str);
-    if matches!(command, None | Some("-h" | "--help" | "help")) {
+    // `orderflow dev --help` is a request for help too, not an unknown command.
+    let asks_help = args.iter().any(|a| a == "-h" || a == "--help");
+    if asks_help || matches!(command, None | Some("help")) {
         print!("{USAGE}");
         return Ok(());
     }
@@ -225,7 +229,13 @@ async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
     )?;
     tracing::info!(task_queue = %config.task_queue, metrics = ?metrics, "worker polling");
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
-    run::run_worker_until_signal(&mut worker, grace, || {}).await
+    match run::run_worker_until_signal(&mut worker, grace, config.worker_max_rss_mb, || {}).await? {
+        run::WorkerStopped::MemoryLimit { rss_mb, limit_mb } => bail!(
+            "the worker stopped at {rss_mb} MB resident, over ORDERFLOW_WORKER_MAX_RSS_MB={limit_mb}; \
+             start it again (its supervisor should: it exits with an error so that a restart policy fires)"
+        ),
+        run::WorkerStopped::Finished | run::WorkerStopped::Signal => Ok(()),
+    }
 }
 
 async fn api(config: Config) -> anyhow::Result<()> {
@@ -285,6 +295,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             port,
             ui_port: Some(8233),
             db_file: Some(format!("{}/temporal.db", config.data_dir)),
+            synchronous: devserver::Synchronous::Normal,
         })?;
         config.temporal_address = server.address.clone();
         _server = Some(server);
@@ -353,7 +364,8 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         }
     });
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
-    let stopped = run::run_worker_until_signal(&mut worker, grace, || {
+    // `orderflow dev` has no supervisor to start a worker again: no memory limit here.
+    let stopped = run::run_worker_until_signal(&mut worker, grace, None, || {
         println!("stopping ...");
         let _ = tx.send(());
     })

@@ -16,19 +16,45 @@ use orderflow_workflows::{
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use temporalio_client::errors::ClientConnectError;
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
+/// How long `connect_temporal` waits for a server that answers but is still starting.
+const TEMPORAL_STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Connects to the Temporal frontend.
+///
+/// A server that accepts the connection but answers `Unavailable` ("Frontend is not healthy
+/// yet") is starting: that is waited for, up to a minute, with one log line. Anything else, and
+/// a server still starting after that, is an error at once.
 pub async fn connect_temporal(address: &str, namespace: &str) -> anyhow::Result<Client> {
     let url = Url::from_str(address)
         .with_context(|| format!("TEMPORAL_ADDRESS {address:?} is not a URL"))?;
     let options = ConnectionOptions::new(url)
         .identity(format!("orderflow@{}", std::process::id()))
         .build();
-    let connection = Connection::connect(options)
-        .await
-        .with_context(|| format!("cannot reach Temporal at {address}; is the server running?"))?;
+    let started = std::time::Instant::now();
+    let mut told = false;
+    let connection = loop {
+        match Connection::connect(options.clone()).await {
+            Err(ClientConnectError::SystemInfoCallError(status))
+                if status.code() == temporalio_client::tonic::Code::Unavailable
+                    && started.elapsed() < TEMPORAL_STARTING_WAIT =>
+            {
+                if !told {
+                    tracing::info!(%address, reason = status.message(), "Temporal is starting; waiting for it");
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            result => {
+                break result.with_context(|| {
+                    format!("cannot reach Temporal at {address}; is the server running?")
+                })?;
+            }
+        }
+    };
     Client::new(connection, ClientOptions::new(namespace.to_owned()).build())
         .map_err(|e| anyhow!("{e}"))
 }
@@ -234,7 +260,8 @@ pub async fn serve_api(
         .context("API server")
 }
 
-/// Runs the worker until it ends or Ctrl-C/SIGTERM arrives. Then `on_stop` runs, the worker
+/// Runs the worker until it ends, Ctrl-C/SIGTERM arrives, or the process's resident memory
+/// passes `max_rss_mb` (checked every 5 s; `None`: never). Then `on_stop` runs, the worker
 /// stops polling, and running activities get `grace` to finish; after that they are handed back
 /// (they time out on the server and another worker retries them, idempotently).
 ///
@@ -243,26 +270,85 @@ pub async fn serve_api(
 pub async fn run_worker_until_signal(
     worker: &mut Worker,
     grace: std::time::Duration,
+    max_rss_mb: Option<u64>,
     on_stop: impl FnOnce(),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<WorkerStopped> {
     let stop = worker.shutdown_handle();
     let run = worker.run();
     tokio::pin!(run);
-    tokio::select! {
-        result = &mut run => return result.context("worker"),
-        _ = shutdown_signal() => {}
+    let stopped = tokio::select! {
+        result = &mut run => return result.context("worker").map(|()| WorkerStopped::Finished),
+        _ = shutdown_signal() => WorkerStopped::Signal,
+        over = memory_limit_reached(max_rss_mb) => over,
+    };
+    match stopped {
+        WorkerStopped::MemoryLimit { rss_mb, limit_mb } => tracing::warn!(
+            rss_mb,
+            limit_mb,
+            grace_secs = grace.as_secs(),
+            "the worker's memory passed ORDERFLOW_WORKER_MAX_RSS_MB: stopping it to be restarted; \
+             no new tasks, running activities finish"
+        ),
+        _ => tracing::info!(
+            grace_secs = grace.as_secs(),
+            "stopping the worker: no new tasks, running activities finish"
+        ),
     }
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "stopping the worker: no new tasks, running activities finish"
-    );
     on_stop();
     stop();
     match tokio::time::timeout(grace, &mut run).await {
-        Ok(result) => result.context("worker shutdown"),
+        Ok(result) => result.context("worker shutdown")?,
         Err(_) => {
-            tracing::warn!("activities still running after the grace period are handed back");
-            Ok(())
+            tracing::warn!("activities still running after the grace period are handed back")
+        }
+    }
+    Ok(stopped)
+}
+
+/// Why [`run_worker_until_signal`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStopped {
+    /// The worker ended by itself.
+    Finished,
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// The process's resident memory passed `ORDERFLOW_WORKER_MAX_RSS_MB`: the process should
+    /// exit with an error, so that its supervisor starts a fresh one.
+    MemoryLimit { rss_mb: u64, limit_mb: u64 },
+}
+
+/// A process's resident memory in MB (`pid`: a number, or `self`), from `/proc` (Linux);
+/// `None` where it cannot be read.
+pub fn rss_mb(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resolves once this process's RSS passes `limit_mb` (checked every 5 s); never without a
+/// limit, or where RSS cannot be read.
+async fn memory_limit_reached(limit_mb: Option<u64>) -> WorkerStopped {
+    let Some(limit_mb) = limit_mb else {
+        return std::future::pending().await;
+    };
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        match rss_mb("self") {
+            Some(rss) if rss > limit_mb as f64 => {
+                return WorkerStopped::MemoryLimit {
+                    rss_mb: rss as u64,
+                    limit_mb,
+                };
+            }
+            Some(_) => {}
+            None => return std::future::pending().await,
         }
     }
 }

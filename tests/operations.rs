@@ -243,6 +243,46 @@ async fn reconciliation_pays_a_terminated_order_that_was_paid_instead_of_cancell
     app.assert_invariants().await;
 }
 
+/// A worker whose memory passes `ORDERFLOW_WORKER_MAX_RSS_MB` stops as on SIGTERM and exits with
+/// an error that names the setting, so that its supervisor starts a fresh one; the fresh one
+/// serves orders as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_its_memory_limit_stops_and_exits_with_an_error_for_its_restart() {
+    let app = common::spawn_app_with(common::WorkerMode::External).await;
+    app.put_sku("book", 100, 10).await;
+    let log = common::tempdir("worker-rss-limit").join("worker.log");
+    // Every process is over 1 MB: the first check stops it.
+    let mut limited = app.process_logging_to(
+        &["worker"],
+        &[("ORDERFLOW_WORKER_MAX_RSS_MB", "1")],
+        Some(&log),
+    );
+    let status = limited
+        .exited_within(90)
+        .expect("the worker over its memory limit did not stop");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !status.success(),
+        "it must exit with an error: {status}\n{said}"
+    );
+    assert!(
+        said.contains("over ORDERFLOW_WORKER_MAX_RSS_MB=1"),
+        "the error names the setting:\n{said}"
+    );
+
+    let _fresh = app.worker_process();
+    let order = id(&app
+        .create_order(
+            "after-rss-limit",
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    app.checkout_and_pay(&order, None).await;
+    app.wait_status(&order, "fulfilled").await;
+    app.assert_invariants().await;
+}
+
 /// SIGTERM to the API and the worker in the middle of a stream of creates and payments: every
 /// order the API answered 201 for exists, none is lost half-way, and once a worker is back every
 /// one ends wholly paid or wholly cancelled with the invariants intact.

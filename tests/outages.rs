@@ -151,6 +151,7 @@ async fn a_killed_temporal_server_restarted_on_its_file_loses_no_order_and_no_ti
             port,
             ui_port: None,
             db_file: Some(file.clone()),
+            synchronous: devserver::Synchronous::default(),
         })
         .expect("start the dev server on its file")
     };

@@ -7,6 +7,7 @@
 //! - [`extract`]: JSON and query extractors whose rejections use that shape.
 //! - [`engine`]: the `Engine` trait, everything the API asks of the workflow engine;
 //!   [`temporal`] is the real one, the Temporal server (start, update, signal) in one place.
+//! - [`input`]: what every request field accepts; the handlers and the document read it.
 //! - [`view`]: the response shapes.
 //! - [`openapi`]: the OpenAPI 3.1 document at `/openapi.json` and Swagger UI at `/docs`.
 //! - `routes`: orders, payments, catalogue/accounts (admin and reads).
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod error;
 mod error_code;
 pub mod extract;
+pub mod input;
 pub mod metrics;
 pub mod openapi;
 mod responses;
@@ -83,7 +85,10 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics::metrics))
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .external_url_unchecked("/openapi.json", openapi::document()),
+        )
         .fallback(|| async {
             error::ApiError::new(error::ErrorCode::RouteNotFound, "no such route")
         })

@@ -8,11 +8,14 @@
 //! assets are vendored into the binary: nothing is fetched at run time.
 
 use crate::error::ErrorCode;
+use crate::input;
 use crate::view::{
     CheckoutView, CodeView, CouponView, EntitlementList, EntitlementView, ErrorBody, ErrorDetail,
     EventList, EventView, Health, ItemView, OrderList, OrderView, PaymentView, PointsView,
     Readiness, RedemptionView, RefundView, SkuView, WalletView, WebhookAnswer,
 };
+use orderflow_workflows::model::{CancelReason, PaymentMethod};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -109,7 +112,262 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
-/// The document, as served.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// A link from an operation's answer to an operation that uses what it returns (OpenAPI
+/// `links`), so that a client generator, a reader and a stateful fuzzer can walk a lifecycle.
+struct Link {
+    from: &'static str,
+    status: &'static str,
+    to: &'static str,
+    /// `(parameter, runtime expression)`.
+    parameters: &'static [(&'static str, &'static str)],
+    /// The whole request body (JSON, with runtime expressions in its strings), if the link
+    /// gives one.
+    body: Option<&'static str>,
+}
+
+const ORDER_ID: &[(&str, &str)] = &[("order_id", "$response.body#/order_id")];
+const USER_IN_PATH: &[(&str, &str)] = &[("user_id", "$request.path.user_id")];
+
+/// A link that hands the order id its source answered with to `to`.
+const fn order_link(from: &'static str, status: &'static str, to: &'static str) -> Link {
+    Link {
+        from,
+        status,
+        to,
+        parameters: ORDER_ID,
+        body: None,
+    }
+}
+
+const LINKS: &[Link] = &[
+    order_link("create_order", "201", "get_order"),
+    order_link("create_order", "201", "order_events"),
+    order_link("create_order", "201", "pay_order"),
+    order_link("create_order", "201", "cancel_order"),
+    order_link("create_order", "201", "ship_order"),
+    order_link("create_admin_order", "201", "get_order"),
+    order_link("create_admin_order", "201", "ship_order"),
+    order_link("create_admin_order", "201", "cancel_order"),
+    order_link("pay_order", "200", "get_order"),
+    Link {
+        from: "put_sku",
+        status: "200",
+        to: "create_order",
+        parameters: &[],
+        body: Some(r#"{"items": [{"sku": "$response.body#/sku", "quantity": 1}]}"#),
+    },
+    Link {
+        from: "put_sku",
+        status: "200",
+        to: "create_admin_order",
+        parameters: &[],
+        body: Some(
+            r#"{"user_id": "walk-in", "items": [{"sku": "$response.body#/sku", "quantity": 1}], "payment_method": "offline"}"#,
+        ),
+    },
+    Link {
+        from: "put_sku",
+        status: "200",
+        to: "create_code",
+        parameters: &[],
+        body: Some(
+            r#"{"code": "$response.body#/sku", "sku": "$response.body#/sku", "max_uses": 3}"#,
+        ),
+    },
+    Link {
+        from: "create_code",
+        status: "201",
+        to: "redeem",
+        parameters: &[],
+        body: Some(r#"{"code": "$response.body#/code"}"#),
+    },
+    Link {
+        from: "create_coupon",
+        status: "201",
+        to: "get_coupon",
+        parameters: &[("coupon_id", "$response.body#/coupon_id")],
+        body: None,
+    },
+    Link {
+        from: "put_sku",
+        status: "200",
+        to: "get_sku",
+        parameters: &[("sku", "$response.body#/sku")],
+        body: None,
+    },
+    Link {
+        from: "credit_wallet",
+        status: "200",
+        to: "get_wallet",
+        parameters: USER_IN_PATH,
+        body: None,
+    },
+    Link {
+        from: "credit_points",
+        status: "200",
+        to: "get_points",
+        parameters: USER_IN_PATH,
+        body: None,
+    },
+    Link {
+        from: "redeem",
+        status: "201",
+        to: "entitlements",
+        parameters: &[("user_id", "$response.body#/user_id")],
+        body: None,
+    },
+];
+
+/// The document, as served: the generated one, with every field's rule from `crate::input` and
+/// the links between operations written in.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    constrain(&mut doc);
+    enumerate_answers(&mut doc);
+    link(&mut doc);
+    mark_open_operations(&mut doc);
+    doc
+}
+
+/// A shipment's states, as `activities::fulfilment` writes them.
+const SHIPMENT_STATES: [&str; 3] = ["pending", "shipped", "intercepted"];
+
+/// The words a field of an answer takes, so that generated clients get enumerations and
+/// Schemathesis checks every answer against them.
+fn enumerate_answers(doc: &mut Value) {
+    let words = |rule: input::Rule| match rule {
+        input::Rule::OneOf { words, .. } => words.to_vec(),
+        other => unreachable!("{other:?} is not an enumeration"),
+    };
+    let fields: [(&str, &str, Vec<&str>); 6] = [
+        ("Order", "status", words(input::ORDER_STATUS)),
+        (
+            "Order",
+            "cancel_reason",
+            CancelReason::ALL.map(CancelReason::as_str).to_vec(),
+        ),
+        (
+            "Order",
+            "payment_method",
+            PaymentMethod::ALL.map(PaymentMethod::as_str).to_vec(),
+        ),
+        ("Order", "shipment_status", SHIPMENT_STATES.to_vec()),
+        ("Sku", "kind", words(input::SKU_KIND)),
+        ("Coupon", "kind", words(input::COUPON_KIND)),
+    ];
+    for (schema, property, words) in fields {
+        let field = &mut doc["components"]["schemas"][schema]["properties"][property];
+        assert!(
+            field.is_object(),
+            "{schema}.{property} is not in the document"
+        );
+        field["enum"] = enumeration(field, json!(words));
+    }
+}
+
+/// An operation that takes no token says so (`security: []`) instead of saying nothing.
+fn mark_open_operations(doc: &mut Value) {
+    for operation in operations_mut(doc) {
+        if let Some(fields) = operation.as_object_mut() {
+            fields.entry("security").or_insert_with(|| json!([]));
+        }
+    }
+}
+
+/// Every operation of the document (each method of each path).
+fn operations_mut(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
+    doc["paths"]
+        .as_object_mut()
+        .expect("paths")
+        .values_mut()
+        .flat_map(|item| item.as_object_mut().expect("a path item").values_mut())
+}
+
+/// Merges a rule's keywords into a field's schema. A nullable field (`type: [t, "null"]`) keeps
+/// `null` allowed when the rule is an enumeration.
+fn apply(schema: &mut Value, rule: input::Rule) {
+    for (keyword, value) in rule.keywords() {
+        schema[keyword] = if keyword == "enum" {
+            enumeration(schema, value)
+        } else {
+            value
+        };
+    }
+    // A bounded integer needs no format: the bounds say more than `int64`.
+    if let (input::Rule::Range { .. }, Some(fields)) = (rule, schema.as_object_mut()) {
+        fields.remove("format");
+    }
+}
+
+/// The values of an `enum` for a field: its words, and `null` too if the field is nullable
+/// (`type: [t, "null"]`), so that an absent value stays allowed.
+fn enumeration(field: &Value, mut words: Value) -> Value {
+    let nullable = field["type"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "null"));
+    if nullable {
+        words
+            .as_array_mut()
+            .expect("an enum is a list")
+            .push(Value::Null);
+    }
+    words
+}
+
+fn constrain(doc: &mut Value) {
+    for (schema, property, rule) in input::BODY_FIELDS {
+        let field = &mut doc["components"]["schemas"][*schema]["properties"][*property];
+        assert!(
+            field.is_object(),
+            "input::BODY_FIELDS names {schema}.{property}, which the document does not have"
+        );
+        apply(field, *rule);
+    }
+    for operation in operations_mut(doc) {
+        let parameters = operation
+            .get_mut("parameters")
+            .and_then(Value::as_array_mut);
+        for parameter in parameters.into_iter().flatten() {
+            let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+            let (_, rule) = input::PARAMETERS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("parameter {name} has no rule in input::PARAMETERS"));
+            apply(&mut parameter["schema"], *rule);
+        }
+    }
+}
+
+fn operation_mut<'a>(doc: &'a mut Value, id: &str) -> &'a mut Value {
+    operations_mut(doc)
+        .find(|op| op["operationId"] == id)
+        .unwrap_or_else(|| panic!("no operation {id}"))
+}
+
+fn link(doc: &mut Value) {
+    for link in LINKS {
+        let parameters: serde_json::Map<String, Value> = link
+            .parameters
+            .iter()
+            .map(|(name, expression)| ((*name).to_owned(), json!(expression)))
+            .collect();
+        let answer = &mut operation_mut(doc, link.from)["responses"][link.status];
+        assert!(
+            answer.is_object(),
+            "{} has no {} answer to link from",
+            link.from,
+            link.status
+        );
+        let mut to = json!({
+            "operationId": link.to,
+            "parameters": parameters,
+            "description": format!("{} with what {} returned", link.to, link.from),
+        });
+        if let Some(body) = link.body {
+            to["requestBody"] = serde_json::from_str(body).expect("a link's body is JSON");
+            // Schemathesis: send this body as it is, not merged into a generated one.
+            to["x-schemathesis"] = json!({"merge_body": false});
+        }
+        answer["links"][link.to] = to;
+    }
 }

@@ -1,7 +1,9 @@
 //! Response shapes of the REST API (README, "The API"), as typed structs: the same definitions serialize the
 //! responses and describe them in the OpenAPI document, so the two cannot drift. Fields may be
 //! added; the listed ones are never renamed. Times are RFC 3339 in UTC; money is integer minor
-//! units.
+//! units. In the document each shape has its domain name (`Order`, `Coupon`, `Sku`, ...), which
+//! generated clients name their types after; the Rust names keep `View` to tell them from the
+//! store's rows.
 
 use orderflow_store::{Account, Coupon, Order, OrderEvent, Sku};
 use orderflow_workflows::model::OrderStatus;
@@ -19,6 +21,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderItem)]
 pub struct ItemView {
     pub sku: String,
     pub quantity: i64,
@@ -26,6 +29,7 @@ pub struct ItemView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentView {
     pub payment_id: String,
     pub event_id: String,
@@ -38,6 +42,7 @@ pub struct PaymentView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Refund)]
 pub struct RefundView {
     pub payment_id: String,
     pub amount: i64,
@@ -53,6 +58,7 @@ pub struct RefundView {
 
 /// An order.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView {
     pub order_id: String,
     pub user_id: String,
@@ -148,6 +154,7 @@ pub fn order(o: &Order, now_ms: i64) -> OrderView {
 
 /// One step of an order's operation log.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderEvent)]
 pub struct EventView {
     pub from: Option<String>,
     pub to: String,
@@ -171,6 +178,7 @@ pub fn event(e: &OrderEvent) -> EventView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Sku)]
 pub struct SkuView {
     pub sku: String,
     pub price: i64,
@@ -195,6 +203,7 @@ pub fn sku(s: &Sku) -> SkuView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Coupon)]
 pub struct CouponView {
     pub coupon_id: String,
     pub user_id: String,
@@ -221,6 +230,7 @@ pub fn coupon(c: &Coupon) -> CouponView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Wallet)]
 pub struct WalletView {
     pub user_id: String,
     pub balance: i64,
@@ -238,6 +248,7 @@ pub fn wallet(a: &Account) -> WalletView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Points)]
 pub struct PointsView {
     pub user_id: String,
     pub points: i64,
@@ -287,6 +298,7 @@ pub struct EventList {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CheckoutSession)]
 pub struct CheckoutView {
     pub order_id: String,
     pub payment_session_id: String,
@@ -324,6 +336,7 @@ pub struct RefundRetry {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Code)]
 pub struct CodeView {
     pub code: String,
     pub sku: String,
@@ -332,6 +345,7 @@ pub struct CodeView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Redemption)]
 pub struct RedemptionView {
     pub user_id: String,
     pub code: String,
@@ -341,6 +355,7 @@ pub struct RedemptionView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Entitlement)]
 pub struct EntitlementView {
     pub entitlement_id: String,
     pub sku: String,

@@ -20,6 +20,7 @@ mod sweep;
 
 use anyhow::{Context, bail};
 use load::{EXPIRY_SECS, Timeline};
+use orderflow::devserver::Synchronous;
 use report::Results;
 use shop::Shop;
 use stack::Stack;
@@ -28,13 +29,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: orderflow-bench [--smoke] [--storm N] [--levels 2,4,8] [--level-secs S] [--sweep-scale F] [--out DIR]
+const USAGE: &str = "usage: orderflow-bench [--smoke] [--storm N] [--levels 2,4,8] [--level-secs S] [--sweep-scale F] [--temporal-sync normal|full] [--out DIR]
 
   --smoke          about a minute: small levels and a storm of 30 (what CI runs)
   --storm N        orders in the expiry storm (default 10000)
   --levels L       closed-loop client counts to step through (default 2,4,8,16,32,64)
   --level-secs S   seconds per level (default 20)
   --sweep-scale F  the sweep baseline's 60 s interval is divided by F (default 600)
+  --temporal-sync  the dev server's SQLite synchronous pragma: normal (default, as
+                   `orderflow dev` runs it) or full (fsync at every commit)
   --out DIR        where results go (default bench/results; --smoke: the run's own directory)
 
 DATABASE_URL=postgres://user@host/db measures PostgreSQL (a fresh database is created on that
@@ -49,6 +52,7 @@ struct Plan {
     loaded: usize,
     storm: u64,
     sweep_scale: f64,
+    temporal_sync: Synchronous,
     out: Option<PathBuf>,
 }
 
@@ -62,6 +66,7 @@ impl Plan {
             loaded: 100,
             storm: 10_000,
             sweep_scale: 600.0,
+            temporal_sync: Synchronous::default(),
             out: None,
         };
         let mut it = args.iter();
@@ -91,6 +96,12 @@ impl Plan {
                 }
                 "--sweep-scale" => {
                     plan.sweep_scale = value()?.parse().context("--sweep-scale takes a number")?
+                }
+                "--temporal-sync" => {
+                    let v = value()?;
+                    plan.temporal_sync = Synchronous::from_pragma(v).with_context(|| {
+                        format!("--temporal-sync takes normal or full, not {v:?}")
+                    })?
                 }
                 "--out" => plan.out = Some(PathBuf::from(value()?)),
                 "-h" | "--help" => {
@@ -135,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
         "orderflow-bench {run}: starting the stack in {} ...",
         dir.display()
     );
-    let mut stack = Stack::start(dir.clone(), &run).await?;
+    let mut stack = Stack::start(dir.clone(), &run, plan.temporal_sync).await?;
     println!(
         "  {} ({}) · Temporal {} · API {} · logs in {}",
         stack.backend.name(),
@@ -197,6 +208,7 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
         stack.backend.name(),
         plan.storm,
         plan.sweep_scale,
+        plan.temporal_sync,
     );
     shop.stock().await?;
     let pool: usize = plan.levels.iter().sum::<usize>() * plan.level_secs as usize * 2 + 64;

@@ -59,6 +59,8 @@ pub struct Results {
     pub machine: String,
     /// The worker's `ORDERFLOW_WORKFLOW_CACHE`, as the run had it (it moves the worker's RSS).
     pub workflow_cache: String,
+    /// The dev server's SQLite `synchronous` pragma (normal unless `--temporal-sync full`).
+    pub temporal_sync: String,
     pub storm_n: u64,
     pub sweep_scale: f64,
     pub orderflow: System,
@@ -92,7 +94,13 @@ fn machine() -> String {
 }
 
 impl Results {
-    pub fn new(smoke: bool, database: &str, storm_n: u64, sweep_scale: f64) -> Results {
+    pub fn new(
+        smoke: bool,
+        database: &str,
+        storm_n: u64,
+        sweep_scale: f64,
+        temporal_sync: orderflow::devserver::Synchronous,
+    ) -> Results {
         let today = time::OffsetDateTime::now_utc().date();
         Results {
             date: format!("{today}"),
@@ -101,6 +109,7 @@ impl Results {
             machine: machine(),
             workflow_cache: std::env::var("ORDERFLOW_WORKFLOW_CACHE")
                 .unwrap_or_else(|_| "default".into()),
+            temporal_sync: temporal_sync.pragma().to_owned(),
             storm_n,
             sweep_scale,
             orderflow: System::default(),
@@ -137,11 +146,12 @@ impl Results {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "\norderflow-bench {} · {} · {} · workflow cache {}{}",
+            "\norderflow-bench {} · {} · {} · workflow cache {} · Temporal synchronous={}{}",
             self.date,
             self.database,
             self.machine,
             self.workflow_cache,
+            self.temporal_sync,
             if self.smoke {
                 " · SMOKE (figures mean nothing)"
             } else {

@@ -173,7 +173,11 @@ async fn wait_ready(base: &str, api: &mut Child, log: &std::path::Path) -> anyho
 
 impl Stack {
     /// Starts everything in `dir` (logs, the dev server's file, the SQLite database).
-    pub async fn start(dir: PathBuf, run: &str) -> anyhow::Result<Stack> {
+    pub async fn start(
+        dir: PathBuf,
+        run: &str,
+        temporal_sync: devserver::Synchronous,
+    ) -> anyhow::Result<Stack> {
         let bin = orderflow_binary()?;
         let (backend, database_url) = fresh_database(&dir, run).await?;
         let db = orderflow::run::open_db(&database_url, true).await?;
@@ -187,6 +191,7 @@ impl Stack {
             port,
             ui_port: None,
             db_file: Some(dir.join("temporal.db").display().to_string()),
+            synchronous: temporal_sync,
         })?;
         let temporal_address = server.address.clone();
         let client = orderflow::run::connect_temporal(&temporal_address, "default").await?;
@@ -256,7 +261,7 @@ impl Stack {
 
     /// The worker's resident memory, in MB.
     pub fn worker_rss_mb(&self) -> f64 {
-        rss_mb(self.worker.id())
+        orderflow::run::rss_mb(&self.worker.id().to_string()).unwrap_or(0.0)
     }
 
     /// Whether the worker and the API are still alive (a crash ends the run with its log).
@@ -336,16 +341,4 @@ fn cpu_secs(pid: u32, tree: bool) -> f64 {
         }
     }
     total / clock_ticks()
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

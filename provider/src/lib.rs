@@ -16,6 +16,7 @@
 //! the provider's final word. It never reports success it did not receive.
 
 pub mod signature;
+pub mod whole_number;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -124,6 +125,7 @@ pub struct WebhookEvent {
     pub kind: String,
     pub order_id: String,
     pub payment_id: String,
+    #[serde(deserialize_with = "whole_number::required")]
     pub amount: i64,
     pub currency: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,7 +133,7 @@ pub struct WebhookEvent {
 }
 
 /// The active ISO 4217 currency codes. A webhook naming anything else is refused at the edge.
-const ISO_4217: &[&str] = &[
+pub const ISO_4217: &[&str] = &[
     "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
     "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
     "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",

@@ -38,6 +38,7 @@ fn temporal_address() -> &'static str {
                 port,
                 ui_port: None,
                 db_file: None,
+                synchronous: devserver::Synchronous::default(),
             });
             match server {
                 Ok(server) => {
@@ -165,6 +166,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         shutdown_grace_secs: 30,
         metrics_cache_secs: 0,
         workflow_cache: orderflow::config::DEFAULT_WORKFLOW_CACHE,
+        worker_max_rss_mb: None,
         unknown_order_hold_secs: UNKNOWN_ORDER_HOLD_SECS,
         inbox_redrive_after_secs: 1,
     };
@@ -240,6 +242,11 @@ impl WorkerProcess {
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
+        self.exited_within(secs)
+    }
+
+    /// Waits (at most `secs`) for the process to exit by itself; its status, if it did.
+    pub fn exited_within(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.0.try_wait() {

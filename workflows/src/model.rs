@@ -63,6 +63,12 @@ pub enum PaymentMethod {
 }
 
 impl PaymentMethod {
+    pub const ALL: [PaymentMethod; 3] = [
+        PaymentMethod::Online,
+        PaymentMethod::Wallet,
+        PaymentMethod::Offline,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentMethod::Online => "online",
@@ -140,7 +146,7 @@ impl OrderStatus {
         OrderStatus::STORED.into_iter().find(|st| st.as_str() == s)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Reserving => "reserving",
             OrderStatus::PendingPayment => "pending_payment",
@@ -172,6 +178,14 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
+    pub const ALL: [CancelReason; 5] = [
+        CancelReason::Timeout,
+        CancelReason::User,
+        CancelReason::Admin,
+        CancelReason::FulfilmentFailed,
+        CancelReason::Reconciled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CancelReason::Timeout => "timeout",

@@ -1,9 +1,10 @@
 //! Catalogue, coupons, wallets and points: the admin writes that set up state, and the reads.
 
-use super::{IdField, check_amount, check_id, hidden};
+use super::hidden;
 use crate::auth::{Admin, Caller};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::extract::Json;
+use crate::input;
 use crate::responses::{ForAdmins, OnRecord, WithBody, WithToken};
 use crate::{AppState, view};
 use axum::Router;
@@ -39,13 +40,18 @@ fn ok<T>(status: StatusCode, body: T) -> Reply<T> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSku {
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     price: i64,
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     stock: i64,
     /// `digital` or `physical` (default).
     #[serde(default)]
     kind: Option<String>,
     /// Units a user may hold at once in open orders plus active entitlements; absent: no limit.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "orderflow_provider::whole_number::optional"
+    )]
     quota: Option<i64>,
 }
 
@@ -68,18 +74,13 @@ async fn put_sku(
     Path(sku): Path<String>,
     Json(body): Json<PutSku>,
 ) -> Reply<view::SkuView> {
-    check_id(IdField::Sku, &sku)?;
-    check_amount("price", body.price, 0)?;
-    check_amount("stock", body.stock, 0)?;
+    input::SKU.check_text("sku", &sku)?;
+    input::amount(0).check_number("price", body.price)?;
+    input::amount(0).check_number("stock", body.stock)?;
     let kind = body.kind.unwrap_or_else(|| "physical".into());
-    if kind != "digital" && kind != "physical" {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSkuKind,
-            "kind must be \"digital\" or \"physical\"",
-        ));
-    }
+    input::SKU_KIND.check_text("kind", &kind)?;
     if let Some(quota) = body.quota {
-        check_amount("quota", quota, 0)?;
+        input::amount(0).check_number("quota", quota)?;
     }
     let spec = store::SkuSpec {
         price: body.price,
@@ -121,6 +122,7 @@ async fn get_sku(
 pub struct CreateCoupon {
     user_id: String,
     kind: String,
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     amount: i64,
 }
 
@@ -141,14 +143,9 @@ async fn create_coupon(
     State(state): State<AppState>,
     Json(body): Json<CreateCoupon>,
 ) -> Reply<view::CouponView> {
-    check_id(IdField::UserId, &body.user_id)?;
-    if body.kind != "amount" && body.kind != "discount" {
-        return Err(ApiError::new(
-            ErrorCode::InvalidCouponKind,
-            "kind must be \"amount\" or \"discount\"",
-        ));
-    }
-    check_amount("amount", body.amount, 1)?;
+    input::USER_ID.check_text("user_id", &body.user_id)?;
+    input::COUPON_KIND.check_text("kind", &body.kind)?;
+    input::amount(1).check_number("amount", body.amount)?;
     ok(
         StatusCode::CREATED,
         view::coupon(
@@ -184,6 +181,7 @@ async fn get_coupon(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditWallet {
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     amount: i64,
 }
 
@@ -206,8 +204,8 @@ async fn credit_wallet(
     Path(user_id): Path<String>,
     Json(body): Json<CreditWallet>,
 ) -> Reply<view::WalletView> {
-    check_id(IdField::UserId, &user_id)?;
-    check_amount("amount", body.amount, 1)?;
+    input::USER_ID.check_text("user_id", &user_id)?;
+    input::amount(1).check_number("amount", body.amount)?;
     ok(
         StatusCode::OK,
         view::wallet(&store::credit(&state.db, WALLET, &user_id, body.amount).await?),
@@ -243,6 +241,7 @@ async fn get_wallet(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditPoints {
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     points: i64,
 }
 
@@ -265,8 +264,8 @@ async fn credit_points(
     Path(user_id): Path<String>,
     Json(body): Json<CreditPoints>,
 ) -> Reply<view::PointsView> {
-    check_id(IdField::UserId, &user_id)?;
-    check_amount("points", body.points, 1)?;
+    input::USER_ID.check_text("user_id", &user_id)?;
+    input::amount(1).check_number("points", body.points)?;
     ok(
         StatusCode::OK,
         view::points(&store::credit(&state.db, POINTS, &user_id, body.points).await?),

@@ -3,11 +3,12 @@
 //! Creation and cancellation go through the order's workflow and answer with its outcome in the
 //! same response. Reads come from the database, which the workflow keeps up to date.
 
-use super::{IdField, check_amount, check_id, hidden};
+use super::hidden;
 use crate::auth::{Admin, Caller};
 use crate::engine::Answer;
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Json, Query};
+use crate::input;
 use crate::responses::{ForAdmins, OnRecord, WithBody, WithToken};
 use crate::{AppState, view};
 use axum::Router;
@@ -44,19 +45,18 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminOrder {
     pub user_id: String,
+    /// Each SKU at most once (422 `duplicate_sku`: merge the lines).
     pub items: Vec<Item>,
     #[serde(default)]
     pub coupon_id: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "orderflow_provider::whole_number::optional"
+    )]
     pub points: Option<i64>,
     /// `wallet` or `offline`.
     pub payment_method: String,
 }
-
-pub const MAX_ITEMS: usize = 100;
-pub const MAX_QUANTITY: i64 = 10_000;
-pub const MIN_TIMEOUT_SECS: u64 = 1;
-pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 
 /// The body of `POST /v1/orders`. Its serialized form is the idempotency fingerprint.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -65,21 +65,32 @@ pub struct CreateOrder {
     /// Taken from the token if absent; must be the token's subject unless the caller is admin.
     #[serde(default)]
     pub user_id: Option<String>,
+    /// Each SKU at most once (422 `duplicate_sku`: merge the lines).
     pub items: Vec<Item>,
     #[serde(default)]
     pub coupon_id: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "orderflow_provider::whole_number::optional"
+    )]
     pub points: Option<i64>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "orderflow_provider::whole_number::optional"
+    )]
     pub wallet_amount: Option<i64>,
-    #[serde(default)]
-    pub payment_timeout_secs: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "orderflow_provider::whole_number::optional"
+    )]
+    pub payment_timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Item {
     pub sku: String,
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     pub quantity: i64,
 }
 
@@ -90,25 +101,12 @@ impl CreateOrder {
     }
 
     fn validate(&self) -> Result<(), ApiError> {
-        check_id(IdField::UserId, self.user())?;
-        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            return Err(ApiError::new(
-                ErrorCode::InvalidItems,
-                format!("an order has 1 to {MAX_ITEMS} items"),
-            ));
-        }
+        input::USER_ID.check_text("user_id", self.user())?;
+        input::ITEMS.check_len("items", self.items.len())?;
         let mut seen = BTreeSet::new();
         for item in &self.items {
-            check_id(IdField::Sku, &item.sku)?;
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidQuantity,
-                    format!(
-                        "quantity of {} must be between 1 and {MAX_QUANTITY}",
-                        item.sku
-                    ),
-                ));
-            }
+            input::SKU.check_text("sku", &item.sku)?;
+            input::QUANTITY.check_number(&format!("quantity of {}", item.sku), item.quantity)?;
             if !seen.insert(item.sku.as_str()) {
                 return Err(ApiError::new(
                     ErrorCode::DuplicateSku,
@@ -117,19 +115,12 @@ impl CreateOrder {
             }
         }
         if let Some(coupon) = &self.coupon_id {
-            check_id(IdField::CouponId, coupon)?;
+            input::COUPON_ID.check_text("coupon_id", coupon)?;
         }
-        check_amount("points", self.points.unwrap_or(0), 0)?;
-        check_amount("wallet_amount", self.wallet_amount.unwrap_or(0), 0)?;
+        input::amount(0).check_number("points", self.points.unwrap_or(0))?;
+        input::amount(0).check_number("wallet_amount", self.wallet_amount.unwrap_or(0))?;
         if let Some(t) = self.payment_timeout_secs {
-            if !(MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&t) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidPaymentTimeout,
-                    format!(
-                        "payment_timeout_secs must be between {MIN_TIMEOUT_SECS} and {MAX_TIMEOUT_SECS}"
-                    ),
-                ));
-            }
+            input::PAYMENT_TIMEOUT.check_number("payment_timeout_secs", t)?;
         }
         Ok(())
     }
@@ -159,13 +150,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
             "POST /v1/orders needs an Idempotency-Key header",
         )
     })?;
+    // A value that is not visible ASCII is refused like any other key outside the rule.
     let key = value.to_str().unwrap_or("");
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidIdempotencyKey,
-            "Idempotency-Key must be 1 to 255 printable ASCII characters",
-        ));
-    }
+    input::IDEMPOTENCY_KEY.check_text("Idempotency-Key", key)?;
     Ok(key.to_owned())
 }
 
@@ -194,6 +181,7 @@ fn render(order: &store::Order, status: StatusCode) -> (StatusCode, axum::Json<v
     params(("Idempotency-Key" = String, Header, description = "one order per user and key")),
     responses(
         (status = 201, description = "the order, pending_payment (or paid)", body = view::OrderView),
+        (status = 403, description = "`user_mismatch`: a user_id that is not the token's subject", body = view::ErrorBody),
         (status = 429, description = "too many unpaid orders", body = view::ErrorBody),
         WithToken,
         WithBody,
@@ -234,15 +222,9 @@ async fn create_admin_order(
     Json(body): Json<CreateAdminOrder>,
 ) -> Result<(StatusCode, axum::Json<view::OrderView>), ApiError> {
     let key = idempotency_key(&headers)?;
-    let method = match PaymentMethod::parse(&body.payment_method) {
-        Some(m @ (PaymentMethod::Wallet | PaymentMethod::Offline)) => m,
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidPaymentMethod,
-                "an admin order is paid by \"wallet\" or \"offline\"",
-            ));
-        }
-    };
+    input::ADMIN_PAYMENT_METHOD.check_text("payment_method", &body.payment_method)?;
+    let method = PaymentMethod::parse(&body.payment_method)
+        .expect("the rule's words are payment methods (input's tests)");
     let fingerprint = serde_json::to_vec(&body).map_err(ApiError::internal)?;
     let order = CreateOrder {
         user_id: Some(body.user_id),
@@ -321,9 +303,10 @@ async fn place(
         coupon_id: body.coupon_id.clone(),
         points: body.points.unwrap_or(0),
         wallet_amount: body.wallet_amount.unwrap_or(0),
+        // Validated: 1 to 86,400 seconds.
         payment_timeout_secs: body
             .payment_timeout_secs
-            .unwrap_or(state.config.payment_timeout_secs),
+            .map_or(state.config.payment_timeout_secs, |t| t.unsigned_abs()),
         currency: state.config.currency.clone(),
         checkout_window_secs: Some(state.config.checkout_window_secs),
         late_payment_grace_secs: Some(state.config.late_payment_grace_secs),
@@ -452,14 +435,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-pub const MAX_PAGE: i64 = 100;
-
-fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
-    let raw = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
-    let (at, id) = raw.split_once(':')?;
-    Some((at.parse().ok()?, id.to_owned()))
-}
-
 #[utoipa::path(
     get, path = "/v1/orders",
     tag = "orders",
@@ -468,8 +443,9 @@ fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
     params(ListQuery),
     responses(
         (status = 200, description = "a page of orders", body = view::OrderList),
+        (status = 400, description = "`invalid_query`: a parameter of the wrong type, or one this operation does not take", body = view::ErrorBody),
         (status = 403, description = "another user's list", body = view::ErrorBody),
-        (status = 422, description = "invalid input or a business refusal, with a stable code", body = view::ErrorBody),
+        (status = 422, description = "a parameter outside its rule, with a stable `invalid_*` code", body = view::ErrorBody),
         WithToken,
     ),
 )]
@@ -482,36 +458,19 @@ async fn list_orders(
     if !caller.is_admin() {
         q.user_id = Some(caller.user_for(q.user_id.as_deref())?);
     }
-    let status = match q.status.as_deref().map(OrderStatus::parse) {
+    let status = match q.status.as_deref() {
         None => None,
-        Some(Some(status)) => Some(status),
-        Some(None) => {
-            let all: Vec<&str> = OrderStatus::STORED.iter().map(|s| s.as_str()).collect();
-            return Err(ApiError::new(
-                ErrorCode::InvalidStatus,
-                format!("status must be one of {}", all.join(", ")),
-            ));
+        Some(text) => {
+            input::ORDER_STATUS.check_text("status", text)?;
+            OrderStatus::parse(text)
         }
     };
     if let Some(user) = &q.user_id {
-        check_id(IdField::UserId, user)?;
+        input::USER_ID.check_text("user_id", user)?;
     }
     let limit = q.limit.unwrap_or(20);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidLimit,
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let after = match &q.cursor {
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidCursor,
-                "cursor is not one this API returned",
-            )
-        })?),
-        None => None,
-    };
+    input::LIMIT.check_number("limit", limit)?;
+    let after = q.cursor.as_deref().map(input::parse_cursor).transpose()?;
     let now = now_ms();
     let filter = store::OrderFilter {
         user_id: q.user_id,
@@ -523,10 +482,7 @@ async fn list_orders(
     };
     let (orders, more) = store::list_orders(&state.db, &filter).await?;
     let next_cursor = match (more, orders.last()) {
-        (true, Some(last)) => Some(hex::encode(format!(
-            "{}:{}",
-            last.created_at, last.order_id
-        ))),
+        (true, Some(last)) => Some(input::cursor(last.created_at, &last.order_id)),
         _ => None,
     };
     Ok(axum::Json(view::OrderList {
@@ -572,17 +528,13 @@ async fn cancel_order(
         )
         .for_order(&order_id));
     }
-    let reason = match body.reason.as_str() {
-        "user" => CancelReason::User,
-        "admin" => CancelReason::Admin,
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidCancelReason,
-                "reason must be \"user\" or \"admin\"",
-            )
-            .for_order(&order_id));
-        }
-    };
+    input::CANCEL_REASON
+        .check_text("reason", &body.reason)
+        .map_err(|e| e.for_order(&order_id))?;
+    let reason = CancelReason::ALL
+        .into_iter()
+        .find(|r| r.as_str() == body.reason)
+        .expect("the rule's words are cancel reasons (input's tests)");
     let not_cancellable = |status: OrderStatus| {
         ApiError::new(
             ErrorCode::OrderNotCancellable,
@@ -691,7 +643,7 @@ async fn retry_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<view::OrderRetry>), ApiError> {
-    check_id(IdField::OrderId, &order_id)?;
+    input::ORDER_ID.check_text("order_id", &order_id)?;
     let stopped = orderflow_activities::attention::of_order(&state.db, &order_id)
         .await
         .map_err(orderflow_store::StoreError::from)?;
@@ -780,16 +732,5 @@ mod tests {
         // Length-prefixed parts: moving a character between user and key changes the id.
         assert_ne!(order_id_for("ab", "c"), order_id_for("a", "bc"));
         assert!(a.starts_with("ord_") && a.len() == 30);
-    }
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let c = hex::encode("1700000000000:ord_abc");
-        assert_eq!(
-            parse_cursor(&c),
-            Some((1_700_000_000_000, "ord_abc".into()))
-        );
-        assert_eq!(parse_cursor("zz"), None);
-        assert_eq!(parse_cursor(&hex::encode("nope")), None);
     }
 }

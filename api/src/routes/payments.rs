@@ -16,9 +16,9 @@
 //!
 //! The handler never marks an order paid and never moves money itself.
 
-use super::IdField;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorCode};
+use crate::input;
 use crate::responses::{ForAdmins, OnRecord};
 use crate::signature::{self, SignatureError};
 use crate::{AppState, view};
@@ -28,7 +28,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
-use orderflow_provider::{WebhookEvent, is_known_currency};
+use orderflow_provider::WebhookEvent;
 use orderflow_store::now_ms;
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
@@ -85,7 +85,7 @@ async fn retry_refund(
     _admin: Admin,
     Path(payment_id): Path<String>,
 ) -> Result<(StatusCode, axum::Json<view::RefundRetry>), ApiError> {
-    super::check_id(IdField::PaymentId, &payment_id)?;
+    input::PAYMENT_ID.check_text("payment_id", &payment_id)?;
     let (request, attempt) = payments::retry_refund(&state.db, &payment_id, now_ms()).await?;
     let order_id = request.order_id.clone();
     let workflow_id = state.engine.start_refund_retry(request, attempt).await?;
@@ -99,6 +99,19 @@ async fn retry_refund(
             workflow_id,
         }),
     ))
+}
+
+/// Checks every field of a webhook event by the rules the document states for it.
+fn check_event(event: &WebhookEvent) -> Result<(), ApiError> {
+    input::EVENT_ID.check_text("event_id", &event.event_id)?;
+    input::EVENT_TYPE.check_text("type", &event.kind)?;
+    input::ORDER_ID.check_text("order_id", &event.order_id)?;
+    input::PAYMENT_ID.check_text("payment_id", &event.payment_id)?;
+    if let Some(session) = &event.session_id {
+        input::SESSION_ID.check_text("session_id", session)?;
+    }
+    input::amount(1).check_number("amount", event.amount)?;
+    input::Rule::Currency.check_text("currency", &event.currency)
 }
 
 fn accepted(outcome: &str) -> (StatusCode, axum::Json<view::WebhookAnswer>) {
@@ -174,25 +187,11 @@ async fn handle_webhook(
     let span = tracing::Span::current();
     span.record("order_id", event.order_id.as_str());
     span.record("payment_id", event.payment_id.as_str());
-    if event.kind != "payment.succeeded" {
+    // Every event is checked as the document describes it, also one of a type this API
+    // ignores: what the document forbids is refused whatever the type.
+    check_event(&event)?;
+    if event.kind != orderflow_provider::PAYMENT_SUCCEEDED {
         return Ok(accepted("ignored"));
-    }
-    for (field, value) in [
-        (IdField::EventId, &event.event_id),
-        (IdField::PaymentId, &event.payment_id),
-        (IdField::OrderId, &event.order_id),
-    ] {
-        super::check_id(field, value)?;
-    }
-    if let Some(session) = &event.session_id {
-        super::check_id(IdField::SessionId, session)?;
-    }
-    super::check_amount("amount", event.amount, 1)?;
-    if !is_known_currency(&event.currency) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidCurrency,
-            format!("{:?} is not an ISO 4217 currency code", event.currency),
-        ));
     }
     let received = InboxEvent {
         event_id: event.event_id.clone(),

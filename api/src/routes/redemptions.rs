@@ -5,10 +5,11 @@
 //! the grant itself is one transaction in the activity. The handler validates, asks, and maps
 //! the outcome to a status: it never writes a grant itself.
 
-use super::{IdField, check_amount, check_id, hidden};
+use super::hidden;
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Json;
+use crate::input;
 use crate::responses::{ForAdmins, OnRecord, WithBody, WithToken};
 use crate::{AppState, view};
 use axum::Router;
@@ -40,6 +41,7 @@ type Reply<T> = Result<(StatusCode, axum::Json<T>), ApiError>;
 pub struct CreateCode {
     code: String,
     sku: String,
+    #[serde(deserialize_with = "orderflow_provider::whole_number::required")]
     max_uses: i64,
 }
 
@@ -61,9 +63,9 @@ async fn create_code(
     State(state): State<AppState>,
     Json(body): Json<CreateCode>,
 ) -> Reply<view::CodeView> {
-    check_id(IdField::Code, &body.code)?;
-    check_id(IdField::Sku, &body.sku)?;
-    check_amount("max_uses", body.max_uses, 1)?;
+    input::CODE.check_text("code", &body.code)?;
+    input::SKU.check_text("sku", &body.sku)?;
+    input::amount(1).check_number("max_uses", body.max_uses)?;
     let code =
         redemptions::create_code(&state.db, &body.code, &body.sku, body.max_uses, now_ms()).await?;
     Ok((
@@ -108,8 +110,8 @@ async fn redeem(
     Json(body): Json<Redeem>,
 ) -> Reply<view::RedemptionView> {
     let user_id = caller.user_for(body.user_id.as_deref())?;
-    check_id(IdField::UserId, &user_id)?;
-    check_id(IdField::Code, &body.code)?;
+    input::USER_ID.check_text("user_id", &user_id)?;
+    input::CODE.check_text("code", &body.code)?;
     let request = RedeemCode {
         code: body.code.clone(),
         user_id: user_id.clone(),
@@ -144,6 +146,7 @@ async fn redeem(
     params(("user_id" = String, Path)),
     responses(
         (status = 200, description = "the entitlements", body = view::EntitlementList),
+        (status = 422, description = "`invalid_user_id`", body = view::ErrorBody),
         WithToken,
         OnRecord,
     ),
@@ -153,7 +156,7 @@ async fn entitlements(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Reply<view::EntitlementList> {
-    check_id(IdField::UserId, &user_id)?;
+    input::USER_ID.check_text("user_id", &user_id)?;
     if !caller.owns(&user_id) {
         return Err(hidden(Entity::Entitlements, &user_id));
     }
