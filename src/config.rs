@@ -75,6 +75,12 @@ pub struct Config {
     /// `ORDERFLOW_SHUTDOWN_GRACE`: on SIGTERM, seconds the API lets requests in flight finish and
     /// the worker lets running activities finish, before exiting anyway (default 30).
     pub shutdown_grace_secs: u64,
+    /// How the worker delivers events to subscribers: `ORDERFLOW_EVENTS_POLL_MS` (default 500),
+    /// `ORDERFLOW_EVENTS_TIMEOUT` (seconds per POST, 1 to 60, default 10),
+    /// `ORDERFLOW_EVENTS_MAX_BACKOFF` (the longest wait between attempts, 1 to 86400 s, default
+    /// 600) and `ORDERFLOW_EVENTS_RETRY_FOR` (how long a delivery is retried before it is
+    /// `failed`, 60 s to 30 days, default 3 days).
+    pub events: orderflow_activities::events_out::DispatchSettings,
 }
 
 /// Workflows a worker keeps in memory by default (`ORDERFLOW_WORKFLOW_CACHE`).
@@ -220,6 +226,26 @@ impl Config {
             metrics_cache_secs: secs("ORDERFLOW_METRICS_CACHE", 10, 0..=300)?,
             unknown_order_hold_secs: secs("PAYMENT_UNKNOWN_ORDER_HOLD", 3600, 0..=604_800)?,
             inbox_redrive_after_secs: secs("WEBHOOK_INBOX_REDRIVE_AFTER", 60, 1..=86_400)?,
+            events: orderflow_activities::events_out::DispatchSettings {
+                poll: Duration::from_millis(number(
+                    "ORDERFLOW_EVENTS_POLL_MS",
+                    500,
+                    50..=60_000,
+                    "milliseconds",
+                )?),
+                timeout: Duration::from_secs(secs("ORDERFLOW_EVENTS_TIMEOUT", 10, 1..=60)?),
+                max_backoff: Duration::from_secs(secs(
+                    "ORDERFLOW_EVENTS_MAX_BACKOFF",
+                    600,
+                    1..=86_400,
+                )?),
+                retry_for: Duration::from_secs(secs(
+                    "ORDERFLOW_EVENTS_RETRY_FOR",
+                    3 * 86_400,
+                    60..=30 * 86_400,
+                )?),
+                ..Default::default()
+            },
         })
     }
 

@@ -220,6 +220,7 @@ async fn worker(config: Config, schedules: bool) -> anyhow::Result<()> {
         reconcile_schedule(&client, &config).await?;
     }
     let (runtime, metrics) = run::sdk_runtime(config.worker_metrics_addr)?;
+    run::deliver_events(db.clone(), config.events.clone())?;
     let mut worker = run::worker(
         &runtime,
         client,
@@ -315,6 +316,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         sandbox_line = format!("{url} (sandbox; pay a session with POST <pay_url>)");
         tokio::spawn(sandbox.serve(listener));
     }
+    run::deliver_events(db.clone(), config.events.clone())?;
     let mut worker = run::worker(
         &runtime,
         client.clone(),

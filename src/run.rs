@@ -260,6 +260,19 @@ pub async fn serve_api(
         .context("API server")
 }
 
+/// Starts delivering the outbox's events to their subscribers on the current runtime, for as
+/// long as it runs (`orderflow_activities::events_out`). Every worker process runs one; leases
+/// keep them off each other's deliveries.
+pub fn deliver_events(
+    db: Db,
+    settings: orderflow_activities::events_out::DispatchSettings,
+) -> anyhow::Result<()> {
+    let dispatcher = orderflow_activities::events_out::Dispatcher::new(db, settings)
+        .context("cannot build the event dispatcher's HTTP client")?;
+    tokio::spawn(dispatcher.run());
+    Ok(())
+}
+
 /// Runs the worker until it ends, Ctrl-C/SIGTERM arrives, or the process's resident memory
 /// passes `max_rss_mb` (checked every 5 s; `None`: never). Then `on_stop` runs, the worker
 /// stops polling, and running activities get `grace` to finish; after that they are handed back

@@ -404,3 +404,90 @@ async fn unknown_routes_and_unreadable_bodies_get_the_one_error_shape() {
     );
     assert_error_shape(&r, "415");
 }
+
+#[tokio::test]
+async fn event_subscriptions_refuse_bad_input_and_register_nothing() {
+    let app = fast_app().await;
+    for (body, code) in [
+        (json!({"url": "ftp://example.com/hook"}), "invalid_url"),
+        (json!({"url": "http://"}), "invalid_url"),
+        (json!({"url": "https://exa mple.com"}), "invalid_url"),
+        (
+            json!({"url": format!("https://example.com/{}", "a".repeat(2048))}),
+            "invalid_url",
+        ),
+        (
+            json!({"url": "http://example.com", "event_types": ["order.shipped"]}),
+            "invalid_event_types",
+        ),
+        (
+            json!({"url": "http://example.com", "event_types": ["order.paid", "order.paid"]}),
+            "invalid_event_types",
+        ),
+        (
+            json!({"url": "http://example.com", "event_types": []}),
+            "invalid_event_types",
+        ),
+        (
+            json!({"url": "http://example.com", "secret": "mine"}),
+            "invalid_body",
+        ),
+    ] {
+        let r = app
+            .call(
+                Who::Admin,
+                "POST",
+                "/v1/admin/event-subscriptions",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!((r.status, r.code()), (422, code), "{body}: {}", r.body);
+        assert_error_shape(&r, code);
+    }
+    let listed = app
+        .call(Who::Admin, "GET", "/v1/admin/event-subscriptions", None)
+        .await;
+    assert_eq!(
+        listed.body["subscriptions"],
+        json!([]),
+        "nothing registered"
+    );
+
+    let created = app
+        .call(
+            Who::Admin,
+            "POST",
+            "/v1/admin/event-subscriptions",
+            Some(json!({"url": "https://example.com/hooks", "event_types": ["order.paid"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["event_types"], json!(["order.paid"]));
+    let sub = created.body["subscription_id"].as_str().unwrap();
+    for (path, code) in [
+        (
+            format!("/v1/admin/event-subscriptions/sub_nope"),
+            "subscription_not_found",
+        ),
+        (
+            format!("/v1/admin/event-subscriptions/sub_nope/deliveries"),
+            "subscription_not_found",
+        ),
+        (
+            format!("/v1/admin/event-subscriptions/{sub}/deliveries/evt_nope_1"),
+            "delivery_not_found",
+        ),
+    ] {
+        let r = app.call(Who::Admin, "GET", &path, None).await;
+        assert_eq!((r.status, r.code()), (404, code), "{path}: {}", r.body);
+    }
+    let r = app
+        .call(
+            Who::Admin,
+            "GET",
+            &format!("/v1/admin/event-subscriptions/{sub}/deliveries?limit=0"),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "invalid_limit"), "{}", r.body);
+}

@@ -11,6 +11,8 @@
 //! - [`payments`]: checkout sessions, the webhook inbox and refunds (exactly once on the row).
 //! - [`handoff`]: where a reported payment goes, and the decision about one its order cannot
 //!   take (apply it or refund it); the inbox re-drive.
+//! - [`events_out`]: the outbox of events for other services (written with each step of an
+//!   order's log) and the dispatcher that delivers them, signed, at least once, in order.
 //! - [`quota`]: per-user, per-SKU quotas, moved with the stock hold or the redemption.
 //! - [`fulfilment`]: entitlements, shipments, cancel after payment.
 //! - [`reconcile`]: what reconciliation finds (asking Temporal too), logs and purges.
@@ -29,6 +31,7 @@ pub mod audit;
 pub mod contract_impl;
 pub mod coupons;
 pub mod error;
+pub mod events_out;
 pub mod faults;
 pub mod fulfilment;
 pub mod funds;

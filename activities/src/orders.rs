@@ -58,7 +58,7 @@ pub(crate) async fn append_event(
     step: Step<'_>,
     at: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let written = sqlx::query(
         "INSERT INTO order_events (order_id, step, from_status, to_status, reason, payment_id, at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, step) DO NOTHING",
     )
@@ -71,6 +71,11 @@ pub(crate) async fn append_event(
     .bind(at)
     .execute(&mut **tx)
     .await?;
+    // A new step publishes its events (if any) to other services, in this transaction; a
+    // retried one already did.
+    if written.rows_affected() == 1 {
+        crate::events_out::publish(tx, order_id, &step, at).await?;
+    }
     Ok(())
 }
 

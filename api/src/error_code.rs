@@ -77,6 +77,11 @@ error_codes! {
         EntitlementsNotFound = "entitlements_not_found",
         CodeNotFound = "code_not_found",
         RefundNotFound = "refund_not_found",
+        /// No events subscriber has this id.
+        SubscriptionNotFound = "subscription_not_found",
+        /// The subscriber has no delivery of this event (it was written before it subscribed,
+        /// or is not of a type it takes).
+        DeliveryNotFound = "delivery_not_found",
     }
     CONFLICT {
         OrderNotCancellable = "order_not_cancellable",
@@ -121,6 +126,11 @@ error_codes! {
         InvalidPaymentMethod = "invalid_payment_method",
         InvalidSkuKind = "invalid_sku_kind",
         InvalidCouponKind = "invalid_coupon_kind",
+        InvalidSubscriptionId = "invalid_subscription_id",
+        /// A subscriber URL that is not `http://` or `https://` and printable ASCII.
+        InvalidUrl = "invalid_url",
+        /// An event type orderflow does not publish, or the same one twice.
+        InvalidEventTypes = "invalid_event_types",
         /// The Idempotency-Key was used with another request body.
         IdempotencyKeyReused = "idempotency_key_reused",
         QuotaExceeded = "quota_exceeded",

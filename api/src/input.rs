@@ -33,6 +33,8 @@ const MAX_CURSOR_TIME_DIGITS: usize = 18;
 
 /// Printable ASCII without spaces (`u8::is_ascii_graphic`), as a JSON Schema pattern.
 const PRINTABLE: &str = "^[!-~]+$";
+/// An http(s) URL as [`Rule::Url`] checks it.
+const URL: &str = "^https?://[!-~]+$";
 
 /// A constraint on one field or parameter.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +56,13 @@ pub enum Rule {
     Cursor,
     /// One of the ISO 4217 currency codes.
     Currency,
+    /// An `http://` or `https://` URL of at most `max` printable ASCII characters.
+    Url { max: usize, code: ErrorCode },
+    /// A list of 1 or more of these words, each at most once.
+    Words {
+        words: &'static [&'static str],
+        code: ErrorCode,
+    },
 }
 
 /// An identifier (user, order, SKU, coupon, code, payment, event, session).
@@ -81,6 +90,17 @@ pub const CODE: Rule = id(ErrorCode::InvalidCode);
 pub const PAYMENT_ID: Rule = id(ErrorCode::InvalidPaymentId);
 pub const EVENT_ID: Rule = id(ErrorCode::InvalidEventId);
 pub const SESSION_ID: Rule = id(ErrorCode::InvalidSessionId);
+pub const SUBSCRIPTION_ID: Rule = id(ErrorCode::InvalidSubscriptionId);
+/// The longest subscriber URL.
+pub const MAX_URL_LEN: usize = 2048;
+pub const SUBSCRIBER_URL: Rule = Rule::Url {
+    max: MAX_URL_LEN,
+    code: ErrorCode::InvalidUrl,
+};
+pub const EVENT_TYPES: Rule = Rule::Words {
+    words: &orderflow_store::events_out::EVENT_TYPES,
+    code: ErrorCode::InvalidEventTypes,
+};
 /// A webhook event's `type`: any identifier (types this API does not handle are ignored).
 pub const EVENT_TYPE: Rule = id(ErrorCode::InvalidBody);
 pub const IDEMPOTENCY_KEY: Rule = Rule::Text {
@@ -174,6 +194,8 @@ pub const BODY_FIELDS: &[(&str, &str, Rule)] = &[
     ("WebhookEvent", "session_id", SESSION_ID),
     ("WebhookEvent", "amount", amount(1)),
     ("WebhookEvent", "currency", Rule::Currency),
+    ("CreateSubscription", "url", SUBSCRIBER_URL),
+    ("CreateSubscription", "event_types", EVENT_TYPES),
 ];
 
 /// The rule of every path, query and header parameter, by its name (one meaning per name).
@@ -188,6 +210,8 @@ pub const PARAMETERS: &[(&str, Rule)] = &[
     ("is_expired", Rule::Flag),
     ("limit", LIMIT),
     ("cursor", Rule::Cursor),
+    ("subscription_id", SUBSCRIPTION_ID),
+    ("event_id", EVENT_ID),
 ];
 
 impl Rule {
@@ -214,6 +238,17 @@ impl Rule {
                 ),
             ],
             Rule::Currency => vec![("enum", json!(orderflow_provider::ISO_4217))],
+            Rule::Url { max, .. } => vec![
+                ("minLength", json!(8)),
+                ("maxLength", json!(max)),
+                ("pattern", json!(URL)),
+            ],
+            Rule::Words { words, .. } => vec![
+                ("minItems", json!(1)),
+                ("maxItems", json!(words.len())),
+                ("uniqueItems", json!(true)),
+                ("items", json!({"type": "string", "enum": words})),
+            ],
         }
     }
 
@@ -243,6 +278,22 @@ impl Rule {
                 }
                 Ok(())
             }
+            Rule::Url { max, code } => {
+                let rest = value
+                    .strip_prefix("http://")
+                    .or_else(|| value.strip_prefix("https://"));
+                let fits =
+                    rest.is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_graphic()));
+                if !fits || value.len() > max {
+                    return Err(ApiError::new(
+                        code,
+                        format!(
+                            "{field} must be an http:// or https:// URL of at most {max} printable ASCII characters without spaces"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
             Rule::Currency => {
                 if !orderflow_provider::is_known_currency(value) {
                     return Err(ApiError::new(
@@ -265,6 +316,28 @@ impl Rule {
             return Err(ApiError::new(
                 code,
                 format!("{field} must be between {min} and {max}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a list against a `Words` rule: 1 or more of its words, each at most once.
+    pub fn check_words(self, field: &str, values: &[String]) -> Result<(), ApiError> {
+        let Rule::Words { words, code } = self else {
+            unreachable!("{field}: {self:?} is not a rule for word lists")
+        };
+        let fits = !values.is_empty()
+            && values
+                .iter()
+                .enumerate()
+                .all(|(i, v)| words.contains(&v.as_str()) && !values[..i].contains(v));
+        if !fits {
+            return Err(ApiError::new(
+                code,
+                format!(
+                    "{field} must name 1 or more of {}, each at most once",
+                    words.join(", ")
+                ),
             ));
         }
         Ok(())

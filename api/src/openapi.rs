@@ -10,10 +10,12 @@
 use crate::error::ErrorCode;
 use crate::input;
 use crate::view::{
-    CheckoutView, CodeView, CouponView, EntitlementList, EntitlementView, ErrorBody, ErrorDetail,
-    EventList, EventView, Health, ItemView, OrderList, OrderView, PaymentView, PointsView,
-    Readiness, RedemptionView, RefundView, SkuView, WalletView, WebhookAnswer,
+    AttemptView, CheckoutView, CodeView, CouponView, DeliveryList, DeliveryLog, DeliveryView,
+    EntitlementList, EntitlementView, ErrorBody, ErrorDetail, EventList, EventView, Health,
+    ItemView, OrderList, OrderView, PaymentView, PointsView, Readiness, RedemptionView, RefundView,
+    SkuView, SubscriptionList, SubscriptionView, WalletView, WebhookAnswer,
 };
+use orderflow_store::events_out::EVENT_TYPES;
 use orderflow_workflows::model::{CancelReason, PaymentMethod};
 use serde_json::{Value, json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -92,6 +94,13 @@ impl Modify for Security {
         crate::routes::redemptions::create_code,
         crate::routes::redemptions::redeem,
         crate::routes::redemptions::entitlements,
+        crate::routes::events::create_subscription,
+        crate::routes::events::list_subscriptions,
+        crate::routes::events::get_subscription,
+        crate::routes::events::disable_subscription,
+        crate::routes::events::list_deliveries,
+        crate::routes::events::get_delivery,
+        crate::routes::events::redeliver,
         healthz_doc,
         readyz_doc,
         metrics_doc,
@@ -100,13 +109,14 @@ impl Modify for Security {
         ErrorBody, ErrorDetail, ErrorCode, OrderView, ItemView, PaymentView, RefundView, EventView, SkuView,
         CouponView, WalletView, PointsView, OrderList, EventList, CheckoutView, WebhookAnswer,
         CodeView, RedemptionView, EntitlementView, EntitlementList, Health, Readiness,
+        SubscriptionView, SubscriptionList, DeliveryView, DeliveryList, AttemptView, DeliveryLog,
     )),
     modifiers(&Security),
     tags(
         (name = "orders", description = "create, read, list, cancel"),
         (name = "payments", description = "checkout and the provider's webhook"),
         (name = "catalogue"), (name = "accounts"), (name = "redemptions"),
-        (name = "admin", description = "needs role admin"),
+        (name = "admin", description = "needs role admin; events out to other services are here too"),
         (name = "operations", description = "health, readiness, metrics; no token")
     )
 )]
@@ -135,6 +145,17 @@ const fn order_link(from: &'static str, status: &'static str, to: &'static str) 
         status,
         to,
         parameters: ORDER_ID,
+        body: None,
+    }
+}
+
+/// A link from a new subscriber to an operation on it.
+const fn subscription_link(to: &'static str) -> Link {
+    Link {
+        from: "create_subscription",
+        status: "201",
+        to,
+        parameters: &[("subscription_id", "$response.body#/subscription_id")],
         body: None,
     }
 }
@@ -209,6 +230,9 @@ const LINKS: &[Link] = &[
         parameters: USER_IN_PATH,
         body: None,
     },
+    subscription_link("get_subscription"),
+    subscription_link("list_deliveries"),
+    subscription_link("disable_subscription"),
     Link {
         from: "redeem",
         status: "201",
@@ -229,6 +253,9 @@ pub fn document() -> Value {
     doc
 }
 
+/// A delivery's states, as the outbox's table allows them.
+const DELIVERY_STATES: [&str; 3] = ["pending", "delivered", "failed"];
+
 /// A shipment's states, as `activities::fulfilment` writes them.
 const SHIPMENT_STATES: [&str; 3] = ["pending", "shipped", "intercepted"];
 
@@ -239,7 +266,7 @@ fn enumerate_answers(doc: &mut Value) {
         input::Rule::OneOf { words, .. } => words.to_vec(),
         other => unreachable!("{other:?} is not an enumeration"),
     };
-    let fields: [(&str, &str, Vec<&str>); 6] = [
+    let fields: [(&str, &str, Vec<&str>); 8] = [
         ("Order", "status", words(input::ORDER_STATUS)),
         (
             "Order",
@@ -254,6 +281,8 @@ fn enumerate_answers(doc: &mut Value) {
         ("Order", "shipment_status", SHIPMENT_STATES.to_vec()),
         ("Sku", "kind", words(input::SKU_KIND)),
         ("Coupon", "kind", words(input::COUPON_KIND)),
+        ("Delivery", "status", DELIVERY_STATES.to_vec()),
+        ("Delivery", "event_type", EVENT_TYPES.to_vec()),
     ];
     for (schema, property, words) in fields {
         let field = &mut doc["components"]["schemas"][schema]["properties"][property];

@@ -5,20 +5,12 @@
 //! generated clients name their types after; the Rust names keep `View` to tell them from the
 //! store's rows.
 
-use orderflow_store::{Account, Coupon, Order, OrderEvent, Sku};
+use orderflow_store::{Account, Coupon, Order, OrderEvent, Sku, events_out};
 use orderflow_workflows::model::OrderStatus;
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
-/// RFC 3339 for Unix milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
+pub use orderflow_store::rfc3339;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = OrderItem)]
@@ -380,4 +372,126 @@ pub struct Readiness {
     pub status: String,
     pub database: String,
     pub temporal: String,
+}
+
+/// A subscriber of the events orderflow publishes.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Subscription)]
+pub struct SubscriptionView {
+    pub subscription_id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// The HMAC key of every delivery's `Orderflow-Signature`: keep it as secret as a password.
+    pub secret: String,
+    pub event_types: Vec<String>,
+    pub created_at: String,
+    /// When ops disabled it; nothing is delivered to it since.
+    pub disabled_at: Option<String>,
+}
+
+pub fn subscription(s: &events_out::Subscription) -> SubscriptionView {
+    SubscriptionView {
+        subscription_id: s.subscription_id.clone(),
+        url: s.url.clone(),
+        secret: s.secret.clone(),
+        event_types: s.event_types.clone(),
+        created_at: rfc3339(s.created_at),
+        disabled_at: s.disabled_at.map(rfc3339),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SubscriptionList)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// One event's delivery to one subscriber.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Delivery)]
+pub struct DeliveryView {
+    /// The event's id: receivers deduplicate on it.
+    pub event_id: String,
+    pub event_type: String,
+    pub order_id: String,
+    /// The event's place among its order's events, from 1: the order deliveries keep.
+    pub seq: i64,
+    /// `pending` (retried with backoff), `delivered` (a 2xx came back) or `failed` (retries
+    /// ran out; redeliver to try again).
+    pub status: String,
+    pub attempts: i64,
+    pub created_at: String,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<String>,
+    pub last_status_code: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub delivered_at: Option<String>,
+    /// The body every attempt sends.
+    #[schema(value_type = Object)]
+    pub event: serde_json::Value,
+}
+
+pub fn delivery(d: &events_out::Delivery) -> DeliveryView {
+    DeliveryView {
+        event_id: d.event_id.clone(),
+        event_type: d.event_type.clone(),
+        order_id: d.order_id.clone(),
+        seq: d.seq,
+        status: d.status.clone(),
+        attempts: d.attempts,
+        created_at: rfc3339(d.created_at),
+        next_attempt_at: d.next_attempt_at.map(rfc3339),
+        last_status_code: d.last_status_code,
+        last_error: d.last_error.clone(),
+        delivered_at: d.delivered_at.map(rfc3339),
+        event: serde_json::from_str(&d.body).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeliveryList)]
+pub struct DeliveryList {
+    pub subscription_id: String,
+    /// Newest event first.
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// One attempt at a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeliveryAttempt)]
+pub struct AttemptView {
+    pub attempt: i64,
+    pub at: String,
+    pub duration_ms: i64,
+    /// The subscriber's answer; absent when none came (see `error`).
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A delivery and every attempt at it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeliveryLog)]
+pub struct DeliveryLog {
+    pub delivery: DeliveryView,
+    /// Oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+pub fn delivery_log(
+    (d, attempts): &(events_out::Delivery, Vec<events_out::Attempt>),
+) -> DeliveryLog {
+    DeliveryLog {
+        delivery: delivery(d),
+        attempts: attempts
+            .iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                at: rfc3339(a.at),
+                duration_ms: a.duration_ms,
+                status_code: a.status_code,
+                error: a.error.clone(),
+            })
+            .collect(),
+    }
 }

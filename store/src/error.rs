@@ -45,6 +45,10 @@ pub enum Entity {
     Entitlements,
     Code,
     Refund,
+    /// An events subscriber (`sub_...`).
+    Subscription,
+    /// One event's delivery to one subscriber, named by the event id.
+    Delivery,
     /// A payment's decision row: only workflows name it.
     PaymentDecision,
     /// An order's `needs_attention` row: only workflows name it.
@@ -62,6 +66,8 @@ impl std::fmt::Display for Entity {
             Entity::Entitlements => "entitlements",
             Entity::Code => "code",
             Entity::Refund => "refund",
+            Entity::Subscription => "subscription",
+            Entity::Delivery => "delivery of event",
             Entity::PaymentDecision => "payment decision",
             Entity::AttentionRow => "needs_attention row of order",
         })

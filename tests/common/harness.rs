@@ -90,6 +90,20 @@ pub async fn fresh_database_url() -> String {
     }
 }
 
+/// How the tests' dispatchers deliver events: promptly, and never more than 2 s apart while a
+/// subscriber is down (the defaults wait up to 10 minutes).
+pub fn events_settings() -> orderflow_activities::events_out::DispatchSettings {
+    orderflow_activities::events_out::DispatchSettings {
+        poll: Duration::from_millis(100),
+        timeout: Duration::from_secs(EVENTS_TIMEOUT_SECS),
+        max_backoff: Duration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+/// How long the tests' dispatchers wait for a subscriber's answer.
+pub const EVENTS_TIMEOUT_SECS: u64 = 3;
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -169,6 +183,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         worker_max_rss_mb: None,
         unknown_order_hold_secs: UNKNOWN_ORDER_HOLD_SECS,
         inbox_redrive_after_secs: 1,
+        events: events_settings(),
     };
     let db = run::open_db(&database_url, true)
         .await
@@ -183,6 +198,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         (db.clone(), address.clone(), provider.clone());
     let in_process = mode == WorkerMode::InProcess;
     let settings = config.worker_settings();
+    let events = config.events.clone();
     std::thread::spawn(move || {
         if !in_process {
             ready_tx.send(None).unwrap();
@@ -198,6 +214,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
                 .expect("worker connects");
             let metrics_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             let (runtime, metrics) = run::sdk_runtime(Some(metrics_port)).expect("sdk runtime");
+            run::deliver_events(worker_db.clone(), events).expect("event dispatcher");
             let mut worker = run::worker(&runtime, client, worker_db, &worker_provider, &settings)
                 .expect("worker");
             ready_tx.send(metrics).unwrap();
@@ -434,6 +451,9 @@ impl TestApp {
             .env("RUST_LOG", "warn")
             .env("ORDERFLOW_WORKER_METRICS_ADDR", "off")
             .env("ORDERFLOW_METRICS_CACHE", "0")
+            .env("ORDERFLOW_EVENTS_POLL_MS", "100")
+            .env("ORDERFLOW_EVENTS_TIMEOUT", EVENTS_TIMEOUT_SECS.to_string())
+            .env("ORDERFLOW_EVENTS_MAX_BACKOFF", "2")
             .env(
                 "PAYMENT_UNKNOWN_ORDER_HOLD",
                 UNKNOWN_ORDER_HOLD_SECS.to_string(),

@@ -1,6 +1,7 @@
 //! Route groups, merged in `crate::app`. What each field accepts is in `crate::input`.
 
 pub mod accounts;
+pub mod events;
 pub mod orders;
 pub mod payments;
 pub mod redemptions;
