@@ -16,6 +16,10 @@ CREATE TABLE event_subscriptions (
 -- Every event orderflow publishes, written in the same transaction as the change it reports
 -- (the `order_events` step it comes from). `seq` numbers an order's events from 1: receivers
 -- get them in that order. The body is fixed when the event is written.
+-- `orders.event_seq` is the last `seq` an order gave out: incrementing it locks the order's
+-- row, so that two transactions of one order (its workflow and a refund, say) never take the
+-- same number on PostgreSQL.
+ALTER TABLE orders ADD COLUMN event_seq BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE outbox_events (
     event_id   TEXT PRIMARY KEY,
     order_id   TEXT NOT NULL,

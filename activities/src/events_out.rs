@@ -67,12 +67,17 @@ pub(crate) async fn publish(
     at: i64,
 ) -> Result<(), StoreError> {
     for event_type in event_types(step) {
-        let seq: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox_events WHERE order_id = $1",
+        // The order's next number, under its row's lock (see the migration).
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE orders SET event_seq = event_seq + 1 WHERE order_id = $1 RETURNING event_seq",
         )
         .bind(order_id)
-        .fetch_one(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
+        let Some(seq) = seq else {
+            // Steps are written for recorded orders only (`append_event_if_order`).
+            return Err(StoreError::not_found(orderflow_store::Entity::Order, order_id));
+        };
         let event_id = format!("evt_{order_id}_{seq}");
         let body = json!({
             "id": event_id,
