@@ -300,6 +300,7 @@ async fn a_second_payment_for_a_paid_order_is_refunded_once() {
                 order_id: order_id.clone(),
                 amount: 1500,
                 currency: "USD".into(),
+                expires_at: None,
             },
             "another-tab",
         )
@@ -444,5 +445,71 @@ async fn a_worker_killed_in_the_middle_of_a_refund_refunds_once_after_restart() 
     );
     let o = app.order(&order_id).await;
     assert_eq!(o["refunds"][0]["status"], "succeeded");
+    app.assert_invariants().await;
+}
+
+/// Checkout sessions end with their order (issue 14, point 3): a session is opened with the
+/// order's deadline as its `expires_at`; a cancel expires it at the provider, so the payer's
+/// page takes no payment; and a payment whose click raced the expiry is refunded, once.
+#[tokio::test]
+async fn a_cancel_ends_the_checkout_session_and_a_payment_that_slips_through_is_refunded_once() {
+    let app = spawn_app().await;
+    let order_id = id(&book_order(&app, "session-ends", 600).await);
+    let session = app.checkout(&order_id).await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let session_id = session.body["payment_session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pay_url = session.body["pay_url"].as_str().unwrap().to_owned();
+    let deadline_ms = ms(&app.order(&order_id).await["expires_at"]);
+    let at_provider = |app: &TestApp| {
+        app.sandbox
+            .sessions()
+            .into_iter()
+            .find(|s| s.id == session_id)
+            .expect("the session at the provider")
+    };
+    assert_eq!(
+        at_provider(&app).expires_at,
+        Some((deadline_ms + 999) / 1000),
+        "the session ends at the order's deadline"
+    );
+
+    assert_eq!(app.cancel(&order_id, "user").await.status, 200);
+    app.eventually(30, "the session expired at the provider", || async {
+        (at_provider(&app).status == "expired").then_some(())
+    })
+    .await;
+    let refused = app.pay(&pay_url, None).await;
+    assert_eq!((refused.status, refused.code()), (409, "session_expired"));
+    assert!(
+        !app.sandbox
+            .payments()
+            .iter()
+            .any(|p| p.order_id == order_id),
+        "nothing was captured"
+    );
+    assert!(
+        app.steps(&order_id)
+            .await
+            .contains(&format!("checkout:{session_id}:expired")),
+        "the log says the session ended"
+    );
+
+    // The payer's click raced the expiry, and the provider captured anyway: refunded, once.
+    let raced = app.pay(&pay_url, Some("pay_after_expiry=true")).await;
+    assert_eq!(raced.status, 200, "{}", raced.body);
+    let payment_id = raced.body["payment_id"].as_str().unwrap().to_owned();
+    let outcome = app.refunded(&payment_id).await;
+    assert!(
+        matches!(outcome, RefundOutcome::Succeeded { .. }),
+        "{outcome:?}"
+    );
+    app.settled(&order_id).await;
+    let o = app.order(&order_id).await;
+    assert_eq!(o["status"], "cancelled");
+    assert_eq!(o["refunds"].as_array().unwrap().len(), 1, "{o}");
+    assert_eq!(refunds_at_provider(&app, &payment_id), 1);
     app.assert_invariants().await;
 }

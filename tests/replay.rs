@@ -112,6 +112,20 @@ async fn record_histories() {
     app.settled(&id).await;
     save(&app, workflow_id(&id), "user-cancel").await;
 
+    // v1.4: a checkout, then a cancel, which ends the session at the provider.
+    let checkout_cancel = app
+        .create_order(
+            "checkout-cancel",
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}]}),
+        )
+        .await
+        .body;
+    let id = checkout_cancel["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.checkout(&id).await.status, 200);
+    app.cancel(&id, "user").await;
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "checkout-cancel").await;
+
     // Checkout, paid through the sandbox, then a second payment: refunded by a child workflow.
     let checkout = app
         .create_order("checkout", full(60, &coupons[3]))

@@ -8,7 +8,9 @@
 use crate::Db;
 use crate::error::into_activity_error;
 use crate::funds::{POINTS, WALLET};
-use crate::provider::{CreateCheckoutSession, CreateRefund, PaymentProvider, ProviderError};
+use crate::provider::{
+    CreateCheckoutSession, CreateRefund, PaymentProvider, ProviderError, SessionExpiry,
+};
 use orderflow_workflows::contract::markers;
 use orderflow_workflows::model::*;
 use std::sync::Arc;
@@ -124,6 +126,7 @@ about_order! {
     NeedsAttention => |x| &x.order_id,
     AttentionResolved => |x| &x.order_id,
     OpenCheckout => |x| &x.order_id,
+    ExpireCheckouts => |x| &x.order_id,
     RecordCheckout => |x| &x.order_id,
     RefundPayment => |x| &x.order_id,
     RecordRefundResult => |x| &x.order_id,
@@ -318,6 +321,10 @@ impl OrderActivitiesImpl {
             order_id: input.order_id.clone(),
             amount: input.amount,
             currency: input.currency.clone(),
+            // Whole seconds, rounded up: the session never ends before the order's deadline.
+            expires_at: input
+                .expires_at_ms
+                .map(|ms| ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0)),
         };
         let key = format!("checkout-{}-{}", input.order_id, input.attempt);
         let call = self.provider.create_checkout_session(&request, &key);
@@ -331,6 +338,40 @@ impl OrderActivitiesImpl {
                 ApplicationFailure::non_retryable(e),
             )),
         }
+    }
+
+    #[activity(definition = markers::ExpireCheckouts)]
+    #[tracing::instrument(name = "expire_checkouts", skip_all, fields(order_id = %input.order_id(), workflow_id = ?ctx.info().workflow_id))]
+    pub async fn expire_checkouts(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ExpireCheckouts,
+    ) -> Result<u32, ActivityError> {
+        let order_id = input.order_id.as_str();
+        let open = crate::payments::open_sessions(&self.db, order_id)
+            .await
+            .map_err(into_activity_error)?;
+        let mut expired = 0;
+        for session in open {
+            let call = self.provider.expire_checkout_session(&session);
+            let closed_as = match heartbeating(&ctx, call).await {
+                Ok(SessionExpiry::Expired) => {
+                    expired += 1;
+                    "expired"
+                }
+                Ok(SessionExpiry::AlreadyPaid) => "paid",
+                Err(e @ ProviderError::Unavailable(_)) => return Err(provider_unavailable(e)),
+                Err(e) => {
+                    return Err(ActivityError::application(
+                        ApplicationFailure::non_retryable(e),
+                    ));
+                }
+            };
+            crate::payments::close_session(&self.db, order_id, &session, closed_as, input.at_ms)
+                .await
+                .map_err(into_activity_error)?;
+        }
+        Ok(expired)
     }
 
     #[activity(definition = markers::RecordCheckout)]

@@ -76,7 +76,10 @@ pub(crate) async fn publish(
         .await?;
         let Some(seq) = seq else {
             // Steps are written for recorded orders only (`append_event_if_order`).
-            return Err(StoreError::not_found(orderflow_store::Entity::Order, order_id));
+            return Err(StoreError::not_found(
+                orderflow_store::Entity::Order,
+                order_id,
+            ));
         };
         let event_id = format!("evt_{order_id}_{seq}");
         let body = json!({

@@ -14,6 +14,45 @@ use orderflow_workflows::model::{
 };
 use sqlx::Row;
 
+/// The order's checkout sessions not yet closed, oldest first.
+pub async fn open_sessions(db: &Db, order_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT session_id FROM checkout_sessions WHERE order_id = $1 AND closed_at IS NULL
+         ORDER BY started_at, session_id",
+    )
+    .bind(order_id)
+    .fetch_all(db)
+    .await?)
+}
+
+/// Records that a session ended (`expired`, or `paid` before it could), with its step in the
+/// order's log (`checkout:<session>:expired`). A retry finds it closed and writes nothing.
+pub async fn close_session(
+    db: &Db,
+    order_id: &str,
+    session_id: &str,
+    closed_as: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    let mut tx = db.begin().await?;
+    let closed = sqlx::query(
+        "UPDATE checkout_sessions SET closed_at = $3, closed_as = $4
+         WHERE session_id = $1 AND order_id = $2 AND closed_at IS NULL",
+    )
+    .bind(session_id)
+    .bind(order_id)
+    .bind(at)
+    .bind(closed_as)
+    .execute(&mut *tx)
+    .await?;
+    if closed.rows_affected() == 1 {
+        let step = format!("checkout:{session_id}:{closed_as}");
+        append_event_if_order(&mut tx, order_id, step, Some("order_closed"), None, at).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Stores an opened checkout session and moves the order's `expires_at` out to the session's
 /// deadline. If the order is no longer pending (paid or cancelled meanwhile), the session is
 /// still recorded and the row's deadline is left alone: it no longer applies.

@@ -29,6 +29,10 @@ pub struct CreateCheckoutSession {
     pub order_id: String,
     pub amount: i64,
     pub currency: String,
+    /// When the session stops taking payments (Unix seconds): the order's deadline. Absent:
+    /// the provider's own default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +41,23 @@ pub struct CheckoutSessionObject {
     pub order_id: String,
     pub amount: i64,
     pub currency: String,
-    /// `open`, then `paid` once captured.
+    /// `open`, then `paid` once captured, or `expired` (by its `expires_at`, or expired on
+    /// request) and never payable again.
     pub status: String,
     /// Where the payer pays.
     pub url: String,
+    /// When it stops taking payments (Unix seconds), if it was given a time.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// What asking the provider to expire a checkout session came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionExpiry {
+    /// It takes no payment any more (it had expired already, or does now).
+    Expired,
+    /// It was paid before it could expire: that payment arrives as a webhook like any other.
+    AlreadyPaid,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +233,27 @@ impl PaymentProvider {
     ) -> Result<CheckoutSessionObject, ProviderError> {
         self.post("/v1/checkout_sessions", request, idempotency_key)
             .await
+    }
+
+    /// Ends a checkout session: no payment can be made on it from now on. Doing it again
+    /// answers the same; a session already paid answers [`SessionExpiry::AlreadyPaid`].
+    pub async fn expire_checkout_session(
+        &self,
+        session_id: &str,
+    ) -> Result<SessionExpiry, ProviderError> {
+        let path = format!("/v1/checkout_sessions/{session_id}/expire");
+        let key = format!("expire-{session_id}");
+        match self
+            .post::<_, CheckoutSessionObject>(&path, &serde_json::json!({}), &key)
+            .await
+        {
+            Ok(s) if s.status == "paid" => Ok(SessionExpiry::AlreadyPaid),
+            Ok(_) => Ok(SessionExpiry::Expired),
+            Err(ProviderError::Refused {
+                status: 409, code, ..
+            }) if code == "session_already_paid" => Ok(SessionExpiry::AlreadyPaid),
+            Err(e) => Err(e),
+        }
     }
 
     /// Refunds a payment. The same key returns the same refund: a retry after a timeout that

@@ -5,8 +5,12 @@
 //! - `POST /v1/checkout_sessions` and `POST /v1/refunds` need `Authorization: Bearer <key>`
 //!   and are idempotent on `Idempotency-Key` (same key and body: the same answer; same key,
 //!   other body: 422 `idempotency_key_reused`). A refund never exceeds what was captured.
+//! - `POST /v1/checkout_sessions/{id}/expire` ends a session (409 `session_already_paid` if it
+//!   was paid); a session also ends at its `expires_at`.
 //! - `POST /pay/{session_id}` is the payer paying (the session's `url`): it captures a payment
-//!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx.
+//!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx. An
+//!   expired session answers 409 `session_expired`, unless the fault `pay_after_expiry` plays
+//!   the payer whose click raced the expiry.
 //! - Faults, per request (header `Sandbox-Fault: status=500,delay_ms=200`) or scripted for the
 //!   next matching requests (`POST /_sandbox/faults`): a delay, an HTTP status instead of the
 //!   operation, a timeout *after* the operation was performed, a duplicated webhook, a second
@@ -79,6 +83,9 @@ pub struct Fault {
     /// Name this order in the webhook instead of the session's (a provider misrouting events).
     #[serde(default)]
     pub webhook_order_id: Option<String>,
+    /// Pay a session that has expired (the payer's last click raced its expiry).
+    #[serde(default)]
+    pub pay_after_expiry: bool,
 }
 
 impl Fault {
@@ -109,6 +116,7 @@ pub enum Op {
     Checkout,
     Refund,
     Pay,
+    Expire,
 }
 
 /// A fault applied to the next `times` requests of `op`.
@@ -130,7 +138,29 @@ pub struct SessionRecord {
     pub order_id: String,
     pub amount: i64,
     pub currency: String,
+    /// `open`, `paid` or `expired`.
     pub status: String,
+    /// Unix seconds after which it takes no payment.
+    pub expires_at: Option<i64>,
+}
+
+impl SessionRecord {
+    /// Whether a payer can still pay it now.
+    fn payable(&self, now: i64) -> bool {
+        self.status == "open" && self.expires_at.is_none_or(|t| now < t)
+    }
+
+    fn object(&self, public: &str) -> CheckoutSessionObject {
+        CheckoutSessionObject {
+            id: self.id.clone(),
+            order_id: self.order_id.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            status: self.status.clone(),
+            url: format!("{public}/pay/{}", self.id),
+            expires_at: self.expires_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,6 +229,10 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/checkout_sessions", post(create_session))
+            .route(
+                "/v1/checkout_sessions/{session_id}/expire",
+                post(expire_session),
+            )
             .route("/v1/refunds", post(create_refund).get(list_refunds))
             .route("/v1/payments", get(list_payments))
             .route("/v1/payments/{payment_id}", get(get_payment))
@@ -231,6 +265,11 @@ impl Sandbox {
         self.lock().refunds.clone()
     }
 
+    /// Every checkout session, with its status (`open`, `paid`, `expired`).
+    pub fn sessions(&self) -> Vec<SessionRecord> {
+        self.lock().sessions.values().cloned().collect()
+    }
+
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.lock().deliveries.clone()
     }
@@ -248,6 +287,7 @@ impl Sandbox {
                 amount,
                 currency: currency.to_owned(),
                 status: "paid".into(),
+                expires_at: None,
             },
         );
         let payment_id = new_id("pay");
@@ -370,6 +410,7 @@ fn op_name(op: Op) -> &'static str {
         Op::Checkout => "checkout",
         Op::Refund => "refund",
         Op::Pay => "pay",
+        Op::Expire => "expire",
     }
 }
 
@@ -479,18 +520,46 @@ async fn create_session(
             amount: req.amount,
             currency: req.currency.clone(),
             status: "open".into(),
+            expires_at: req.expires_at,
         };
-        ledger.sessions.insert(id.clone(), session);
-        let object = CheckoutSessionObject {
-            id: id.clone(),
-            order_id: req.order_id.clone(),
-            amount: req.amount,
-            currency: req.currency.clone(),
-            status: "open".into(),
-            url: format!("{public}/pay/{id}"),
-        };
+        let object = session.object(&public);
+        ledger.sessions.insert(id, session);
         (StatusCode::OK, json!(object))
     });
+    after(&fault, answer).await
+}
+
+/// Ends a session: it takes no payment from now on. A paid one answers 409
+/// `session_already_paid`; an expired one answers itself again.
+async fn expire_session(
+    State(sb): State<Sandbox>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (_key, fault) = match sb.admit_write(Op::Expire, &headers).await {
+        Ok(admitted) => admitted,
+        Err(r) => return r,
+    };
+    let public = sb.config.public_url.trim_end_matches('/').to_owned();
+    let answer = {
+        let mut ledger = sb.lock();
+        let Some(session) = ledger.sessions.get_mut(&session_id) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "no such session",
+            );
+        };
+        if session.status == "paid" {
+            return error(
+                StatusCode::CONFLICT,
+                "session_already_paid",
+                "this session was paid already",
+            );
+        }
+        session.status = "expired".into();
+        Json(session.object(&public)).into_response()
+    };
     after(&fault, answer).await
 }
 
@@ -516,11 +585,20 @@ async fn pay(
                 "no such session",
             );
         };
-        if session.status != "open" {
+        if session.status == "paid" {
             return error(
                 StatusCode::CONFLICT,
                 "session_already_paid",
                 "this session was paid already",
+            );
+        }
+        // A payer who completes the payment as the session expires (`pay_after_expiry`) is the
+        // race the order's refund exists for.
+        if !session.payable(unix_now()) && !fault.pay_after_expiry {
+            return error(
+                StatusCode::CONFLICT,
+                "session_expired",
+                "this session has expired: it takes no payment",
             );
         }
         session.status = "paid".into();

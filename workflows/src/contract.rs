@@ -87,6 +87,12 @@ impl OrderActivities {
     pub fn open_checkout(input: OpenCheckout) -> Result<ProviderSession, ActivityError> {
         unimplemented!()
     }
+    /// Ends the order's checkout sessions that are still open at the provider, and records
+    /// each as `expired` (or `paid`, if its payment beat the expiry). Returns how many it ended.
+    #[activity(name = "payment.expire_checkouts")]
+    pub fn expire_checkouts(input: ExpireCheckouts) -> Result<u32, ActivityError> {
+        unimplemented!()
+    }
     /// Stores the session and moves `expires_at` to the session's deadline.
     #[activity(name = "order.record_checkout")]
     pub fn record_checkout(input: RecordCheckout) -> Result<(), ActivityError> {

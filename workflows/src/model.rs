@@ -507,6 +507,17 @@ pub struct OpenCheckout {
     pub attempt: u32,
     pub amount: i64,
     pub currency: String,
+    /// The order's deadline, at which the session stops taking payments (Unix ms). Absent in
+    /// histories recorded before sessions ended with their order.
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+}
+
+/// Ends the order's open checkout sessions at the provider, once the order is cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpireCheckouts {
+    pub order_id: String,
+    pub at_ms: i64,
 }
 
 /// What the provider answered for a checkout session.

@@ -123,6 +123,9 @@ pub struct OrderWorkflow {
     open_handlers: u32,
     /// Retries ops asked for (`order.retry`), counted so that none is missed.
     retries_requested: u32,
+    /// Whether a checkout session was asked for while the order waited: its cancel then ends
+    /// the sessions at the provider.
+    checkout_tried: bool,
 }
 
 #[workflow_methods]
@@ -141,6 +144,7 @@ impl OrderWorkflow {
             cancel_request: None,
             open_handlers: 0,
             retries_requested: 0,
+            checkout_tried: false,
         }
     }
 

@@ -9,7 +9,7 @@ use super::{HandlerError, OrderWorkflow, Phase, at_rest, publish, publish_step};
 use crate::contract::OrderActivities;
 use crate::decide::{self, Wake};
 use crate::model::*;
-use crate::policy::{DbStep, checkout_options, db_step, now_ms};
+use crate::policy::{DbStep, checkout_options, db_step, now_ms, provider_options};
 use crate::refusal::{RefusalCode, Refused};
 use std::time::Duration;
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
@@ -31,7 +31,10 @@ pub(super) async fn wait_for_payment(ctx: &WorkflowContext<OrderWorkflow>) -> Wo
                     &order_id,
                 );
             }
-            ctx.state_mut(|s| s.phase = Phase::Settling);
+            ctx.state_mut(|s| {
+                s.checkout_tried = s.waiting().is_some_and(|w| w.attempts > 0);
+                s.phase = Phase::Settling;
+            });
             return Ok(wake);
         }
         let remaining = deadline.map_or(Duration::from_secs(3600), |d| decide::until(now, d));
@@ -78,12 +81,31 @@ pub(super) async fn cancel(
     reason: CancelReason,
 ) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
+    let checkout_tried = ctx.state(|s| s.checkout_tried);
     let at_ms = now_ms(ctx)?;
-    let outcome = CancelOrder::new(order_id, reason, at_ms, held);
+    let outcome = CancelOrder::new(order_id.clone(), reason, at_ms, held);
     db_step(ctx, OrderActivities::cancel_order, outcome, DbStep::Outcome).await?;
     at_rest(ctx, OrderStatus::Cancelled, at_ms, false);
+    if checkout_tried && ctx.patched(SESSIONS_END_WITH_ORDER) {
+        // A payer still on the checkout page can no longer pay a cancelled order. If the
+        // provider refuses for good, the sessions still end at their own `expires_at` (the
+        // deadline), and a payment that slips through is refunded like any late one.
+        let expire = ExpireCheckouts { order_id, at_ms };
+        let _ = ctx
+            .execute_activity(
+                OrderActivities::expire_checkouts,
+                expire,
+                provider_options(),
+            )
+            .await;
+    }
     Ok(())
 }
+
+/// The patch under which checkout sessions end with their order (issue 14): a session is
+/// opened with the order's deadline as its `expires_at`, and a cancel expires the sessions
+/// still open. Histories recorded before it open sessions without one and expire nothing.
+pub const SESSIONS_END_WITH_ORDER: &str = "sessions-end-with-order";
 
 /// Opens a checkout session (see `OrderWorkflow::checkout`). The deadline moves *before* the
 /// provider is called, in the same workflow task that accepted the update: the timer cannot
@@ -145,6 +167,7 @@ pub(super) async fn open_checkout(
                 attempt,
                 amount,
                 currency: currency.clone(),
+                expires_at_ms: ctx.patched(SESSIONS_END_WITH_ORDER).then_some(expires_at),
             },
             checkout_options(),
         )
