@@ -367,7 +367,10 @@ impl OrderActivitiesImpl {
                     ));
                 }
             };
-            crate::payments::close_session(&self.db, order_id, &session, closed_as, input.at_ms)
+            // Logged when the provider answered, and never before the cancel (another worker's
+            // clock may be behind the one that cancelled).
+            let at = crate::now_ms().max(input.at_ms + 1);
+            crate::payments::close_session(&self.db, order_id, &session, closed_as, at)
                 .await
                 .map_err(into_activity_error)?;
         }

@@ -517,6 +517,7 @@ pub struct OpenCheckout {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpireCheckouts {
     pub order_id: String,
+    /// When the order was cancelled: the sessions' log steps come after it.
     pub at_ms: i64,
 }
 
