@@ -203,8 +203,16 @@ fn types_by_order(handled: &[Arrival]) -> BTreeMap<String, Vec<String>> {
     by_order
 }
 
-fn order_id(v: &Value) -> String {
-    v["order_id"].as_str().expect("order_id").to_owned()
+/// Alice's order of one `sku`; returns its id.
+async fn place(app: &TestApp, key: &str, sku: &str) -> String {
+    let created = app
+        .create_order(
+            key,
+            json!({"user_id": "alice", "items": [{"sku": sku, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    created.body["order_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -234,33 +242,12 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
     );
     let down_since = Instant::now();
     receiver.down.store(true, Ordering::SeqCst);
-    let fulfilled = order_id(
-        &app.create_order(
-            "fulfilled",
-            json!({"user_id": "alice", "items": [{"sku": "course", "quantity": 1}]}),
-        )
-        .await
-        .body,
-    );
+    let fulfilled = place(&app, "fulfilled", "course").await;
     app.checkout_and_pay(&fulfilled, None).await;
     app.wait_status(&fulfilled, "fulfilled").await;
-    let cancelled = order_id(
-        &app.create_order(
-            "cancelled",
-            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
-        )
-        .await
-        .body,
-    );
+    let cancelled = place(&app, "cancelled", "lamp").await;
     assert_eq!(app.cancel(&cancelled, "user").await.status, 200);
-    let refunded = order_id(
-        &app.create_order(
-            "refunded",
-            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
-        )
-        .await
-        .body,
-    );
+    let refunded = place(&app, "refunded", "lamp").await;
     app.checkout_and_pay(&refunded, None).await;
     app.wait_status(&refunded, "paid").await;
     assert_eq!(app.cancel(&refunded, "admin").await.status, 200);
@@ -324,16 +311,10 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
     );
 
     // An answer lost on the way back: the event comes again, and the copy is dropped.
-    let late = order_id(
-        &app.create_order(
-            "late-answer",
-            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
-        )
-        .await
-        .body,
-    );
-    let placed = format!("evt_{late}_1");
+    // (The order's id, and so its first event's, is known before it is placed.)
+    let placed = format!("evt_{}_1", orderflow_api::order_id_for("alice", "late-answer"));
     *receiver.stall_once.lock().unwrap() = Some(placed.clone());
+    let late = place(&app, "late-answer", "lamp").await;
     assert_eq!(app.cancel(&late, "user").await.status, 200);
     all_delivered(&app, &receiver, 60).await;
     assert!(receiver.arrivals_of(&placed) >= 2, "the event came again");
@@ -406,14 +387,7 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
         "{}",
         disabled.body
     );
-    let after = order_id(
-        &app.create_order(
-            "after-disable",
-            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
-        )
-        .await
-        .body,
-    );
+    let after = place(&app, "after-disable", "lamp").await;
     assert_eq!(app.cancel(&after, "user").await.status, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!receiver.handled().iter().any(|a| a.order_id == after));

@@ -543,24 +543,37 @@ async fn expire_session(
     let public = sb.config.public_url.trim_end_matches('/').to_owned();
     let answer = {
         let mut ledger = sb.lock();
-        let Some(session) = ledger.sessions.get_mut(&session_id) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "session_not_found",
-                "no such session",
-            );
+        let session = match unpaid_session(&mut ledger, &session_id) {
+            Ok(session) => session,
+            Err(refused) => return refused,
         };
-        if session.status == "paid" {
-            return error(
-                StatusCode::CONFLICT,
-                "session_already_paid",
-                "this session was paid already",
-            );
-        }
         session.status = "expired".into();
         Json(session.object(&public)).into_response()
     };
     after(&fault, answer).await
+}
+
+/// A session that exists and was not paid yet: 404 `session_not_found`, 409
+/// `session_already_paid` otherwise.
+fn unpaid_session<'l>(
+    ledger: &'l mut Ledger,
+    session_id: &str,
+) -> Result<&'l mut SessionRecord, Response> {
+    let Some(session) = ledger.sessions.get_mut(session_id) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no such session",
+        ));
+    };
+    if session.status == "paid" {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "session_already_paid",
+            "this session was paid already",
+        ));
+    }
+    Ok(session)
 }
 
 /// The payer pays a session: one payment, then its webhook(s).
@@ -578,20 +591,10 @@ async fn pay(
     }
     let event = {
         let mut ledger = sb.lock();
-        let Some(session) = ledger.sessions.get_mut(&session_id) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                "session_not_found",
-                "no such session",
-            );
+        let session = match unpaid_session(&mut ledger, &session_id) {
+            Ok(session) => session,
+            Err(refused) => return refused,
         };
-        if session.status == "paid" {
-            return error(
-                StatusCode::CONFLICT,
-                "session_already_paid",
-                "this session was paid already",
-            );
-        }
         // A payer who completes the payment as the session expires (`pay_after_expiry`) is the
         // race the order's refund exists for.
         if !session.payable(unix_now()) && !fault.pay_after_expiry {
