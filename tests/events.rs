@@ -281,6 +281,12 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
             assert_eq!(attempts, 0, "{d}");
         }
     }
+    let metrics = app.scrape(&format!("{}/metrics", app.base)).await;
+    let pending = format!(
+        "orderflow_events_undelivered{{subscription=\"{sub}\",status=\"pending\"}} {}",
+        deliveries.len()
+    );
+    assert!(metrics.contains(&pending), "{pending} in:\n{metrics}");
     let refused = receiver.inbox.lock().unwrap().refused_while_down;
     println!(
         "the subscriber was down for {:.0} s and refused {refused} deliveries",
@@ -312,7 +318,10 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
 
     // An answer lost on the way back: the event comes again, and the copy is dropped.
     // (The order's id, and so its first event's, is known before it is placed.)
-    let placed = format!("evt_{}_1", orderflow_api::order_id_for("alice", "late-answer"));
+    let placed = format!(
+        "evt_{}_1",
+        orderflow_api::order_id_for("alice", "late-answer")
+    );
     *receiver.stall_once.lock().unwrap() = Some(placed.clone());
     let late = place(&app, "late-answer", "lamp").await;
     assert_eq!(app.cancel(&late, "user").await.status, 200);

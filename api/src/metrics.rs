@@ -145,7 +145,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The families counted by one grouped query each: what, name, type, help, label keys.
-const TALLIES: [(Tally, &str, &str, &str, &[&str]); 4] = [
+const TALLIES: [(Tally, &str, &str, &str, &[&str]); 5] = [
     (
         Tally::Refunds,
         "orderflow_refunds_total",
@@ -173,6 +173,13 @@ const TALLIES: [(Tally, &str, &str, &str, &[&str]); 4] = [
         "counter",
         "Payments their order could not take, by reason and by decision (holding, applied, refunded, refund_failed, nothing_to_do)",
         &["reason", "state"],
+    ),
+    (
+        Tally::UndeliveredEvents,
+        "orderflow_events_undelivered",
+        "gauge",
+        "Events not delivered to a subscriber: pending (being retried) or failed (retries ran out; redeliver)",
+        &["subscription", "status"],
     ),
 ];
 

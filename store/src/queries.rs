@@ -490,6 +490,8 @@ pub enum Tally {
     ReconcileActions,
     /// Payments their order could not take, by reason and decision state.
     PaymentDecisions,
+    /// Events not delivered (yet), by subscriber and state (`pending`, `failed`).
+    UndeliveredEvents,
 }
 
 impl Tally {
@@ -504,6 +506,11 @@ impl Tally {
             }
             Tally::PaymentDecisions => {
                 "SELECT reason, state, COUNT(*) FROM payment_decisions GROUP BY reason, state"
+            }
+            // Through the (status, next_attempt_at) index: delivered rows are never read.
+            Tally::UndeliveredEvents => {
+                "SELECT subscription_id, status, COUNT(*) FROM event_deliveries
+                 WHERE status IN ('pending', 'failed') GROUP BY subscription_id, status"
             }
         }
     }
