@@ -79,7 +79,8 @@ pub struct Config {
     /// `ORDERFLOW_EVENTS_TIMEOUT` (seconds per POST, 1 to 60, default 10),
     /// `ORDERFLOW_EVENTS_MAX_BACKOFF` (the longest wait between attempts, 1 to 86400 s, default
     /// 600) and `ORDERFLOW_EVENTS_RETRY_FOR` (how long a delivery is retried before it is
-    /// `failed`, 60 s to 30 days, default 3 days).
+    /// `failed`, 60 s to 30 days, default 3 days) and `ORDERFLOW_EVENTS_RETENTION` (how long
+    /// delivered events and their log are kept, default 30 days).
     pub events: orderflow_activities::events_out::DispatchSettings,
 }
 
@@ -243,6 +244,11 @@ impl Config {
                     "ORDERFLOW_EVENTS_RETRY_FOR",
                     3 * 86_400,
                     60..=30 * 86_400,
+                )?),
+                retention: Duration::from_secs(secs(
+                    "ORDERFLOW_EVENTS_RETENTION",
+                    30 * 86_400,
+                    3_600..=3_650 * 86_400,
                 )?),
                 ..Default::default()
             },

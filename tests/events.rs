@@ -401,6 +401,24 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!receiver.handled().iter().any(|a| a.order_id == after));
 
+    // Retention: delivered events go, with their log; nothing else had a delivery to keep.
+    let purged =
+        orderflow_activities::events_out::purge_delivered(&app.db, orderflow_store::now_ms() + 1)
+            .await
+            .unwrap();
+    assert_eq!(purged as usize, handled.len());
+    for table in [
+        "outbox_events",
+        "event_deliveries",
+        "event_delivery_attempts",
+    ] {
+        let left: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+
     app.assert_invariants().await;
 }
 

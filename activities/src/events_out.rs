@@ -138,6 +138,9 @@ pub struct DispatchSettings {
     pub retry_for: Duration,
     /// Deliveries sent at once.
     pub concurrency: usize,
+    /// How long delivered events (and their log) are kept; failed and pending ones are kept
+    /// until they are delivered.
+    pub retention: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -148,6 +151,7 @@ impl Default for DispatchSettings {
             max_backoff: Duration::from_secs(600),
             retry_for: Duration::from_secs(3 * 24 * 3600),
             concurrency: 8,
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -204,7 +208,21 @@ impl Dispatcher {
             "delivering events to subscribers"
         );
         let mut failures = 0u32;
+        let mut purged_at: Option<Instant> = None;
         loop {
+            if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                let before = crate::now_ms() - self.settings.retention.as_millis() as i64;
+                match purge_delivered(&self.db, before).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(deleted = n, "delivered events past their retention purged")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot purge delivered events; trying again later")
+                    }
+                }
+                purged_at = Some(Instant::now());
+            }
             match self.deliver_due().await {
                 Ok(0) => {
                     failures = 0;
@@ -392,6 +410,41 @@ impl Dispatcher {
 fn backoff(attempt: i64, cap: Duration) -> Duration {
     let doubled = 1u64 << (attempt.clamp(1, 40) as u32 - 1);
     Duration::from_secs(doubled).min(cap)
+}
+
+/// How often a dispatcher purges delivered events past their retention.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes the deliveries delivered before `before_ms` with their attempts, then the events
+/// older than that which no delivery needs any more. Pending and failed deliveries, and their
+/// events, are kept. Returns how many deliveries went.
+pub async fn purge_delivered(db: &Db, before_ms: i64) -> Result<u64, StoreError> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "DELETE FROM event_delivery_attempts WHERE EXISTS (
+             SELECT 1 FROM event_deliveries d
+             WHERE d.subscription_id = event_delivery_attempts.subscription_id
+               AND d.event_id = event_delivery_attempts.event_id
+               AND d.status = 'delivered' AND d.delivered_at < $1)",
+    )
+    .bind(before_ms)
+    .execute(&mut *tx)
+    .await?;
+    let deliveries = sqlx::query(
+        "DELETE FROM event_deliveries WHERE status = 'delivered' AND delivered_at < $1",
+    )
+    .bind(before_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM outbox_events WHERE created_at < $1 AND NOT EXISTS (
+             SELECT 1 FROM event_deliveries d WHERE d.event_id = outbox_events.event_id)",
+    )
+    .bind(before_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(deliveries.rows_affected())
 }
 
 /// Why a POST got no answer, in words for the delivery log.
