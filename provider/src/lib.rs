@@ -236,7 +236,9 @@ impl PaymentProvider {
     }
 
     /// Ends a checkout session: no payment can be made on it from now on. Doing it again
-    /// answers the same; a session already paid answers [`SessionExpiry::AlreadyPaid`].
+    /// answers the same; a session already paid answers [`SessionExpiry::AlreadyPaid`] (the
+    /// provider answers it with `status: paid`; a 409 would mean a concurrent request with the
+    /// same key, and is retried).
     pub async fn expire_checkout_session(
         &self,
         session_id: &str,
@@ -249,9 +251,6 @@ impl PaymentProvider {
         {
             Ok(s) if s.status == "paid" => Ok(SessionExpiry::AlreadyPaid),
             Ok(_) => Ok(SessionExpiry::Expired),
-            Err(ProviderError::Refused {
-                status: 409, code, ..
-            }) if code == "session_already_paid" => Ok(SessionExpiry::AlreadyPaid),
             Err(e) => Err(e),
         }
     }

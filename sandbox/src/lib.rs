@@ -5,8 +5,8 @@
 //! - `POST /v1/checkout_sessions` and `POST /v1/refunds` need `Authorization: Bearer <key>`
 //!   and are idempotent on `Idempotency-Key` (same key and body: the same answer; same key,
 //!   other body: 422 `idempotency_key_reused`). A refund never exceeds what was captured.
-//! - `POST /v1/checkout_sessions/{id}/expire` ends a session (409 `session_already_paid` if it
-//!   was paid); a session also ends at its `expires_at`.
+//! - `POST /v1/checkout_sessions/{id}/expire` ends a session (a paid one answers as it is,
+//!   `status: paid`); a session also ends at its `expires_at`.
 //! - `POST /pay/{session_id}` is the payer paying (the session's `url`): it captures a payment
 //!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx. An
 //!   expired session answers 409 `session_expired`, unless the fault `pay_after_expiry` plays
@@ -529,8 +529,8 @@ async fn create_session(
     after(&fault, answer).await
 }
 
-/// Ends a session: it takes no payment from now on. A paid one answers 409
-/// `session_already_paid`; an expired one answers itself again.
+/// Ends a session: it takes no payment from now on. A paid one stays paid and answers as it
+/// is (`status: paid`); an expired one answers itself again.
 async fn expire_session(
     State(sb): State<Sandbox>,
     Path(session_id): Path<String>,
@@ -543,37 +543,30 @@ async fn expire_session(
     let public = sb.config.public_url.trim_end_matches('/').to_owned();
     let answer = {
         let mut ledger = sb.lock();
-        let session = match unpaid_session(&mut ledger, &session_id) {
+        let session = match session_of(&mut ledger, &session_id) {
             Ok(session) => session,
-            Err(refused) => return refused,
+            Err(missing) => return missing,
         };
-        session.status = "expired".into();
+        if session.status != "paid" {
+            session.status = "expired".into();
+        }
         Json(session.object(&public)).into_response()
     };
     after(&fault, answer).await
 }
 
-/// A session that exists and was not paid yet: 404 `session_not_found`, 409
-/// `session_already_paid` otherwise.
-fn unpaid_session<'l>(
+/// A session by its id, or 404 `session_not_found`.
+fn session_of<'l>(
     ledger: &'l mut Ledger,
     session_id: &str,
 ) -> Result<&'l mut SessionRecord, Response> {
-    let Some(session) = ledger.sessions.get_mut(session_id) else {
-        return Err(error(
+    ledger.sessions.get_mut(session_id).ok_or_else(|| {
+        error(
             StatusCode::NOT_FOUND,
             "session_not_found",
             "no such session",
-        ));
-    };
-    if session.status == "paid" {
-        return Err(error(
-            StatusCode::CONFLICT,
-            "session_already_paid",
-            "this session was paid already",
-        ));
-    }
-    Ok(session)
+        )
+    })
 }
 
 /// The payer pays a session: one payment, then its webhook(s).
@@ -591,10 +584,17 @@ async fn pay(
     }
     let event = {
         let mut ledger = sb.lock();
-        let session = match unpaid_session(&mut ledger, &session_id) {
+        let session = match session_of(&mut ledger, &session_id) {
             Ok(session) => session,
-            Err(refused) => return refused,
+            Err(missing) => return missing,
         };
+        if session.status == "paid" {
+            return error(
+                StatusCode::CONFLICT,
+                "session_already_paid",
+                "this session was paid already",
+            );
+        }
         // A payer who completes the payment as the session expires (`pay_after_expiry`) is the
         // race the order's refund exists for.
         if !session.payable(unix_now()) && !fault.pay_after_expiry {
