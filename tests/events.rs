@@ -361,6 +361,8 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
         (receiver.arrivals_of(&first) > before).then_some(())
     })
     .await;
+    // ... and recorded as delivered again.
+    all_delivered(&app, &receiver, 30).await;
     let missing = app
         .as_admin()
         .post(
