@@ -161,13 +161,24 @@ pub async fn bare(bare: &Bare, n: u64, per_sec: f64) -> anyhow::Result<Storm> {
     let create_secs = started.elapsed().as_secs_f64();
     println!("  created in {create_secs:.0} s; draining ...");
     load::drain("bare workflows", &|| bare.open(), DRAIN_LIMIT).await?;
-    let closed = bare.close_times(&ids).await?;
-    if closed.len() as u64 != n {
-        bail!(
-            "{} of {n} bare workflows of the storm are listed as completed",
-            closed.len()
-        );
-    }
+    // Visibility is eventually consistent: the open count can read 0 before the workflows just
+    // started are indexed, and a completed one is listed a moment after it closed. So wait
+    // until every one is listed; the times are the server's close times, not when we looked.
+    let waited = Instant::now();
+    let closed = loop {
+        let closed = bare.close_times(&ids).await?;
+        if closed.len() as u64 == n {
+            break closed;
+        }
+        if waited.elapsed() > DRAIN_LIMIT {
+            bail!(
+                "{} of {n} bare workflows of the storm are listed as completed {} s after the drain",
+                closed.len(),
+                DRAIN_LIMIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let times: Vec<(i64, i64)> = closed.into_iter().map(|c| (deadline, c)).collect();
     Ok(Storm::of(&times, create_secs))
 }
