@@ -412,6 +412,7 @@ async fn event_subscriptions_refuse_bad_input_and_register_nothing() {
         (json!({"url": "ftp://example.com/hook"}), "invalid_url"),
         (json!({"url": "http://"}), "invalid_url"),
         (json!({"url": "https://exa mple.com"}), "invalid_url"),
+        (json!({"url": "http://[::1]:8080/hook"}), "invalid_url"),
         (
             json!({"url": format!("https://example.com/{}", "a".repeat(2048))}),
             "invalid_url",

@@ -33,8 +33,9 @@ const MAX_CURSOR_TIME_DIGITS: usize = 18;
 
 /// Printable ASCII without spaces (`u8::is_ascii_graphic`), as a JSON Schema pattern.
 const PRINTABLE: &str = "^[!-~]+$";
-/// An http(s) URL as [`Rule::Url`] checks it.
-const URL: &str = "^https?://[!-~]+$";
+/// An http(s) URL as [`Rule::Url`] checks it: printable ASCII without brackets (no IPv6
+/// literal hosts: a bracket outside a valid one makes URL parsers, Python's included, fail).
+const URL: &str = r"^https?://[!-Z\\^-~]+$";
 
 /// A constraint on one field or parameter.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +57,8 @@ pub enum Rule {
     Cursor,
     /// One of the ISO 4217 currency codes.
     Currency,
-    /// An `http://` or `https://` URL of at most `max` printable ASCII characters.
+    /// An `http://` or `https://` URL of at most `max` printable ASCII characters, without
+    /// `[` or `]`.
     Url { max: usize, code: ErrorCode },
     /// A list of 1 or more of these words, each at most once.
     Words {
@@ -282,13 +284,16 @@ impl Rule {
                 let rest = value
                     .strip_prefix("http://")
                     .or_else(|| value.strip_prefix("https://"));
-                let fits =
-                    rest.is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_graphic()));
+                let fits = rest.is_some_and(|r| {
+                    !r.is_empty()
+                        && r.bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
+                });
                 if !fits || value.len() > max {
                     return Err(ApiError::new(
                         code,
                         format!(
-                            "{field} must be an http:// or https:// URL of at most {max} printable ASCII characters without spaces"
+                            "{field} must be an http:// or https:// URL of at most {max} printable ASCII characters, without spaces or brackets"
                         ),
                     ));
                 }
