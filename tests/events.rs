@@ -150,8 +150,11 @@ impl Receiver {
     }
 }
 
-/// Registers `url` for every event type; the receiver gets the secret.
-async fn subscribe(app: &TestApp, receiver: &Receiver, url: &str) -> String {
+/// A receiver, serving, subscribed to every event type with the secret it checks; and its
+/// subscription id.
+async fn subscribed_receiver(app: &TestApp) -> (Arc<Receiver>, String) {
+    let receiver = Arc::new(Receiver::default());
+    let url = receiver.start().await;
     let created = app
         .as_admin()
         .post("/v1/admin/event-subscriptions", json!({"url": url}))
@@ -167,7 +170,8 @@ async fn subscribe(app: &TestApp, receiver: &Receiver, url: &str) -> String {
         "{secret}"
     );
     *receiver.secret.lock().unwrap() = secret.to_owned();
-    created.body["subscription_id"].as_str().unwrap().to_owned()
+    let sub = created.body["subscription_id"].as_str().unwrap().to_owned();
+    (receiver, sub)
 }
 
 async fn outbox_events(app: &TestApp) -> i64 {
@@ -229,9 +233,7 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
     )
     .await;
 
-    let receiver = Arc::new(Receiver::default());
-    let url = receiver.start().await;
-    let sub = subscribe(&app, &receiver, &url).await;
+    let (receiver, sub) = subscribed_receiver(&app).await;
 
     // The subscriber goes down; the shop carries on.
     let outage = Duration::from_secs(
@@ -432,9 +434,7 @@ async fn a_worker_killed_between_the_answer_and_its_record_loses_no_event() {
         json!({"price": 1000, "stock": 50, "kind": "physical"}),
     )
     .await;
-    let receiver = Arc::new(Receiver::default());
-    let url = receiver.start().await;
-    let sub = subscribe(&app, &receiver, &url).await;
+    let (receiver, sub) = subscribed_receiver(&app).await;
 
     let (user, key) = ("events-crash", "killed-mid-delivery");
     let order = orderflow_api::order_id_for(user, key);

@@ -322,9 +322,7 @@ impl OrderActivitiesImpl {
             amount: input.amount,
             currency: input.currency.clone(),
             // Whole seconds, rounded up: the session never ends before the order's deadline.
-            expires_at: input
-                .expires_at_ms
-                .map(|ms| ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0)),
+            expires_at: input.expires_at_ms.map(|ms| (ms + 999).div_euclid(1000)),
         };
         let key = format!("checkout-{}-{}", input.order_id, input.attempt);
         let call = self.provider.create_checkout_session(&request, &key);

@@ -15,7 +15,7 @@ use crate::view::{
     ItemView, OrderList, OrderView, PaymentView, PointsView, Readiness, RedemptionView, RefundView,
     SkuView, SubscriptionList, SubscriptionView, WalletView, WebhookAnswer,
 };
-use orderflow_store::events_out::EVENT_TYPES;
+use orderflow_store::events_out::{DELIVERY_STATES, EVENT_TYPES};
 use orderflow_workflows::model::{CancelReason, PaymentMethod};
 use serde_json::{Value, json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -252,9 +252,6 @@ pub fn document() -> Value {
     mark_open_operations(&mut doc);
     doc
 }
-
-/// A delivery's states, as the outbox's table allows them.
-const DELIVERY_STATES: [&str; 3] = ["pending", "delivered", "failed"];
 
 /// A shipment's states, as `activities::fulfilment` writes them.
 const SHIPMENT_STATES: [&str; 3] = ["pending", "shipped", "intercepted"];

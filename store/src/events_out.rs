@@ -19,6 +19,9 @@ pub const EVENT_TYPES: [&str; 6] = [
     "refund.failed",
 ];
 
+/// A delivery's states, as the table's CHECK allows them.
+pub const DELIVERY_STATES: [&str; 3] = ["pending", "delivered", "failed"];
+
 /// The most deliveries one page of the log shows.
 pub const MAX_DELIVERY_PAGE: i64 = 100;
 

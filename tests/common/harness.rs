@@ -433,6 +433,8 @@ impl TestApp {
             cmd.stdout(file.try_clone().expect("the process log, twice"));
             cmd.stderr(file);
         }
+        // The child's dispatcher works as the in-process one does.
+        let events = events_settings();
         let child = cmd
             .args(args)
             .env("PAYMENT_WEBHOOK_SECRET", SECRET)
@@ -451,9 +453,18 @@ impl TestApp {
             .env("RUST_LOG", "warn")
             .env("ORDERFLOW_WORKER_METRICS_ADDR", "off")
             .env("ORDERFLOW_METRICS_CACHE", "0")
-            .env("ORDERFLOW_EVENTS_POLL_MS", "100")
-            .env("ORDERFLOW_EVENTS_TIMEOUT", EVENTS_TIMEOUT_SECS.to_string())
-            .env("ORDERFLOW_EVENTS_MAX_BACKOFF", "2")
+            .env(
+                "ORDERFLOW_EVENTS_POLL_MS",
+                events.poll.as_millis().to_string(),
+            )
+            .env(
+                "ORDERFLOW_EVENTS_TIMEOUT",
+                events.timeout.as_secs().to_string(),
+            )
+            .env(
+                "ORDERFLOW_EVENTS_MAX_BACKOFF",
+                events.max_backoff.as_secs().to_string(),
+            )
             .env(
                 "PAYMENT_UNKNOWN_ORDER_HOLD",
                 UNKNOWN_ORDER_HOLD_SECS.to_string(),
