@@ -491,4 +491,50 @@ async fn event_subscriptions_refuse_bad_input_and_register_nothing() {
         )
         .await;
     assert_eq!((r.status, r.code()), (422, "invalid_limit"), "{}", r.body);
+
+    // Disabling keeps the subscriber and its log readable, and a second disable changes
+    // nothing; it is a POST, and there is no DELETE that would promise the record is gone.
+    let disable = format!("/v1/admin/event-subscriptions/{sub}/disable");
+    let first = app.call(Who::Admin, "POST", &disable, None).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(first.body["disabled_at"].is_string(), "{}", first.body);
+    let again = app.call(Who::Admin, "POST", &disable, None).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["disabled_at"], first.body["disabled_at"]);
+    let read = app
+        .call(
+            Who::Admin,
+            "GET",
+            &format!("/v1/admin/event-subscriptions/{sub}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        read.body["disabled_at"], first.body["disabled_at"],
+        "{}",
+        read.body
+    );
+    let r = app
+        .call(
+            Who::Admin,
+            "POST",
+            "/v1/admin/event-subscriptions/sub_nope/disable",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "subscription_not_found"),
+        "{}",
+        r.body
+    );
+    let r = app
+        .call(
+            Who::Admin,
+            "DELETE",
+            &format!("/v1/admin/event-subscriptions/{sub}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 405, "{}", r.body);
 }

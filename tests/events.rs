@@ -389,8 +389,8 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
     let disabled = app
         .as_admin()
         .call(
-            "DELETE",
-            &format!("/v1/admin/event-subscriptions/{sub}"),
+            "POST",
+            &format!("/v1/admin/event-subscriptions/{sub}/disable"),
             None,
         )
         .await;

@@ -25,7 +25,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/admin/event-subscriptions/{subscription_id}",
-            get(get_subscription).delete(disable_subscription),
+            get(get_subscription),
+        )
+        .route(
+            "/v1/admin/event-subscriptions/{subscription_id}/disable",
+            post(disable_subscription),
         )
         .route(
             "/v1/admin/event-subscriptions/{subscription_id}/deliveries",
@@ -133,10 +137,10 @@ async fn get_subscription(
 }
 
 #[utoipa::path(
-    delete, path = "/v1/admin/event-subscriptions/{subscription_id}",
+    post, path = "/v1/admin/event-subscriptions/{subscription_id}/disable",
     tag = "admin",
     summary = "Disable an events subscriber",
-    description = "Nothing more is delivered to it, pending deliveries included; its log stays. Disabling it again changes nothing.",
+    description = "Nothing more is delivered to it, pending deliveries included. The subscriber and its delivery log stay readable (a `POST`, not a `DELETE`: nothing is removed). Disabling it again changes nothing.",
     security(("bearer" = [])),
     params(("subscription_id" = String, Path)),
     responses(
