@@ -534,3 +534,147 @@ async fn exactly_one_of_a_users_concurrent_orders_is_their_first_purchase() {
     }
     app.assert_invariants().await;
 }
+
+/// A payment the payer's bank disputes (issue 14, point 6), reported by a signed
+/// `charge.disputed` webhook: a digital order loses its entitlements, a physical one is flagged
+/// for ops; neither changes status or moves money. Redeliveries change nothing. A dispute whose
+/// webhook never arrived is a discrepancy of the two-way audit until it does.
+#[tokio::test]
+async fn a_dispute_revokes_digital_goods_flags_physical_ones_and_the_audit_shows_both() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    let order = |key: &'static str, sku: &'static str| {
+        let app = &app;
+        async move {
+            id(&app
+                .create_order(
+                    key,
+                    json!({"user_id": "alice", "items": [{"sku": sku, "quantity": 1}]}),
+                )
+                .await
+                .body)
+        }
+    };
+    let course = order("dispute-course", "course").await;
+    let course_payment = app.checkout_and_pay(&course, None).await;
+    app.wait_status(&course, "fulfilled").await;
+    let lamp = order("dispute-lamp", "lamp").await;
+    let lamp_payment = app.checkout_and_pay(&lamp, None).await;
+    app.wait_shipment(&lamp, "pending").await;
+    assert_eq!(entitlements(&app, "alice").await.len(), 1);
+
+    let disputed = |order_id: String, payment_id: String| {
+        let app = &app;
+        async move {
+            let step = format!("disputed:{payment_id}");
+            app.eventually(30, &step, || async {
+                app.steps(&order_id).await.contains(&step).then_some(())
+            })
+            .await
+        }
+    };
+    // The whole course payment, disputed over the sandbox's own route (its webhook is signed
+    // and delivered like a payment's).
+    let r = app
+        .http
+        .post(format!(
+            "{}/_sandbox/payments/{course_payment}/dispute",
+            app.provider.base_url
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    disputed(course.clone(), course_payment.clone()).await;
+    assert_eq!(entitlements(&app, "alice").await, Vec::<Value>::new());
+
+    // Part of the lamp's payment. Its event, delivered again and then under a new event id:
+    // one dispute, nothing done twice.
+    let event = app
+        .sandbox
+        .dispute(&lamp_payment, Some(400), true)
+        .expect("the sandbox disputes a payment it captured");
+    disputed(lamp.clone(), lamp_payment.clone()).await;
+    let again = app.deliver(&event).await;
+    assert_eq!(
+        (again.status, again.body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{}",
+        again.body
+    );
+    let mut renamed = event.clone();
+    renamed.event_id = format!("{}_again", event.event_id);
+    let r = app.deliver(&renamed).await;
+    assert_eq!(r.body["status"], "dispute_recorded", "{}", r.body);
+    let lamp_steps = app.steps(&lamp).await;
+    assert_eq!(
+        lamp_steps
+            .iter()
+            .filter(|s| s.starts_with("disputed:"))
+            .count(),
+        1,
+        "{lamp_steps:?}"
+    );
+    // Neither order changed status, and the lamp's shipment still waits.
+    assert_eq!(app.order(&course).await["status"], "fulfilled");
+    let o = app.order(&lamp).await;
+    assert_eq!(
+        (o["status"].as_str(), o["shipment_status"].as_str()),
+        (Some("paid"), Some("pending")),
+        "{o}"
+    );
+
+    // A dispute whose every webhook was lost: the audit finds it, and it clears once the
+    // event is delivered.
+    let other = order("dispute-lost", "course").await;
+    let other_payment = app.checkout_and_pay(&other, None).await;
+    app.wait_status(&other, "fulfilled").await;
+    let lost = app.sandbox.dispute(&other_payment, None, false).unwrap();
+    let report = app.audit().await;
+    let problems: Vec<(&str, &str)> = report
+        .discrepancies
+        .iter()
+        .map(|d| (d.problem, d.payment_id.as_str()))
+        .collect();
+    assert_eq!(
+        problems,
+        [("dispute_unrecorded", other_payment.as_str())],
+        "{}",
+        report.render()
+    );
+    let r = app.deliver(&lost).await;
+    assert_eq!(r.body["status"], "dispute_recorded", "{}", r.body);
+
+    let report = app.audit_settled(60).await;
+    let seen: Vec<(&str, i64, i64, bool)> = report
+        .disputes
+        .iter()
+        .map(|d| {
+            (
+                d.order_id.as_str(),
+                d.amount,
+                d.revoked_entitlements,
+                d.flagged_for_ops,
+            )
+        })
+        .collect();
+    let mut want = vec![
+        (course.as_str(), 800, 1, false),
+        (lamp.as_str(), 400, 0, true),
+        (other.as_str(), 800, 1, false),
+    ];
+    let mut seen_sorted = seen.clone();
+    seen_sorted.sort();
+    want.sort();
+    assert_eq!(seen_sorted, want, "{}", report.render());
+    assert_eq!(
+        (report.disputed.count, report.disputed.amount),
+        (3, 2000),
+        "{}",
+        report.render()
+    );
+    // Each disputed payment is still what it was: applied to its order.
+    assert_eq!(report.applied.count, 3, "{}", report.render());
+    app.assert_invariants().await;
+}

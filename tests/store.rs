@@ -694,3 +694,41 @@ async fn a_page_of_orders_carries_each_orders_own_items_payments_and_refunds() {
     assert!(by_id("ord_l2").refunds.is_empty());
     assert!(by_id("ord_l2").payments.is_empty());
 }
+
+/// A dispute of a payment orderflow cannot tie to any order is still recorded, flagged for
+/// ops, and recorded once however often it is reported (the webhook and the inbox re-drive
+/// both call `record`).
+#[tokio::test]
+async fn a_dispute_for_no_order_here_is_recorded_once_and_flagged_for_ops() {
+    let db = fresh_db().await;
+    let event = orderflow_activities::payments::InboxEvent {
+        event_id: "evt_dispute_1".into(),
+        event_type: orderflow_activities::provider::CHARGE_DISPUTED.into(),
+        order_id: "ord_elsewhere".into(),
+        payment_id: "pay_elsewhere".into(),
+        amount: 700,
+        currency: "USD".into(),
+        received_at: 1,
+        session_id: None,
+    };
+    for at in [10, 20] {
+        let outcome = orderflow_activities::disputes::record(&db, &event, at)
+            .await
+            .unwrap();
+        assert_eq!(outcome, orderflow_activities::disputes::RECORDED);
+    }
+    let recorded = orderflow_activities::disputes::all(&db).await.unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let d = &recorded[0];
+    assert_eq!(
+        (
+            d.order_id.as_str(),
+            d.amount,
+            d.revoked_entitlements,
+            d.flagged_for_ops,
+            d.recorded_at
+        ),
+        ("ord_elsewhere", 700, 0, true, 10)
+    );
+    assert!(d.detail.contains("no such order"), "{}", d.detail);
+}

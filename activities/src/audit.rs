@@ -256,18 +256,21 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     }
 
     // Fulfilment follows the order: active order entitlements only on paid or fulfilled orders,
-    // a shipped shipment only on a fulfilled order, an intercepted one only on a cancelled one.
+    // revoked ones only on cancelled orders or orders whose payment is disputed, a shipped
+    // shipment only on a fulfilled order, an intercepted one only on a cancelled one.
     for r in sqlx::query(
-        "SELECT e.entitlement_id, e.status, o.status FROM entitlements e
-         JOIN orders o ON o.order_id = e.source_id WHERE e.source = 'order'",
+        "SELECT e.entitlement_id, e.status, o.status,
+             (SELECT COUNT(*) FROM disputes d WHERE d.order_id = o.order_id)
+         FROM entitlements e JOIN orders o ON o.order_id = e.source_id WHERE e.source = 'order'",
     )
     .fetch_all(db)
     .await?
     {
         let (id, state, order): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let disputed = r.get::<i64, _>(3) > 0;
         let ok = match state.as_str() {
             "active" => order == "fulfilled" || order == "paid",
-            _ => order == "cancelled",
+            _ => order == "cancelled" || disputed,
         };
         if !ok {
             bad.push(format!(
@@ -343,7 +346,8 @@ impl Tally {
 pub struct Discrepancy {
     /// Stable: `no_webhook`, `inbox_stuck`, `not_decided`, `refund_failed`, `refund_owner_gone`,
     /// `not_at_provider`, `amount_differs`, `applied_to_unpaid_order`, `unknown_refund`,
-    /// `refund_of_applied_payment`, `over_refunded`, `refund_not_at_provider`, `owner_gone`.
+    /// `refund_of_applied_payment`, `over_refunded`, `refund_not_at_provider`, `owner_gone`,
+    /// `dispute_unrecorded`, `dispute_differs`, `dispute_not_at_provider`.
     #[schema(value_type = String)]
     pub problem: &'static str,
     pub order_id: Option<String>,
@@ -384,6 +388,11 @@ pub struct MoneyReport {
     /// Captured, and neither applied, refunded nor owned by anything that will finish it.
     pub stranded: Tally,
     pub in_progress: Vec<InFlight>,
+    /// Payments the payer's bank disputes, as recorded (each also counted above as what it
+    /// otherwise is: the provider takes the disputed amount back itself).
+    pub disputed: Tally,
+    /// Every recorded dispute and what was done; `flagged_for_ops` ones wait for ops.
+    pub disputes: Vec<crate::disputes::Dispute>,
     pub discrepancies: Vec<Discrepancy>,
     /// Refunds owed outside the provider (admin orders paid offline): for ops to pay back.
     pub offline_refunds: Vec<Discrepancy>,
@@ -421,32 +430,42 @@ impl MoneyReport {
     pub fn render(&self) -> String {
         let t = |t: Tally| format!("{:>5} ({} minor units)", t.count, t.amount);
         let mut out = format!(
-            "payments captured at the provider {}\n  applied to an order           {}\n  refunded                      {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n",
+            "payments captured at the provider {}\n  applied to an order           {}\n  refunded                      {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n  disputed by the payer's bank  {}\n",
             t(self.captured),
             t(self.applied),
             t(self.refunded),
             t(self.in_flight),
-            t(self.stranded)
+            t(self.stranded),
+            t(self.disputed)
         );
         for f in &self.in_progress {
-            out.push_str(&format!(
-                "in flight: payment {} ({}) of order {}: {}, owned by {}\n",
-                f.payment_id,
+            let rest = format!("{}, owned by {}", f.state, f.owner);
+            out.push_str(&payment_line(
+                "in flight",
+                &f.payment_id,
                 f.amount,
-                f.order_id.as_deref().unwrap_or("-"),
-                f.state,
-                f.owner
+                f.order_id.as_deref(),
+                &rest,
+            ));
+        }
+        for d in &self.disputes {
+            let flag = if d.flagged_for_ops {
+                "; flagged for ops"
+            } else {
+                ""
+            };
+            let amount = format!("{} of it", d.amount);
+            let rest = format!("{}{flag}", d.detail);
+            out.push_str(&payment_line(
+                "disputed",
+                &d.payment_id,
+                amount,
+                Some(&d.order_id),
+                &rest,
             ));
         }
         for d in self.offline_refunds.iter() {
-            out.push_str(&format!(
-                "offline: payment {} ({}) of order {}: {}; repair: {}\n",
-                d.payment_id,
-                d.amount,
-                d.order_id.as_deref().unwrap_or("-"),
-                d.detail,
-                d.repair
-            ));
+            out.push_str(&discrepancy_line("offline", d));
         }
         out.push_str(&format!(
             "{} discrepancies, {} invariant violations\n",
@@ -454,15 +473,7 @@ impl MoneyReport {
             self.invariants.len()
         ));
         for d in &self.discrepancies {
-            out.push_str(&format!(
-                "{}: payment {} ({}) of order {}: {}; repair: {}\n",
-                d.problem,
-                d.payment_id,
-                d.amount,
-                d.order_id.as_deref().unwrap_or("-"),
-                d.detail,
-                d.repair
-            ));
+            out.push_str(&discrepancy_line(d.problem, d));
         }
         for v in &self.invariants {
             out.push_str(&format!("invariant: {v}\n"));
@@ -485,6 +496,25 @@ impl MoneyReport {
         }
         out
     }
+}
+
+/// One line of the rendered report about a payment: `<label>: payment <id> (<amount>) of order
+/// <order>: <rest>`.
+fn payment_line(
+    label: &str,
+    payment_id: &str,
+    amount: impl std::fmt::Display,
+    order_id: Option<&str>,
+    rest: &str,
+) -> String {
+    let order_id = order_id.unwrap_or("-");
+    format!("{label}: payment {payment_id} ({amount}) of order {order_id}: {rest}\n")
+}
+
+/// A discrepancy's line: what is wrong, and what repairs it.
+fn discrepancy_line(label: &str, d: &Discrepancy) -> String {
+    let rest = format!("{}; repair: {}", d.detail, d.repair);
+    payment_line(label, &d.payment_id, d.amount, d.order_id.as_deref(), &rest)
 }
 
 /// Reconciliation's latest repairs, newest first.
@@ -545,6 +575,7 @@ pub async fn money(
         invariants: check(db).await?,
         needs_attention: crate::attention::open(db).await?,
         repairs: repairs(db).await?,
+        disputes: crate::disputes::all(db).await?,
         ..MoneyReport::default()
     };
     let payments: BTreeMap<String, OurPayment> =
@@ -595,7 +626,8 @@ pub async fn money(
     // Payment -> (order, outcome, received_at, processed) of its most recent inbox event.
     let mut inbox: BTreeMap<String, (String, String, i64, bool)> = BTreeMap::new();
     for r in sqlx::query(
-        "SELECT payment_id, order_id, outcome, received_at, processed_at FROM webhook_inbox ORDER BY received_at",
+        "SELECT payment_id, order_id, outcome, received_at, processed_at FROM webhook_inbox
+         WHERE event_type = 'payment.succeeded' ORDER BY received_at",
     )
     .fetch_all(db)
     .await?
@@ -832,6 +864,7 @@ pub async fn money(
             }
         }
     }
+    audit_disputes(db, &mut report, &provider_payments, now_ms).await?;
     for (pid, ours) in &payments {
         if pid.starts_with("offline-") {
             if let Some(f) = refunds.get(pid).filter(|f| f.status == "failed") {
@@ -859,6 +892,81 @@ pub async fn money(
         }
     }
     Ok(report)
+}
+
+/// Both directions for disputes: every payment the provider shows disputed has its dispute
+/// recorded (or its `charge.disputed` event is waiting for the inbox re-drive), for the same
+/// amount; every recorded dispute is one the provider shows.
+async fn audit_disputes(
+    db: &Db,
+    report: &mut MoneyReport,
+    provider_payments: &BTreeMap<&str, &crate::provider::PaymentObject>,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let waiting: Vec<String> = sqlx::query_scalar(
+        "SELECT payment_id FROM webhook_inbox
+         WHERE event_type = 'charge.disputed' AND processed_at IS NULL AND received_at >= $1",
+    )
+    .bind(now_ms.saturating_sub(INBOX_STUCK_AFTER_MS))
+    .fetch_all(db)
+    .await?;
+    let recorded: BTreeMap<&str, &crate::disputes::Dispute> = report
+        .disputes
+        .iter()
+        .map(|d| (d.payment_id.as_str(), d))
+        .collect();
+    let mut found = Vec::new();
+    for p in provider_payments.values() {
+        let Some(disputed) = p.disputed_amount else {
+            continue;
+        };
+        let (problem, detail, repair) = match recorded.get(p.id.as_str()) {
+            Some(d) if d.amount == disputed => continue,
+            None if waiting.contains(&p.id) => continue,
+            Some(d) => (
+                "dispute_differs",
+                format!(
+                    "recorded as a dispute of {} but the provider shows {disputed}",
+                    d.amount
+                ),
+                "an operator compares the provider's dispute with ours",
+            ),
+            None => (
+                "dispute_unrecorded",
+                format!(
+                    "the provider shows {disputed} of it disputed, but orderflow never heard of the dispute"
+                ),
+                "ask the provider to resend the charge.disputed webhook: orderflow then records it and acts on the order",
+            ),
+        };
+        found.push(Discrepancy {
+            problem,
+            order_id: Some(p.order_id.clone()),
+            payment_id: p.id.clone(),
+            amount: disputed,
+            detail,
+            repair: repair.into(),
+        });
+    }
+    for d in &report.disputes {
+        report.disputed.add(d.amount);
+        if provider_payments
+            .get(d.payment_id.as_str())
+            .is_none_or(|p| p.disputed_amount.is_none())
+        {
+            found.push(Discrepancy {
+                problem: "dispute_not_at_provider",
+                order_id: Some(d.order_id.clone()),
+                payment_id: d.payment_id.clone(),
+                amount: d.amount,
+                detail: "recorded as disputed, but the provider shows no dispute of it".into(),
+                repair: "an operator checks the webhook that reported it (forged or misrouted?)"
+                    .into(),
+            });
+        }
+    }
+    report.discrepancies.extend(found);
+    Ok(())
 }
 
 /// Moves every in-flight item whose owner is not running to the discrepancies: money that a

@@ -42,6 +42,7 @@ fn event_types(step: &Step<'_>) -> &'static [&'static str] {
         "status:paid" => &["order.paid"],
         "status:cancelled" => &["order.cancelled"],
         "status:fulfilled" => &["order.fulfilled"],
+        _ if key.starts_with("disputed:") => &["order.disputed"],
         _ if key.starts_with("refund:") => match refund_outcome(key, step.payment_id) {
             Some("succeeded") => &["refund.succeeded"],
             Some("failed") => &["refund.failed"],
@@ -510,7 +511,16 @@ mod tests {
         );
         assert!(event_types(&step("refund:pay_1:pending", None, Some("pay_1"))).is_empty());
         assert!(event_types(&step("payment:pay_1:captured", None, Some("pay_1"))).is_empty());
-        for event_type in ["order.placed", "order.paid", "order.cancelled"] {
+        assert_eq!(
+            event_types(&step("disputed:pay_1", None, Some("pay_1"))),
+            ["order.disputed"]
+        );
+        for event_type in [
+            "order.placed",
+            "order.paid",
+            "order.cancelled",
+            "order.disputed",
+        ] {
             assert!(orderflow_store::events_out::EVENT_TYPES.contains(&event_type));
         }
     }

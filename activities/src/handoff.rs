@@ -410,7 +410,11 @@ pub async fn redrive(
             received_at: r.get(6),
             session_id: r.get(7),
         };
-        let outcome = hand_on(db, to, &event).await?;
+        let outcome = if event.event_type == crate::provider::CHARGE_DISPUTED {
+            crate::disputes::record(db, &event, now_ms).await?
+        } else {
+            hand_on(db, to, &event).await?
+        };
         tracing::warn!(event_id = %event.event_id, order_id = %event.order_id, %outcome, "inbox event re-driven");
         crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
         handed += 1;
@@ -486,6 +490,7 @@ async fn known(db: &Db, payment_id: &str) -> Result<bool, StoreError> {
         "SELECT payment_id FROM payments WHERE payment_id = $1
          UNION ALL SELECT payment_id FROM payment_decisions WHERE payment_id = $2
          UNION ALL SELECT payment_id FROM webhook_inbox WHERE payment_id = $3
+             AND event_type = 'payment.succeeded'
          LIMIT 1",
     )
     .bind(payment_id)

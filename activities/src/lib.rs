@@ -11,6 +11,8 @@
 //! - [`payments`]: checkout sessions, the webhook inbox and refunds (exactly once on the row).
 //! - [`handoff`]: where a reported payment goes, and the decision about one its order cannot
 //!   take (apply it or refund it); the inbox re-drive.
+//! - [`disputes`]: a payment the payer's bank contests, recorded once with what was done (its
+//!   digital goods revoked, or its order flagged for ops).
 //! - [`events_out`]: the outbox of events for other services (written with each step of an
 //!   order's log) and the dispatcher that delivers them, signed, at least once, in order.
 //! - [`quota`]: per-user, per-SKU quotas, moved with the stock hold or the redemption.
@@ -30,6 +32,7 @@ pub mod attention;
 pub mod audit;
 pub mod contract_impl;
 pub mod coupons;
+pub mod disputes;
 pub mod error;
 pub mod events_out;
 pub mod faults;

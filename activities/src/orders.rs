@@ -412,6 +412,7 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
          UNION
          SELECT payment_id, event_id, amount, currency FROM webhook_inbox
          WHERE order_id = $1 AND processed_at IS NULL AND amount = $2 AND currency = $3
+             AND event_type = 'payment.succeeded'
          ORDER BY 1",
     )
     .bind(order_id)

@@ -92,6 +92,9 @@ pub struct PaymentObject {
     /// When it was captured (Unix seconds).
     #[serde(default)]
     pub created: i64,
+    /// How much of it the payer's bank disputes (a chargeback), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disputed_amount: Option<i64>,
 }
 
 /// One page of a listing.
@@ -172,6 +175,9 @@ pub fn is_known_currency(code: &str) -> bool {
 
 /// The event type of a captured payment.
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+/// The event type of a payment the payer's bank disputes: `amount` is the disputed amount.
+pub const CHARGE_DISPUTED: &str = "charge.disputed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

@@ -20,6 +20,10 @@
 //!   provider's dashboard and reconciliation API show, what `orderflow audit` reads and what
 //!   reconciliation's sweep pages through. A page never copies more than itself; payments
 //!   find their cursor in the map, refunds by a scan.
+//! - `POST /_sandbox/payments/{id}/dispute` is the payer's bank disputing a payment (a
+//!   chargeback): the payment shows `disputed_amount` in the listing, and a signed
+//!   `charge.disputed` webhook is delivered like a payment's (unless `webhook: false`, the
+//!   dispute whose every webhook was lost).
 //! - `GET /_sandbox/state`: every session, payment, refund and webhook delivery, for tests.
 //!
 //! It keeps everything in memory and must never be used to move real money.
@@ -31,8 +35,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orderflow_provider::signature;
 use orderflow_provider::{
-    CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody, ErrorDetail,
-    IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page, PaymentObject, RefundObject, WebhookEvent,
+    CHARGE_DISPUTED, CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody,
+    ErrorDetail, IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page, PaymentObject, RefundObject,
+    WebhookEvent,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -173,6 +178,8 @@ pub struct PaymentRecord {
     pub amount: i64,
     pub currency: String,
     pub refunded: i64,
+    /// How much the payer's bank disputes, once it does.
+    pub disputed: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -237,6 +244,7 @@ impl Sandbox {
             .route("/v1/payments", get(list_payments))
             .route("/v1/payments/{payment_id}", get(get_payment))
             .route("/pay/{session_id}", post(pay))
+            .route("/_sandbox/payments/{payment_id}/dispute", post(dispute))
             .route("/_sandbox/faults", post(add_fault))
             .route("/_sandbox/state", get(state))
             .with_state(self.clone())
@@ -301,6 +309,7 @@ impl Sandbox {
                 amount,
                 currency: currency.to_owned(),
                 refunded: 0,
+                disputed: None,
             },
         );
         WebhookEvent {
@@ -312,6 +321,55 @@ impl Sandbox {
             currency: currency.to_owned(),
             session_id: Some(session_id),
         }
+    }
+
+    /// The payer's bank disputes `amount` of a payment (all of it when `None`). The payment
+    /// shows it from now on; with `notify`, a signed `charge.disputed` webhook is delivered.
+    pub fn dispute(
+        &self,
+        payment_id: &str,
+        amount: Option<i64>,
+        notify: bool,
+    ) -> Result<WebhookEvent, Response> {
+        let event = {
+            let mut ledger = self.lock();
+            let Some(payment) = ledger.payments.get_mut(payment_id) else {
+                return Err(error(
+                    StatusCode::NOT_FOUND,
+                    "payment_not_found",
+                    "no such payment",
+                ));
+            };
+            if payment.disputed.is_some() {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    "already_disputed",
+                    "this payment is disputed already",
+                ));
+            }
+            let amount = amount.unwrap_or(payment.amount);
+            if amount <= 0 || amount > payment.amount {
+                return Err(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_amount",
+                    "a dispute is of 1 up to the payment's amount",
+                ));
+            }
+            payment.disputed = Some(amount);
+            WebhookEvent {
+                event_id: new_id("evt"),
+                kind: CHARGE_DISPUTED.into(),
+                order_id: payment.order_id.clone(),
+                payment_id: payment.payment_id.clone(),
+                amount,
+                currency: payment.currency.clone(),
+                session_id: Some(payment.session_id.clone()),
+            }
+        };
+        if notify {
+            self.deliver(event.clone(), Duration::ZERO);
+        }
+        Ok(event)
     }
 
     /// How many requests of `op` arrived, faults and replays included.
@@ -617,6 +675,7 @@ async fn pay(
                 amount: session.amount,
                 currency: session.currency.clone(),
                 refunded: 0,
+                disputed: None,
             },
         );
         WebhookEvent {
@@ -649,6 +708,35 @@ async fn pay(
     )
         .into_response();
     after(&fault, answer).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisputeRequest {
+    amount: Option<i64>,
+    #[serde(default = "yes")]
+    webhook: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn dispute(
+    State(sb): State<Sandbox>,
+    Path(payment_id): Path<String>,
+    body: Option<Json<DisputeRequest>>,
+) -> Response {
+    let (amount, notify) = body.map_or((None, true), |Json(b)| (b.amount, b.webhook));
+    match sb.dispute(&payment_id, amount, notify) {
+        Ok(event) => Json(json!({
+            "payment_id": event.payment_id,
+            "event_id": event.event_id,
+            "disputed_amount": event.amount,
+        }))
+        .into_response(),
+        Err(refused) => refused,
+    }
 }
 
 async fn create_refund(
@@ -704,6 +792,7 @@ fn payment_object(p: &PaymentRecord) -> PaymentObject {
         status: "captured".into(),
         amount_refunded: p.refunded,
         created: p.created,
+        disputed_amount: p.disputed,
     }
 }
 

@@ -10,11 +10,12 @@ use crate::{Db, Entity, StoreError, now_ms};
 use sqlx::Row;
 
 /// Every event type orderflow publishes, in lifecycle order.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "order.placed",
     "order.paid",
     "order.cancelled",
     "order.fulfilled",
+    "order.disputed",
     "refund.succeeded",
     "refund.failed",
 ];

@@ -10,7 +10,9 @@
 //!    order with a running workflow is signalled to it (it deduplicates by `payment_id`); any
 //!    other (unknown order, another order's payment, wrong amount or currency, workflow closed
 //!    or missing) goes to its durable `payment-{payment_id}` decision, which applies or refunds
-//!    it. A mismatched payment never pays the order;
+//!    it. A mismatched payment never pays the order. A `charge.disputed` event instead is
+//!    recorded with what it does to the order (`orderflow_activities::disputes`), in one
+//!    transaction and without Temporal; any other type is answered `ignored`;
 //! 4. mark the event processed. If step 3 failed (Temporal down), the event stays unprocessed:
 //!    the 503 makes the provider redeliver it, and reconciliation re-drives it in any case.
 //!
@@ -27,6 +29,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use orderflow_activities::disputes;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
 use orderflow_provider::WebhookEvent;
 use orderflow_store::now_ms;
@@ -127,7 +130,7 @@ fn accepted(outcome: &str) -> (StatusCode, axum::Json<view::WebhookAnswer>) {
     security(("payment_signature" = [])),
     request_body = WebhookEvent,
     responses(
-        (status = 200, description = "handled: signalled, duplicate, already_captured, ignored; or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = view::WebhookAnswer),
+        (status = 200, description = "handled: signalled, duplicate, already_captured, ignored, dispute_recorded (a `charge.disputed`: its `amount` is the disputed amount); or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = view::WebhookAnswer),
         (status = 401, description = "signature missing, malformed, expired or invalid", body = view::ErrorBody),
         (status = 413, description = "body too large", body = view::ErrorBody),
         (status = 422, description = "invalid input or a business refusal, with a stable code", body = view::ErrorBody),
@@ -190,7 +193,8 @@ async fn handle_webhook(
     // Every event is checked as the document describes it, also one of a type this API
     // ignores: what the document forbids is refused whatever the type.
     check_event(&event)?;
-    if event.kind != orderflow_provider::PAYMENT_SUCCEEDED {
+    let disputed = event.kind == orderflow_provider::CHARGE_DISPUTED;
+    if event.kind != orderflow_provider::PAYMENT_SUCCEEDED && !disputed {
         return Ok(accepted("ignored"));
     }
     let received = InboxEvent {
@@ -211,11 +215,18 @@ async fn handle_webhook(
         tracing::info!(%outcome, "duplicate webhook event");
         return Ok(accepted("duplicate"));
     }
-    let outcome = state
-        .engine
-        .hand_on_payment(&state.db, &received)
-        .await
-        .map_err(for_order)?;
+    // A dispute needs no workflow: one transaction records it and acts on it.
+    let outcome = if disputed {
+        disputes::record(&state.db, &received, now_ms())
+            .await
+            .map_err(for_order)?
+    } else {
+        state
+            .engine
+            .hand_on_payment(&state.db, &received)
+            .await
+            .map_err(for_order)?
+    };
     payments::processed(&state.db, &event.event_id, outcome, now_ms())
         .await
         .map_err(for_order)?;
