@@ -646,6 +646,19 @@ async fn a_dispute_revokes_digital_goods_flags_physical_ones_and_the_audit_shows
     let r = app.deliver(&lost).await;
     assert_eq!(r.body["status"], "dispute_recorded", "{}", r.body);
 
+    // A payment refunded after a cancel, then disputed: the shop would pay it back twice, so
+    // ops are told to contest the dispute with the refund.
+    let refunded = order("dispute-refunded", "course").await;
+    let refunded_payment = app.checkout_and_pay(&refunded, None).await;
+    app.wait_status(&refunded, "fulfilled").await;
+    let r = app.cancel(&refunded, "user").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    app.refunded(&refunded_payment).await;
+    app.sandbox
+        .dispute(&refunded_payment, None, true)
+        .expect("a refunded payment can still be disputed");
+    disputed(refunded.clone(), refunded_payment.clone()).await;
+
     let report = app.audit_settled(60).await;
     let seen: Vec<(&str, i64, i64, bool)> = report
         .disputes
@@ -663,6 +676,7 @@ async fn a_dispute_revokes_digital_goods_flags_physical_ones_and_the_audit_shows
         (course.as_str(), 800, 1, false),
         (lamp.as_str(), 400, 0, true),
         (other.as_str(), 800, 1, false),
+        (refunded.as_str(), 800, 0, true),
     ];
     let mut seen_sorted = seen.clone();
     seen_sorted.sort();
@@ -670,11 +684,23 @@ async fn a_dispute_revokes_digital_goods_flags_physical_ones_and_the_audit_shows
     assert_eq!(seen_sorted, want, "{}", report.render());
     assert_eq!(
         (report.disputed.count, report.disputed.amount),
-        (3, 2000),
+        (4, 2800),
         "{}",
         report.render()
     );
-    // Each disputed payment is still what it was: applied to its order.
-    assert_eq!(report.applied.count, 3, "{}", report.render());
+    let detail = &report
+        .disputes
+        .iter()
+        .find(|d| d.order_id == refunded)
+        .unwrap()
+        .detail;
+    assert!(detail.contains("refund is succeeded"), "{detail}");
+    // Each disputed payment is still what it was: applied to its order, or refunded.
+    assert_eq!(
+        (report.applied.count, report.refunded.count),
+        (3, 1),
+        "{}",
+        report.render()
+    );
     app.assert_invariants().await;
 }

@@ -6,8 +6,8 @@
 //! - the `disputes` row, keyed by the payment: a redelivery, or a second event about the same
 //!   dispute, finds it and changes nothing;
 //! - the order's digital goods have their entitlements revoked;
-//! - an order with physical goods, or a payment orderflow cannot tie to an order, is flagged
-//!   for ops (the audit lists it);
+//! - an order with physical goods, a payment orderflow refunded (it would be paid back twice),
+//!   or a payment orderflow cannot tie to an order, is flagged for ops (the audit lists it);
 //! - the order's log gets `disputed:<payment_id>`, which publishes `order.disputed`.
 //!
 //! It never moves money and never changes an order's status: the provider takes the disputed
@@ -32,7 +32,8 @@ pub struct Dispute {
     pub currency: String,
     /// How many of the order's entitlements were revoked for it.
     pub revoked_entitlements: i64,
-    /// Whether ops must act: physical goods, or a payment with no order here.
+    /// Whether ops must act: physical goods, a refunded payment, or a payment with no order
+    /// here.
     pub flagged_for_ops: bool,
     /// What was done, in words.
     pub detail: String,
@@ -117,13 +118,26 @@ pub async fn record(db: &Db, event: &InboxEvent, at: i64) -> Result<&'static str
     .await?
     .rows_affected() as i64;
     let physical = kinds.iter().any(|k| k == "physical");
-    let detail = match (revoked, physical) {
-        (0, true) => "physical goods: ops review the shipment".to_owned(),
-        (n, true) => format!("{n} entitlement(s) revoked; physical goods: ops review the shipment"),
-        (n, false) => format!("{n} entitlement(s) revoked"),
-    };
-    settle(&mut tx, event, &order_id, revoked, physical, &detail).await?;
-    let reason = if physical {
+    // A payment we refunded (or are refunding) and that is disputed too would be paid back
+    // twice: ops contest the dispute with the refund.
+    let refund: Option<String> =
+        sqlx::query_scalar("SELECT status FROM refunds WHERE payment_id = $1")
+            .bind(&event.payment_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut done = vec![format!("{revoked} entitlement(s) revoked")];
+    if physical {
+        done.push("physical goods: ops review the shipment".into());
+    }
+    if let Some(status) = &refund {
+        done.push(format!(
+            "the payment's refund is {status}: ops contest the dispute with it"
+        ));
+    }
+    let flagged = physical || refund.is_some();
+    let detail = done.join("; ");
+    settle(&mut tx, event, &order_id, revoked, flagged, &detail).await?;
+    let reason = if flagged {
         "flagged_for_ops"
     } else {
         "entitlements_revoked"
