@@ -276,6 +276,34 @@ async fn the_document_states_the_rules_the_api_enforces() {
             "rejected"
         ])
     );
+    // The webhook takes a payment event or a session event, told apart by `type`: exactly one
+    // of them matches any body.
+    let schemas = &doc["components"]["schemas"];
+    let body = &doc["paths"]["/v1/payments/webhook"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["$ref"];
+    assert_eq!(body, "#/components/schemas/WebhookBody");
+    let webhook = &schemas["WebhookBody"];
+    let bodies: Vec<&str> = webhook["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the webhook's body is a oneOf: {webhook}"))
+        .iter()
+        .filter_map(|b| b["$ref"].as_str())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "#/components/schemas/WebhookEvent",
+            "#/components/schemas/SessionEvent"
+        ]
+    );
+    assert_eq!(
+        schemas["SessionEvent"]["properties"]["type"]["enum"],
+        serde_json::json!(["checkout.session.expired"])
+    );
+    assert_eq!(
+        schemas["WebhookEvent"]["properties"]["type"]["not"]["enum"],
+        serde_json::json!(["checkout.session.expired"])
+    );
     let quantity = &doc["components"]["schemas"]["Item"]["properties"]["quantity"];
     assert_eq!(quantity["maximum"], orderflow_api::input::MAX_QUANTITY);
 

@@ -104,7 +104,7 @@ async fn two_events_and_a_redelivery_for_one_payment_capture_it_once() {
             .sandbox
             .deliveries()
             .iter()
-            .filter(|d| d.payment_id == payment_id && d.status == 200)
+            .filter(|d| d.about == payment_id && d.status == 200)
             .count();
         (ok >= 3).then_some(())
     })
@@ -487,6 +487,8 @@ async fn a_cancel_ends_the_checkout_session_and_a_payment_that_slips_through_is_
     })
     .await;
     assert_eq!(at_provider(&app).status, "expired");
+    // The provider says so too (`checkout.session.expired`), and is answered 200.
+    session_event_answered(&app, &session_id).await;
     let refused = app.pay(&pay_url, None).await;
     assert_eq!((refused.status, refused.code()), (409, "session_expired"));
     assert!(
@@ -511,5 +513,72 @@ async fn a_cancel_ends_the_checkout_session_and_a_payment_that_slips_through_is_
     assert_eq!(o["status"], "cancelled");
     assert_eq!(o["refunds"].as_array().unwrap().len(), 1, "{o}");
     assert_eq!(refunds_at_provider(&app, &payment_id), 1);
+    app.assert_invariants().await;
+}
+
+/// Waits until the sandbox's `checkout.session.expired` event for `session_id` was answered
+/// with a 2xx.
+async fn session_event_answered(app: &TestApp, session_id: &str) {
+    app.eventually(30, "the session event answered", || async {
+        app.sandbox
+            .deliveries()
+            .iter()
+            .any(|d| {
+                d.event_type == "checkout.session.expired"
+                    && d.about == session_id
+                    && d.status == 200
+            })
+            .then_some(())
+    })
+    .await
+}
+
+/// The provider ends a pending order's session on its own (issue 14, point 3): its
+/// `checkout.session.expired` webhook closes the session in the order's log, the order stays
+/// pending, and the next checkout opens a new session instead of handing out the dead one.
+#[tokio::test]
+async fn a_session_the_provider_ends_is_recorded_and_the_next_checkout_opens_a_new_one() {
+    let app = spawn_app().await;
+    let order_id = id(&book_order(&app, "provider-ends-session", 600).await);
+    let first = app.checkout(&order_id).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first_id = first.body["payment_session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // As if ops ended it in the provider's dashboard.
+    let ended = app
+        .http
+        .post(format!(
+            "{}/v1/checkout_sessions/{first_id}/expire",
+            app.provider.base_url
+        ))
+        .bearer_auth(common::PROVIDER_KEY)
+        .header("Idempotency-Key", format!("dashboard-{first_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    session_event_answered(&app, &first_id).await;
+    let step = format!("checkout:{first_id}:expired");
+    let events = app.events(&order_id).await;
+    let logged = events
+        .iter()
+        .find(|e| e["step"] == step.as_str())
+        .unwrap_or_else(|| panic!("{step} in {events:?}"));
+    assert_eq!(logged["reason"], "provider_expired", "{logged}");
+    assert_eq!(app.order(&order_id).await["status"], "pending_payment");
+
+    // The next checkout gets a new session, and paying it pays the order.
+    let second = app.checkout(&order_id).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_ne!(second.body["payment_session_id"], first_id.as_str());
+    let paid = app
+        .pay(second.body["pay_url"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    // The book is digital: paid, then fulfilled at once.
+    app.wait_status(&order_id, "fulfilled").await;
+    app.settled(&order_id).await;
     app.assert_invariants().await;
 }

@@ -368,7 +368,8 @@ impl OrderActivitiesImpl {
             // Logged when the provider answered, and never before the cancel (another worker's
             // clock may be behind the one that cancelled).
             let at = crate::now_ms().max(input.at_ms + 1);
-            crate::payments::close_session(&self.db, order_id, &session, closed_as, at)
+            let by = crate::payments::SessionEndedBy::Order;
+            crate::payments::close_session(&self.db, order_id, &session, closed_as, by, at)
                 .await
                 .map_err(into_activity_error)?;
         }

@@ -24,7 +24,8 @@ use crate::provider::PaymentProvider;
 use orderflow_store as store;
 use orderflow_workflows::decide::{pays_for, refund_reason, secs_to_ms};
 use orderflow_workflows::model::{
-    OrderStatus, PaymentDecided, PaymentReceived, PaymentVerdict, RefundPayment, StrayPayment,
+    OrderStatus, PaymentDecided, PaymentReceived, PaymentVerdict, RefundPayment, SessionEnded,
+    StrayPayment,
 };
 use orderflow_workflows::{
     OrderWorkflow, PaymentDecisionWorkflow, payment_workflow_id, workflow_id,
@@ -140,6 +141,31 @@ pub async fn signal_order(
         .build();
     let signal = OrderWorkflow::payment_succeeded;
     signal_order_workflow(client, order_id, signal, payment, options).await
+}
+
+/// Tells the order's workflow that the provider ended a checkout session unpaid, so that it
+/// never hands it out again; `false` if the workflow is closed or missing (nothing waits for a
+/// session then).
+pub async fn session_ended(
+    client: &Client,
+    order_id: &str,
+    session_id: &str,
+    event_id: &str,
+) -> Result<bool, StoreError> {
+    let options = WorkflowSignalOptions::builder()
+        .request_id(format!("session-{event_id}"))
+        .build();
+    let ended = SessionEnded {
+        session_id: session_id.to_owned(),
+    };
+    signal_order_workflow(
+        client,
+        order_id,
+        OrderWorkflow::session_ended,
+        ended,
+        options,
+    )
+    .await
 }
 
 /// Sends `signal` to the order's workflow; `false` if that workflow is closed or missing

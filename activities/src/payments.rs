@@ -25,15 +25,36 @@ pub async fn open_sessions(db: &Db, order_id: &str) -> Result<Vec<String>, Store
     .await?)
 }
 
+/// Who ended a checkout session: the order's own cancel, or the provider (its deadline, or an
+/// expiry asked for at the provider), which reports it by `checkout.session.expired`. It is the
+/// reason of the step in the order's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEndedBy {
+    Order,
+    Provider,
+}
+
+impl SessionEndedBy {
+    fn reason(self) -> &'static str {
+        match self {
+            SessionEndedBy::Order => "order_closed",
+            SessionEndedBy::Provider => "provider_expired",
+        }
+    }
+}
+
 /// Records that a session ended (`expired`, or `paid` before it could), with its step in the
 /// order's log (`checkout:<session>:expired`). A retry finds it closed and writes nothing.
+/// Answers whether the session is the order's (closed now or before), `false` if no session
+/// of that id belongs to the order.
 pub async fn close_session(
     db: &Db,
     order_id: &str,
     session_id: &str,
     closed_as: &str,
+    by: SessionEndedBy,
     at: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut tx = db.begin().await?;
     let closed = sqlx::query(
         "UPDATE checkout_sessions SET closed_at = $3, closed_as = $4
@@ -45,12 +66,20 @@ pub async fn close_session(
     .bind(closed_as)
     .execute(&mut *tx)
     .await?;
-    if closed.rows_affected() == 1 {
+    let known = if closed.rows_affected() == 1 {
         let step = format!("checkout:{session_id}:{closed_as}");
-        append_event_if_order(&mut tx, order_id, step, Some("order_closed"), None, at).await?;
-    }
+        append_event_if_order(&mut tx, order_id, step, Some(by.reason()), None, at).await?;
+        true
+    } else {
+        sqlx::query("SELECT 1 FROM checkout_sessions WHERE session_id = $1 AND order_id = $2")
+            .bind(session_id)
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+    };
     tx.commit().await?;
-    Ok(())
+    Ok(known)
 }
 
 /// Stores an opened checkout session and moves the order's `expires_at` out to the session's

@@ -62,6 +62,14 @@ pub trait Engine: Send + Sync + 'static {
         db: &Db,
         event: &InboxEvent,
     ) -> Result<&'static str, orderflow_store::StoreError>;
+    /// Tells a pending order that the provider ended one of its checkout sessions unpaid;
+    /// `false` if its workflow has ended.
+    async fn end_session(
+        &self,
+        order_id: &str,
+        session_id: &str,
+        event_id: &str,
+    ) -> Result<bool, orderflow_store::StoreError>;
     /// The two-way money audit, with the liveness of every in-flight item's owner.
     async fn audit(
         &self,

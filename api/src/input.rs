@@ -105,6 +105,11 @@ pub const EVENT_TYPES: Rule = Rule::Words {
 };
 /// A webhook event's `type`: any identifier (types this API does not handle are ignored).
 pub const EVENT_TYPE: Rule = id(ErrorCode::InvalidBody);
+/// The one type of a session event's body (a payment event's `type` is any other).
+pub const SESSION_EVENT_TYPE: Rule = Rule::OneOf {
+    words: &[orderflow_provider::CHECKOUT_SESSION_EXPIRED],
+    code: ErrorCode::InvalidBody,
+};
 pub const IDEMPOTENCY_KEY: Rule = Rule::Text {
     max: MAX_IDEMPOTENCY_KEY_LEN,
     code: ErrorCode::InvalidIdempotencyKey,
@@ -196,6 +201,12 @@ pub const BODY_FIELDS: &[(&str, &str, Rule)] = &[
     ("WebhookEvent", "session_id", SESSION_ID),
     ("WebhookEvent", "amount", amount(1)),
     ("WebhookEvent", "currency", Rule::Currency),
+    ("SessionEvent", "event_id", EVENT_ID),
+    ("SessionEvent", "type", SESSION_EVENT_TYPE),
+    ("SessionEvent", "order_id", ORDER_ID),
+    ("SessionEvent", "session_id", SESSION_ID),
+    ("SessionEvent", "amount", amount(1)),
+    ("SessionEvent", "currency", Rule::Currency),
     ("CreateSubscription", "url", SUBSCRIBER_URL),
     ("CreateSubscription", "event_types", EVENT_TYPES),
 ];

@@ -247,6 +247,7 @@ const LINKS: &[Link] = &[
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     constrain(&mut doc);
+    separate_webhook_bodies(&mut doc);
     enumerate_answers(&mut doc);
     link(&mut doc);
     mark_open_operations(&mut doc);
@@ -338,6 +339,18 @@ fn enumeration(field: &Value, mut words: Value) -> Value {
             .push(Value::Null);
     }
     words
+}
+
+/// The webhook takes one of two bodies, told apart by `type`: a session event's is
+/// `checkout.session.expired`, and a payment event's is any other, so exactly one of the
+/// `oneOf` matches any body.
+fn separate_webhook_bodies(doc: &mut Value) {
+    let field = &mut doc["components"]["schemas"]["WebhookEvent"]["properties"]["type"];
+    assert!(
+        field.is_object(),
+        "WebhookEvent.type is not in the document"
+    );
+    field["not"] = json!({"enum": [orderflow_provider::CHECKOUT_SESSION_EXPIRED]});
 }
 
 fn constrain(doc: &mut Value) {

@@ -250,6 +250,15 @@ impl Engine for TemporalEngine {
         handoff::hand_on(db, &to, event).await
     }
 
+    async fn end_session(
+        &self,
+        order_id: &str,
+        session_id: &str,
+        event_id: &str,
+    ) -> Result<bool, StoreError> {
+        handoff::session_ended(&self.client, order_id, session_id, event_id).await
+    }
+
     async fn audit(
         &self,
         db: &Db,

@@ -9,7 +9,9 @@
 //!   a page at a time (`?limit=&starting_after=<id>`, answered `{data, has_more}`), and
 //!   `GET /v1/payments/{id}` reads one payment: the provider's side of the two-way audit;
 //! - errors are `{"error": {"code", "message"}}`;
-//! - payments are reported by signed webhooks ([`WebhookEvent`], [`signature`]).
+//! - payments (`payment.succeeded`, `charge.disputed`) are reported by signed webhooks
+//!   ([`WebhookEvent`], [`signature`]), and checkout sessions that ended unpaid
+//!   (`checkout.session.expired`) by the same webhook with a [`SessionEvent`] body.
 //!
 //! The client classifies every failure: [`ProviderError::Unavailable`] (network, timeout, 5xx,
 //! 429, our own credentials refused) is retried by the caller; [`ProviderError::Refused`] is
@@ -152,6 +154,30 @@ pub struct WebhookEvent {
     pub session_id: Option<String>,
 }
 
+/// The body of a `checkout.session.expired` webhook: a checkout session ended unpaid (the
+/// provider's own deadline, or an expiry asked for). It names the session and no payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionEvent {
+    pub event_id: String,
+    /// Always `checkout.session.expired`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub order_id: String,
+    pub session_id: String,
+    /// The session's amount.
+    #[serde(deserialize_with = "whole_number::required")]
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// What the webhook takes: a payment event, or a session event (told apart by `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum WebhookBody {
+    Payment(WebhookEvent),
+    Session(SessionEvent),
+}
+
 /// The active ISO 4217 currency codes. A webhook naming anything else is refused at the edge.
 pub const ISO_4217: &[&str] = &[
     "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
@@ -175,6 +201,9 @@ pub fn is_known_currency(code: &str) -> bool {
 
 /// The event type of a captured payment.
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+/// The event type of a checkout session that ended unpaid ([`SessionEvent`]).
+pub const CHECKOUT_SESSION_EXPIRED: &str = "checkout.session.expired";
 
 /// The event type of a payment the payer's bank disputes: `amount` is the disputed amount.
 pub const CHARGE_DISPUTED: &str = "charge.disputed";

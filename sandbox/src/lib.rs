@@ -6,7 +6,8 @@
 //!   and are idempotent on `Idempotency-Key` (same key and body: the same answer; same key,
 //!   other body: 422 `idempotency_key_reused`). A refund never exceeds what was captured.
 //! - `POST /v1/checkout_sessions/{id}/expire` ends a session (a paid one answers as it is,
-//!   `status: paid`); a session also ends at its `expires_at`.
+//!   `status: paid`); a session also ends at its `expires_at`. A session that ends unpaid
+//!   delivers a signed `checkout.session.expired` webhook.
 //! - `POST /pay/{session_id}` is the payer paying (the session's `url`): it captures a payment
 //!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx. An
 //!   expired session answers 409 `session_expired`, unless the fault `pay_after_expiry` plays
@@ -35,9 +36,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orderflow_provider::signature;
 use orderflow_provider::{
-    CHARGE_DISPUTED, CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody,
-    ErrorDetail, IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page, PaymentObject, RefundObject,
-    WebhookEvent,
+    CHARGE_DISPUTED, CHECKOUT_SESSION_EXPIRED, CheckoutSessionObject, CreateCheckoutSession,
+    CreateRefund, ErrorBody, ErrorDetail, IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page,
+    PaymentObject, RefundObject, SessionEvent, WebhookEvent,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -193,7 +194,9 @@ pub struct RefundRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryRecord {
     pub event_id: String,
-    pub payment_id: String,
+    pub event_type: String,
+    /// The payment the event is about, or the session for `checkout.session.expired`.
+    pub about: String,
     pub attempt: u32,
     /// The HTTP status orderflow answered, or 0 if the request failed.
     pub status: u16,
@@ -421,12 +424,61 @@ impl Sandbox {
         }
     }
 
-    /// Delivers an event in the background: late if asked, retried with backoff on non-2xx.
+    /// Delivers a payment event in the background: late if asked, retried with backoff on
+    /// non-2xx.
     fn deliver(&self, event: WebhookEvent, delay: Duration) {
+        let body = serde_json::to_vec(&event).expect("events serialize");
+        self.post_event(event.event_id, event.kind, event.payment_id, body, delay);
+    }
+
+    /// Delivers `checkout.session.expired` for a session that just ended unpaid.
+    fn deliver_session_end(&self, session: &SessionRecord) {
+        let event = SessionEvent {
+            event_id: new_id("evt"),
+            kind: CHECKOUT_SESSION_EXPIRED.into(),
+            order_id: session.order_id.clone(),
+            session_id: session.id.clone(),
+            amount: session.amount,
+            currency: session.currency.clone(),
+        };
+        let body = serde_json::to_vec(&event).expect("events serialize");
+        self.post_event(
+            event.event_id,
+            event.kind,
+            event.session_id,
+            body,
+            Duration::ZERO,
+        );
+    }
+
+    /// Ends a session at `at` (Unix seconds) if it is still open then, and says so.
+    fn end_at(&self, session_id: String, at: i64) {
+        let sandbox = self.clone();
+        tokio::spawn(async move {
+            let wait = u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let mut ledger = sandbox.lock();
+            if let Some(session) = ledger.sessions.get_mut(&session_id)
+                && session.status == "open"
+            {
+                session.status = "expired".into();
+                sandbox.deliver_session_end(session);
+            }
+        });
+    }
+
+    /// POSTs a signed event body to orderflow until a 2xx, recording every attempt.
+    fn post_event(
+        &self,
+        event_id: String,
+        event_type: String,
+        about: String,
+        body: Vec<u8>,
+        delay: Duration,
+    ) {
         let sandbox = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let body = serde_json::to_vec(&event).expect("events serialize");
             let mut backoff = sandbox.config.webhook_retry_base;
             for attempt in 1..=sandbox.config.webhook_attempts {
                 let now = unix_now();
@@ -442,13 +494,14 @@ impl Sandbox {
                 {
                     Ok(r) => r.status().as_u16(),
                     Err(e) => {
-                        tracing::warn!(event_id = %event.event_id, error = %e, "webhook delivery failed");
+                        tracing::warn!(%event_id, error = %e, "webhook delivery failed");
                         0
                     }
                 };
                 sandbox.lock().deliveries.push(DeliveryRecord {
-                    event_id: event.event_id.clone(),
-                    payment_id: event.payment_id.clone(),
+                    event_id: event_id.clone(),
+                    event_type: event_type.clone(),
+                    about: about.clone(),
                     attempt,
                     status,
                 });
@@ -458,7 +511,7 @@ impl Sandbox {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
-            tracing::error!(event_id = %event.event_id, "webhook given up after every attempt");
+            tracing::error!(%event_id, "webhook given up after every attempt");
         });
     }
 }
@@ -570,8 +623,12 @@ async fn create_session(
     }
     let fingerprint = serde_json::to_string(&req).unwrap_or_default();
     let public = sb.config.public_url.trim_end_matches('/').to_owned();
+    let expiring = sb.clone();
     let answer = once(&mut sb.lock(), Op::Checkout, &key, fingerprint, |ledger| {
         let id = new_id("cs");
+        if let Some(at) = req.expires_at {
+            expiring.end_at(id.clone(), at);
+        }
         let session = SessionRecord {
             id: id.clone(),
             order_id: req.order_id.clone(),
@@ -605,8 +662,12 @@ async fn expire_session(
             Ok(session) => session,
             Err(missing) => return missing,
         };
+        let ended = session.status == "open";
         if session.status != "paid" {
             session.status = "expired".into();
+        }
+        if ended {
+            sb.deliver_session_end(session);
         }
         Json(session.object(&public)).into_response()
     };

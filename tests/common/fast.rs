@@ -269,6 +269,18 @@ impl Engine for FakeEngine {
             "the fake engine is down",
         ))
     }
+    async fn end_session(
+        &self,
+        order_id: &str,
+        _session_id: &str,
+        _event_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.called("end_session", order_id);
+        Err(StoreError::unavailable(
+            Service::Temporal,
+            "the fake engine is down",
+        ))
+    }
     async fn audit(
         &self,
         _db: &Db,

@@ -401,6 +401,13 @@ pub struct PaymentReceived {
     pub currency: String,
 }
 
+/// The provider ended a checkout session unpaid (`checkout.session.expired`), as the webhook
+/// forwards it to the workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    pub session_id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MarkPaid {
     pub order_id: String,

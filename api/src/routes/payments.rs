@@ -12,7 +12,10 @@
 //!    or missing) goes to its durable `payment-{payment_id}` decision, which applies or refunds
 //!    it. A mismatched payment never pays the order. A `charge.disputed` event instead is
 //!    recorded with what it does to the order (`orderflow_activities::disputes`), in one
-//!    transaction and without Temporal; any other type is answered `ignored`;
+//!    transaction and without Temporal. A `checkout.session.expired` body (a session, no
+//!    payment) closes the session's row and tells the order's workflow, which then never hands
+//!    that session out again; it needs no inbox, since both steps can be done again. Any other
+//!    type is answered `ignored`;
 //! 4. mark the event processed. If step 3 failed (Temporal down), the event stays unprocessed:
 //!    the 503 makes the provider redeliver it, and reconciliation re-drives it in any case.
 //!
@@ -31,7 +34,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use orderflow_activities::disputes;
 use orderflow_activities::payments::{self, Inbox, InboxEvent};
-use orderflow_provider::WebhookEvent;
+use orderflow_provider::{SessionEvent, WebhookBody, WebhookEvent};
 use orderflow_store::now_ms;
 
 /// Webhook bodies are small; anything bigger is refused before it is read whole.
@@ -117,6 +120,56 @@ fn check_event(event: &WebhookEvent) -> Result<(), ApiError> {
     input::Rule::Currency.check_text("currency", &event.currency)
 }
 
+/// The `type` of a webhook body, if it has one (the body is parsed in full by its type's shape).
+fn event_type(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Typed>(body).ok().map(|t| t.kind)
+}
+
+/// A `checkout.session.expired` event: the provider ended one of the order's sessions unpaid.
+/// The session row is closed (its step logged once) and the order's workflow told, so that it
+/// never hands that session out again. Answers `session_closed`, or `unknown_session` (not a
+/// session of that order: nothing changes). A redelivery does the same again, harmlessly.
+async fn session_ended(
+    state: &AppState,
+    body: &[u8],
+) -> Result<(StatusCode, axum::Json<view::WebhookAnswer>), ApiError> {
+    let event: SessionEvent = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?;
+    tracing::Span::current().record("order_id", event.order_id.as_str());
+    input::EVENT_ID.check_text("event_id", &event.event_id)?;
+    input::ORDER_ID.check_text("order_id", &event.order_id)?;
+    input::SESSION_ID.check_text("session_id", &event.session_id)?;
+    input::amount(1).check_number("amount", event.amount)?;
+    input::Rule::Currency.check_text("currency", &event.currency)?;
+    let for_order = |e: orderflow_store::StoreError| ApiError::from(e).for_order(&event.order_id);
+    let by = payments::SessionEndedBy::Provider;
+    let ours = payments::close_session(
+        &state.db,
+        &event.order_id,
+        &event.session_id,
+        "expired",
+        by,
+        now_ms(),
+    )
+    .await
+    .map_err(for_order)?;
+    if !ours {
+        tracing::warn!(session_id = %event.session_id, "the provider ended a session of no order here");
+        return Ok(accepted("unknown_session"));
+    }
+    state
+        .engine
+        .end_session(&event.order_id, &event.session_id, &event.event_id)
+        .await
+        .map_err(for_order)?;
+    Ok(accepted("session_closed"))
+}
+
 fn accepted(outcome: &str) -> (StatusCode, axum::Json<view::WebhookAnswer>) {
     let status = outcome.to_owned();
     (StatusCode::OK, axum::Json(view::WebhookAnswer { status }))
@@ -128,9 +181,9 @@ fn accepted(outcome: &str) -> (StatusCode, axum::Json<view::WebhookAnswer>) {
     tag = "payments",
     summary = "Payment provider callback (signed, no token)",
     security(("payment_signature" = [])),
-    request_body = WebhookEvent,
+    request_body = WebhookBody,
     responses(
-        (status = 200, description = "handled: signalled, duplicate, already_captured, ignored, dispute_recorded (a `charge.disputed`: its `amount` is the disputed amount); or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = view::WebhookAnswer),
+        (status = 200, description = "handled: signalled, duplicate, already_captured, ignored, dispute_recorded (a `charge.disputed`: its `amount` is the disputed amount), session_closed or unknown_session (a `checkout.session.expired`, whose body names a session and no payment); or handed to the payment's decision: unknown_order, order_mismatch, amount_mismatch, refund_started, workflow_missing", body = view::WebhookAnswer),
         (status = 401, description = "signature missing, malformed, expired or invalid", body = view::ErrorBody),
         (status = 413, description = "body too large", body = view::ErrorBody),
         (status = 422, description = "invalid input or a business refusal, with a stable code", body = view::ErrorBody),
@@ -185,6 +238,9 @@ async fn handle_webhook(
     )
     .map_err(signature_refused)?;
 
+    if event_type(&body).as_deref() == Some(orderflow_provider::CHECKOUT_SESSION_EXPIRED) {
+        return session_ended(state, &body).await;
+    }
     let event: WebhookEvent = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))?;
     let span = tracing::Span::current();

@@ -179,6 +179,20 @@ impl OrderWorkflow {
         }
     }
 
+    /// The provider ended a checkout session unpaid: it is not handed out again, and the next
+    /// checkout opens a new one. It issues no command, so histories before it replay as they
+    /// were.
+    #[signal(name = "order.session_ended")]
+    pub fn session_ended(&mut self, _ctx: &mut SyncWorkflowContext<Self>, ended: SessionEnded) {
+        if let Some(w) = self.waiting_mut()
+            && w.checkout
+                .as_ref()
+                .is_some_and(|s| s.session_id == ended.session_id)
+        {
+            w.checkout = None;
+        }
+    }
+
     /// Ops fixed what stopped the order in `needs_attention`: try again.
     #[signal(name = "order.retry")]
     pub fn retry(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
