@@ -44,6 +44,9 @@ pub struct Config {
     pub jwt_secret: String,
     /// `ORDER_MAX_OPEN_PER_USER`: unpaid orders a user may have open at once (default 10).
     pub max_open_orders_per_user: i64,
+    /// `TEMPORAL_UI_PORT`: the Web UI port of the dev server `dev` starts (default 8233; `off`
+    /// starts it headless, so that two stacks on one machine do not collide).
+    pub temporal_ui_port: Option<u16>,
     /// `ORDERFLOW_WORKER_METRICS_ADDR`: where the worker serves the SDK's Prometheus metrics
     /// (default `127.0.0.1:9464`; `off` disables).
     pub worker_metrics_addr: Option<std::net::SocketAddr>,
@@ -208,6 +211,13 @@ impl Config {
             {
                 0 => None,
                 mb => Some(mb),
+            },
+            temporal_ui_port: match var("TEMPORAL_UI_PORT").as_deref() {
+                Some("off") => None,
+                Some(p) => Some(p.parse().ok().filter(|p| *p > 0).with_context(|| {
+                    format!("TEMPORAL_UI_PORT={p:?} is not a port (1..65535) or off")
+                })?),
+                None => Some(8233),
             },
             worker_metrics_addr: match var("ORDERFLOW_WORKER_METRICS_ADDR").as_deref() {
                 Some("off") => None,

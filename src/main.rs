@@ -35,6 +35,7 @@ configuration (environment variables, with defaults):
   ORDERFLOW_CURRENCY        USD
   ORDERFLOW_TASK_QUEUE      orderflow-orders
   ORDERFLOW_DATA_DIR        data (the dev server's database file for `dev`)
+  TEMPORAL_UI_PORT          8233 (the Web UI of the dev server `dev` starts; off: headless)
   ORDER_CHECKOUT_WINDOW     300 (seconds an open checkout holds off the deadline, 1..3600)
   ORDER_LATE_PAYMENT_GRACE  3600 (seconds a settled order stays open to refund late payments)
   PAYMENT_PROVIDER_URL      http://127.0.0.1:8081 (the sandbox)
@@ -294,7 +295,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
         );
         let server = devserver::start(&devserver::StartOptions {
             port,
-            ui_port: Some(8233),
+            ui_port: config.temporal_ui_port,
             db_file: Some(format!("{}/temporal.db", config.data_dir)),
             synchronous: devserver::Synchronous::Normal,
         })?;

@@ -173,6 +173,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         sandbox_webhook_url: String::new(),
         jwt_secret: JWT_SECRET.into(),
         max_open_orders_per_user: 20,
+        temporal_ui_port: None,
         worker_metrics_addr: None,
         reconcile_every_secs: 3600,
         reconcile_stale_after_secs: 300,
