@@ -936,7 +936,7 @@ async fn audit_disputes(
                 format!(
                     "the provider shows {disputed} of it disputed, but orderflow never heard of the dispute"
                 ),
-                "ask the provider to resend the charge.disputed webhook: orderflow then records it and acts on the order",
+                "reconciliation's sweep records it from the provider's listing (within a run); else ask the provider to resend the charge.disputed webhook",
             ),
         };
         found.push(Discrepancy {

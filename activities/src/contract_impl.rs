@@ -468,7 +468,12 @@ impl OrderActivitiesImpl {
         let swept = heartbeating(&ctx, sweep)
             .await
             .map_err(into_activity_error)?;
-        Ok(redriven + swept)
+        let disputes =
+            crate::handoff::sweep_disputes(&self.db, &self.provider, input.before_ms / 1000, now);
+        let disputes = heartbeating(&ctx, disputes)
+            .await
+            .map_err(into_activity_error)?;
+        Ok(redriven + swept + disputes)
     }
 
     /// A refusal is returned as `Failed`, so that step 3 records it; transient failures are

@@ -7,9 +7,10 @@
 //!   (unknown order, another order's payment, wrong amount or currency, order workflow closed
 //!   or missing) goes to its `payment-{payment_id}` decision by signal-with-start: it never
 //!   depends on its order workflow being alive.
-//! - [`redrive`] and [`sweep_provider`]: reconciliation's part. Inbox events never handed on
-//!   are handed on again; payments the provider captured that orderflow never heard of (every
-//!   webhook lost) are read from the provider's listing and handed on like a webhook.
+//! - [`redrive`], [`sweep_provider`] and [`sweep_disputes`]: reconciliation's part. Inbox
+//!   events never handed on are handed on again; payments the provider captured, and disputes
+//!   it opened, that orderflow never heard of (every webhook lost) are read from the provider's
+//!   listing and handed on, or recorded, like a webhook.
 //! - [`hold`], [`decide`], [`record_decision`]: the decision's activities. `decide` reads the
 //!   provider's record of the payment first (what was really captured, for which order) and
 //!   never refunds a payment that paid an order.
@@ -472,11 +473,7 @@ pub async fn sweep_provider(
     before_secs: i64,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let through: Option<i64> =
-        sqlx::query_scalar("SELECT through FROM sweep_watermarks WHERE name = $1")
-            .bind(SWEEP_WATERMARK)
-            .fetch_optional(db)
-            .await?;
+    let through = watermark(db, SWEEP_WATERMARK).await?;
     let since = through.map_or(0, |t| (t - SWEEP_OVERLAP_SECS).max(0));
     let mut after: Option<String> = None;
     let (mut read, mut handed) = (0usize, 0u64);
@@ -496,18 +493,121 @@ pub async fn sweep_provider(
             break;
         }
     }
+    advance_watermark(db, SWEEP_WATERMARK, before_secs, now_ms).await?;
+    tracing::debug!(since, read, handed, "provider swept");
+    Ok(handed)
+}
+
+/// The dispute sweep's watermark in `sweep_watermarks`.
+const DISPUTE_WATERMARK: &str = "provider_disputes";
+
+/// Records every dispute the provider opened before `before_secs` (Unix seconds) that
+/// orderflow never heard of (no dispute row, no `charge.disputed` inbox event): its webhooks
+/// were all lost. Each becomes an inbox event (`sweep-dispute-<payment_id>`) and is recorded
+/// exactly as its webhook would have been. Returns how many.
+///
+/// Like [`sweep_provider`], it reads only the payments disputed since its last finished run
+/// (less [`SWEEP_OVERLAP_SECS`]), and only a run that read every page moves its watermark.
+pub async fn sweep_disputes(
+    db: &Db,
+    provider: &PaymentProvider,
+    before_secs: i64,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let through = watermark(db, DISPUTE_WATERMARK).await?;
+    let since = through.map_or(0, |t| (t - SWEEP_OVERLAP_SECS).max(0));
+    let mut after: Option<String> = None;
+    let mut recorded = 0;
+    loop {
+        let page = provider
+            .payments_disputed_since(since, after.as_deref())
+            .await
+            .map_err(|e| StoreError::unavailable(Service::Provider, e))?;
+        for p in &page.data {
+            let (Some(amount), Some(at)) = (p.disputed_amount, p.disputed_at) else {
+                continue;
+            };
+            if at < before_secs && record_lost_dispute(db, p, amount, now_ms).await? {
+                recorded += 1;
+            }
+        }
+        after = page.next_cursor(|p| &p.id);
+        if after.is_none() {
+            break;
+        }
+    }
+    advance_watermark(db, DISPUTE_WATERMARK, before_secs, now_ms).await?;
+    Ok(recorded)
+}
+
+/// A dispute nobody reported, into the inbox and recorded like its webhook. `false` when
+/// orderflow knew of it already.
+async fn record_lost_dispute(
+    db: &Db,
+    p: &crate::provider::PaymentObject,
+    amount: i64,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT payment_id FROM disputes WHERE payment_id = $1
+         UNION ALL SELECT payment_id FROM webhook_inbox WHERE payment_id = $2
+             AND event_type = 'charge.disputed'
+         LIMIT 1",
+    )
+    .bind(&p.id)
+    .bind(&p.id)
+    .fetch_optional(db)
+    .await?;
+    if known.is_some() {
+        return Ok(false);
+    }
+    let event = InboxEvent {
+        event_id: format!("sweep-dispute-{}", p.id),
+        event_type: crate::provider::CHARGE_DISPUTED.into(),
+        order_id: p.order_id.clone(),
+        payment_id: p.id.clone(),
+        amount,
+        currency: p.currency.clone(),
+        received_at: now_ms,
+        session_id: p.session_id.clone(),
+    };
+    if crate::payments::receive(db, &event).await? != crate::payments::Inbox::New {
+        return Ok(false);
+    }
+    let outcome = crate::disputes::record(db, &event, now_ms).await?;
+    tracing::warn!(payment_id = %p.id, order_id = %p.order_id, %outcome, "a dispute the provider opened but never reported: recorded");
+    crate::payments::processed(db, &event.event_id, outcome, now_ms).await?;
+    Ok(true)
+}
+
+/// How far a sweep has read (Unix seconds), if it ever finished.
+async fn watermark(db: &Db, name: &str) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT through FROM sweep_watermarks WHERE name = $1")
+            .bind(name)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Moves a sweep's watermark forward to `through` (never back).
+async fn advance_watermark(
+    db: &Db,
+    name: &str,
+    through: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO sweep_watermarks (name, through, updated_at) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET through = excluded.through, updated_at = excluded.updated_at
          WHERE sweep_watermarks.through < excluded.through",
     )
-    .bind(SWEEP_WATERMARK)
-    .bind(before_secs)
+    .bind(name)
+    .bind(through)
     .bind(now_ms)
     .execute(db)
     .await?;
-    tracing::debug!(since, read, handed, "provider swept");
-    Ok(handed)
+    Ok(())
 }
 
 /// Whether orderflow has any trace of `payment_id`: a payment row, a decision or an inbox event.

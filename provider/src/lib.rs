@@ -7,7 +7,8 @@
 //! - `POST /v1/refunds` `{payment_id, amount, reason}` refunds a captured payment;
 //! - `GET /v1/payments` and `GET /v1/refunds` list every captured payment and every refund,
 //!   a page at a time (`?limit=&starting_after=<id>`, answered `{data, has_more}`), and
-//!   `GET /v1/payments/{id}` reads one payment: the provider's side of the two-way audit;
+//!   `GET /v1/payments/{id}` reads one payment: the provider's side of the two-way audit
+//!   (`?created[gte]=` and `?disputed[gte]=` narrow the payments listing to a window);
 //! - errors are `{"error": {"code", "message"}}`;
 //! - payments (`payment.succeeded`, `charge.disputed`) are reported by signed webhooks
 //!   ([`WebhookEvent`], [`signature`]), and checkout sessions that ended unpaid
@@ -97,6 +98,9 @@ pub struct PaymentObject {
     /// How much of it the payer's bank disputes (a chargeback), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disputed_amount: Option<i64>,
+    /// When the dispute was opened (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disputed_at: Option<i64>,
 }
 
 /// One page of a listing.
@@ -327,6 +331,17 @@ impl PaymentProvider {
         starting_after: Option<&str>,
     ) -> Result<Page<PaymentObject>, ProviderError> {
         let path = format!("/v1/payments?created[gte]={created_gte}&");
+        self.page(&path, starting_after).await
+    }
+
+    /// One page of the payments disputed at or after `disputed_gte` (Unix seconds), in id
+    /// order.
+    pub async fn payments_disputed_since(
+        &self,
+        disputed_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<Page<PaymentObject>, ProviderError> {
+        let path = format!("/v1/payments?disputed[gte]={disputed_gte}&");
         self.page(&path, starting_after).await
     }
 

@@ -17,7 +17,8 @@
 //!   operation, a timeout *after* the operation was performed, a duplicated webhook, a second
 //!   event for the same payment, a late webhook.
 //! - `GET /v1/payments`, `GET /v1/payments/{id}` and `GET /v1/refunds` (authorized, paged with
-//!   `limit` and `starting_after`; payments also by `order_id` and `created[gte]`): what a
+//!   `limit` and `starting_after`; payments also by `order_id`, `created[gte]` and
+//!   `disputed[gte]`): what a
 //!   provider's dashboard and reconciliation API show, what `orderflow audit` reads and what
 //!   reconciliation's sweep pages through. A page never copies more than itself; payments
 //!   find their cursor in the map, refunds by a scan.
@@ -181,6 +182,8 @@ pub struct PaymentRecord {
     pub refunded: i64,
     /// How much the payer's bank disputes, once it does.
     pub disputed: Option<i64>,
+    /// When it did (Unix seconds).
+    pub disputed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -313,6 +316,7 @@ impl Sandbox {
                 currency: currency.to_owned(),
                 refunded: 0,
                 disputed: None,
+                disputed_at: None,
             },
         );
         WebhookEvent {
@@ -359,6 +363,7 @@ impl Sandbox {
                 ));
             }
             payment.disputed = Some(amount);
+            payment.disputed_at = Some(unix_now());
             WebhookEvent {
                 event_id: new_id("evt"),
                 kind: CHARGE_DISPUTED.into(),
@@ -737,6 +742,7 @@ async fn pay(
                 currency: session.currency.clone(),
                 refunded: 0,
                 disputed: None,
+                disputed_at: None,
             },
         );
         WebhookEvent {
@@ -854,6 +860,7 @@ fn payment_object(p: &PaymentRecord) -> PaymentObject {
         amount_refunded: p.refunded,
         created: p.created,
         disputed_amount: p.disputed,
+        disputed_at: p.disputed_at,
     }
 }
 
@@ -873,6 +880,8 @@ struct PageQuery {
     order_id: Option<String>,
     #[serde(rename = "created[gte]")]
     created_gte: Option<i64>,
+    #[serde(rename = "disputed[gte]")]
+    disputed_gte: Option<i64>,
 }
 
 /// One page: the first `limit` of `rest` (the items after the cursor, filtered), and whether
@@ -931,6 +940,10 @@ async fn list_payments(
             .map(|(_, p)| p)
             .filter(|p| q.order_id.as_ref().is_none_or(|o| *o == p.order_id))
             .filter(|p| q.created_gte.is_none_or(|t| p.created >= t))
+            .filter(|p| {
+                q.disputed_gte
+                    .is_none_or(|t| p.disputed_at.is_some_and(|at| at >= t))
+            })
             .map(payment_object);
         page(rest, limit)
     })
