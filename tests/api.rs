@@ -538,3 +538,62 @@ async fn event_subscriptions_refuse_bad_input_and_register_nothing() {
         .await;
     assert_eq!(r.status, 405, "{}", r.body);
 }
+
+/// A session event and a dispute need no engine: with Temporal down, an unknown session is
+/// answered `unknown_session` and a dispute is recorded once. Their bad fields get 422 with
+/// their codes, and record nothing.
+#[tokio::test]
+async fn session_events_and_disputes_are_answered_without_the_engine_and_checked_like_payments() {
+    let app = fast_app().await;
+    app.engine.behave(Behaviour::Down);
+    let session = json!({
+        "event_id": "evt_session_1",
+        "type": "checkout.session.expired",
+        "order_id": "ord_nope",
+        "session_id": "cs_nope",
+        "amount": 1500,
+        "currency": "USD",
+    });
+    let r = app.webhook(session.clone()).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("unknown_session")),
+        "{}",
+        r.body
+    );
+    for (field, value, code) in [
+        ("session_id", json!(""), "invalid_session_id"),
+        ("amount", json!(0), "invalid_amount"),
+        ("currency", json!("XXX"), "invalid_currency"),
+        ("session_id", Value::Null, "invalid_body"),
+    ] {
+        let mut bad = session.clone();
+        if value.is_null() {
+            bad.as_object_mut().unwrap().remove(field);
+        } else {
+            bad[field] = value;
+        }
+        let r = app.webhook(bad).await;
+        assert_eq!((r.status, r.code()), (422, code), "{field}: {}", r.body);
+    }
+
+    let dispute = json!({
+        "event_id": "evt_dispute_1",
+        "type": "charge.disputed",
+        "order_id": "ord_nope",
+        "payment_id": "pay_nope",
+        "amount": 700,
+        "currency": "USD",
+    });
+    let mut bad = dispute.clone();
+    bad["amount"] = json!(-1);
+    let r = app.webhook(bad).await;
+    assert_eq!((r.status, r.code()), (422, "invalid_amount"), "{}", r.body);
+    assert_eq!(app.count("disputes").await, 0);
+    let r = app.webhook(dispute.clone()).await;
+    assert_eq!(r.body["status"], "dispute_recorded", "{}", r.body);
+    let r = app.webhook(dispute).await;
+    assert_eq!(r.body["status"], "duplicate", "{}", r.body);
+    assert_eq!(app.count("disputes").await, 1);
+    assert!(app.engine.calls().is_empty(), "{:?}", app.engine.calls());
+}

@@ -703,6 +703,14 @@ async fn a_dispute_revokes_digital_goods_flags_physical_ones_and_the_audit_shows
         .unwrap()
         .detail;
     assert!(detail.contains("refund is succeeded"), "{detail}");
+    // Ops see them on /metrics, by what was done.
+    let metrics = app.scrape(&format!("{}/metrics", app.base)).await;
+    for line in [
+        "orderflow_disputes_total{action=\"flagged_for_ops\"} 2",
+        "orderflow_disputes_total{action=\"entitlements_revoked\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     // Each disputed payment is still what it was: applied to its order, or refunded.
     assert_eq!(
         (report.applied.count, report.refunded.count),

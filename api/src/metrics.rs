@@ -145,7 +145,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The families counted by one grouped query each: what, name, type, help, label keys.
-const TALLIES: [(Tally, &str, &str, &str, &[&str]); 5] = [
+const TALLIES: [(Tally, &str, &str, &str, &[&str]); 6] = [
     (
         Tally::Refunds,
         "orderflow_refunds_total",
@@ -180,6 +180,13 @@ const TALLIES: [(Tally, &str, &str, &str, &[&str]); 5] = [
         "gauge",
         "Events not delivered to a subscriber: pending (being retried) or failed (retries ran out; redeliver)",
         &["subscription", "status"],
+    ),
+    (
+        Tally::Disputes,
+        "orderflow_disputes_total",
+        "counter",
+        "Payments the payer's bank disputes, by what was done: flagged_for_ops (ops act) or entitlements_revoked",
+        &["action"],
     ),
 ];
 

@@ -492,6 +492,8 @@ pub enum Tally {
     PaymentDecisions,
     /// Events not delivered (yet), by subscriber and state (`pending`, `failed`).
     UndeliveredEvents,
+    /// Disputes recorded, by what was done: `flagged_for_ops` or `entitlements_revoked`.
+    Disputes,
 }
 
 impl Tally {
@@ -511,6 +513,10 @@ impl Tally {
             Tally::UndeliveredEvents => {
                 "SELECT subscription_id, status, COUNT(*) FROM event_deliveries
                  WHERE status IN ('pending', 'failed') GROUP BY subscription_id, status"
+            }
+            Tally::Disputes => {
+                "SELECT CASE WHEN flagged_for_ops = 1 THEN 'flagged_for_ops' ELSE 'entitlements_revoked' END,
+                     '', COUNT(*) FROM disputes GROUP BY 1"
             }
         }
     }

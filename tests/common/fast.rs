@@ -134,6 +134,24 @@ impl FastApp {
         self.send(who, request.unwrap()).await
     }
 
+    /// Posts `body` to the payment webhook, signed now as the provider signs it.
+    pub async fn webhook(&self, body: Value) -> Reply {
+        let raw = body.to_string();
+        let signature = orderflow_api::signature::sign(
+            SECRET,
+            orderflow_store::now_ms() / 1000,
+            raw.as_bytes(),
+        );
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/payments/webhook")
+            .header("content-type", "application/json")
+            .header("Payment-Signature", signature)
+            .body(Body::from(raw))
+            .unwrap();
+        self.send(Who::Nobody, request).await
+    }
+
     /// How many rows `table` has.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
