@@ -108,15 +108,7 @@ pub async fn record(db: &Db, event: &InboxEvent, at: i64) -> Result<&'static str
     .iter()
     .map(|r| r.get(0))
     .collect();
-    let revoked = sqlx::query(
-        "UPDATE entitlements SET status = 'revoked', revoked_at = $2
-         WHERE source = 'order' AND source_id = $1 AND status = 'active'",
-    )
-    .bind(&order_id)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected() as i64;
+    let revoked = crate::fulfilment::revoke_entitlements(&mut tx, &order_id, at).await?;
     let physical = kinds.iter().any(|k| k == "physical");
     // A payment we refunded (or are refunding) and that is disputed too would be paid back
     // twice: ops contest the dispute with the refund.

@@ -187,14 +187,7 @@ pub async fn stop(db: &Db, input: &OrderAt) -> Result<(), StoreError> {
             "the shipment has left",
         ));
     }
-    sqlx::query(
-        "UPDATE entitlements SET status = 'revoked', revoked_at = $2
-         WHERE source = 'order' AND source_id = $1 AND status = 'active'",
-    )
-    .bind(order_id)
-    .bind(input.at_ms)
-    .execute(&mut *tx)
-    .await?;
+    revoke_entitlements(&mut tx, order_id, input.at_ms).await?;
     let status = status_of(&mut tx, order_id)
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
@@ -202,6 +195,24 @@ pub async fn stop(db: &Db, input: &OrderAt) -> Result<(), StoreError> {
     append_event(&mut tx, order_id, step, input.at_ms).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Revokes the order's active entitlements at `at`, in the caller's transaction; answers how
+/// many. Used by a stopped fulfilment and by a dispute.
+pub(crate) async fn revoke_entitlements(
+    tx: &mut crate::holds::Tx<'_>,
+    order_id: &str,
+    at: i64,
+) -> Result<i64, StoreError> {
+    let revoked = sqlx::query(
+        "UPDATE entitlements SET status = 'revoked', revoked_at = $2
+         WHERE source = 'order' AND source_id = $1 AND status = 'active'",
+    )
+    .bind(order_id)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(revoked.rows_affected() as i64)
 }
 
 /// `cancel_after_payment` inside the caller's transaction.
