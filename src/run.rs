@@ -10,8 +10,8 @@ use orderflow_provider::{PaymentProvider, ProviderConfig};
 use orderflow_store::Db;
 use orderflow_workflows::model::ReconcileInput;
 use orderflow_workflows::{
-    BaselineWorkflow, OrderWorkflow, PaymentDecisionWorkflow, ReconcileWorkflow,
-    RedemptionWorkflow, RefundWorkflow,
+    BaselineWorkflow, OrderRefundWorkflow, OrderWorkflow, PaymentDecisionWorkflow,
+    ReconcileWorkflow, RedemptionWorkflow, RefundWorkflow,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -123,6 +123,8 @@ pub fn worker(
         .register_workflow::<OrderWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<RefundWorkflow>()
+        .map_err(|e| anyhow!("{e}"))?
+        .register_workflow::<OrderRefundWorkflow>()
         .map_err(|e| anyhow!("{e}"))?
         .register_workflow::<RedemptionWorkflow>()
         .map_err(|e| anyhow!("{e}"))?

@@ -597,3 +597,111 @@ async fn session_events_and_disputes_are_answered_without_the_engine_and_checked
     assert_eq!(app.count("disputes").await, 1);
     assert!(app.engine.calls().is_empty(), "{:?}", app.engine.calls());
 }
+
+/// Partial refunds and returns check their input before anything is recorded: a clear 4xx
+/// with its code, and no refund or return row.
+#[tokio::test]
+async fn partial_refunds_and_returns_refuse_bad_input_and_record_nothing() {
+    let app = fast_app().await;
+    shop(&app).await;
+    let order = placed(&app, "alice", "k-refunds").await;
+    let refunds = format!("/v1/admin/orders/{order}/refunds");
+    for (body, status, code) in [
+        (
+            json!({"amount": 100, "reason": "goodwill"}),
+            409,
+            "order_not_refundable",
+        ),
+        (json!({"reason": "goodwill"}), 422, "invalid_refund"),
+        (
+            json!({"amount": 100, "lines": [{"sku": "book", "quantity": 1}], "reason": "goodwill"}),
+            422,
+            "invalid_refund",
+        ),
+        (
+            json!({"amount": 100, "reason": "because"}),
+            422,
+            "invalid_reason",
+        ),
+        (
+            json!({"amount": 0, "reason": "goodwill"}),
+            422,
+            "invalid_amount",
+        ),
+        (
+            json!({"lines": [], "reason": "damaged"}),
+            422,
+            "invalid_items",
+        ),
+        (
+            json!({"lines": [{"sku": "book", "quantity": 1}, {"sku": "book", "quantity": 1}], "reason": "damaged"}),
+            422,
+            "duplicate_sku",
+        ),
+        (
+            json!({"lines": [{"sku": "book", "quantity": 0}], "reason": "damaged"}),
+            422,
+            "invalid_quantity",
+        ),
+        (json!({"amount": 100}), 422, "invalid_body"),
+    ] {
+        let r = app
+            .call(Who::Admin, "POST", &refunds, Some(body.clone()))
+            .await;
+        assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.body);
+        assert_error_shape(&r, &body.to_string());
+    }
+    let r = app
+        .call(
+            Who::Admin,
+            "POST",
+            "/v1/admin/orders/ord_missing/refunds",
+            Some(json!({"amount": 100, "reason": "goodwill"})),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "order_not_found"), "{}", r.body);
+
+    let returns = format!("/v1/orders/{order}/returns");
+    let line = json!({"lines": [{"sku": "book", "quantity": 1}], "reason": "damaged"});
+    let r = app
+        .call(Who::User("alice"), "POST", &returns, Some(line.clone()))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "order_not_returnable"),
+        "{}",
+        r.body
+    );
+    let r = app
+        .call(Who::User("bob"), "POST", &returns, Some(line))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "order_not_found"), "{}", r.body);
+    for id in ["ret_nope", "rf_nope"] {
+        let r = app
+            .call(
+                Who::Admin,
+                "POST",
+                &format!("/v1/admin/returns/{id}/receive"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (404, "return_not_found"),
+            "{}",
+            r.body
+        );
+    }
+    let listed = app
+        .call(
+            Who::User("alice"),
+            "GET",
+            &refunds.replace("/admin", ""),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["refunds"], json!([]));
+    assert_eq!(app.count("order_refunds").await, 0);
+    assert_eq!(app.count("order_returns").await, 0);
+}

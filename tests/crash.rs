@@ -47,6 +47,9 @@ enum Path {
     Paid,
     /// Paid (a physical good, not shipped), then cancelled: returned and refunded.
     PaidThenCancelled,
+    /// Paid (a digital good), then refunded by an admin for its whole value as a partial
+    /// refund: every source given back once, the order still fulfilled.
+    PaidThenRefundedInPart,
 }
 
 fn path_through(point: &str) -> Path {
@@ -54,6 +57,7 @@ fn path_through(point: &str) -> Path {
         "reserve" | "release" => Path::TimesOut,
         "capture" | "fulfil" => Path::Paid,
         "return" | "refund" | "refund_result" => Path::PaidThenCancelled,
+        "order_refund" => Path::PaidThenRefundedInPart,
         other => panic!("no path passes {other}"),
     }
 }
@@ -79,7 +83,7 @@ fn orders_per_point() -> usize {
 async fn drive(app: &TestApp, o: &Armed) {
     let body = json!({
         "user_id": o.user,
-        "items": [{"sku": match o.path { Path::Paid => "ebook", _ => "book" }, "quantity": 1}],
+        "items": [{"sku": match o.path { Path::Paid | Path::PaidThenRefundedInPart => "ebook", _ => "book" }, "quantity": 1}],
         "coupon_id": o.coupon_id,
         "points": POINTS_USED,
         "wallet_amount": WALLET_USED,
@@ -107,6 +111,25 @@ async fn drive(app: &TestApp, o: &Armed) {
         .await;
         let cancelled = common::until_answered("cancel", || app.cancel(&o.order_id, "user")).await;
         assert_eq!(cancelled.status, 200, "{}: {}", o.order_id, cancelled.body);
+    }
+    if o.path == Path::PaidThenRefundedInPart {
+        let what = format!("{} ({}) fulfilled", o.order_id, o.point);
+        app.eventually(300, &what, || async {
+            (app.order(&o.order_id).await["status"] == "fulfilled").then_some(())
+        })
+        .await;
+        let path = format!("/v1/admin/orders/{}/refunds", o.order_id);
+        let body = json!({"amount": PRICE, "reason": "goodwill"});
+        let refunded = common::until_answered("partial refund", || {
+            app.as_admin().post_keyed(&path, "all-of-it", body.clone())
+        })
+        .await;
+        assert!(
+            [200, 201].contains(&refunded.status),
+            "{}: {}",
+            o.order_id,
+            refunded.body
+        );
     }
 }
 
@@ -292,7 +315,7 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
             .await;
         for o in &armed {
             let want = match o.path {
-                Path::Paid => "fulfilled",
+                Path::Paid | Path::PaidThenRefundedInPart => "fulfilled",
                 Path::TimesOut | Path::PaidThenCancelled => "cancelled",
             };
             let what = format!("{} ({}) {want}", o.order_id, o.point);
@@ -301,6 +324,17 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
             })
             .await;
             app.settled(&o.order_id).await;
+            if o.path == Path::PaidThenRefundedInPart {
+                let what = format!("{} ({}) refunded in part", o.order_id, o.point);
+                app.eventually(300, &what, || async {
+                    let refunds =
+                        orderflow_activities::order_refunds::refunds_of(&app.db, &o.order_id)
+                            .await
+                            .unwrap();
+                    (refunds.len() == 1 && refunds[0].status == "succeeded").then_some(())
+                })
+                .await;
+            }
         }
     };
     tokio::select! {
@@ -332,8 +366,10 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
         "{book}"
     );
     assert_eq!(book["available"], STOCK, "{book}");
-    assert_eq!(ebook["sold"], count(Path::Paid), "{ebook}");
-    assert_eq!(ebook["available"], STOCK - count(Path::Paid), "{ebook}");
+    // A partial refund gives money back, not stock: its ebook stays sold.
+    let sold = count(Path::Paid) + count(Path::PaidThenRefundedInPart);
+    assert_eq!(ebook["sold"], sold, "{ebook}");
+    assert_eq!(ebook["available"], STOCK - sold, "{ebook}");
     for o in &armed {
         let spent = o.path == Path::Paid;
         let wallet = app
@@ -385,7 +421,10 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
             .iter()
             .filter(|r| paid.iter().any(|p| p.payment_id == r.payment_id))
             .count();
-        let want_refunds = usize::from(o.path == Path::PaidThenCancelled);
+        let want_refunds = usize::from(matches!(
+            o.path,
+            Path::PaidThenCancelled | Path::PaidThenRefundedInPart
+        ));
         assert_eq!(
             refunded, want_refunds,
             "{} at {}: refunds at the provider",

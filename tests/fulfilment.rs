@@ -720,3 +720,345 @@ async fn a_dispute_revokes_digital_goods_flags_physical_ones_and_the_audit_shows
     );
     app.assert_invariants().await;
 }
+
+/// `POST /v1/admin/orders/{order_id}/refunds` with `key`.
+async fn refund(app: &TestApp, order_id: &str, key: &str, body: Value) -> common::Reply {
+    app.as_admin()
+        .post_keyed(&format!("/v1/admin/orders/{order_id}/refunds"), key, body)
+        .await
+}
+
+/// The order's partial refunds, once none is pending any more.
+async fn refunds_settled(app: &TestApp, order_id: &str) -> Vec<Value> {
+    app.eventually(60, "the partial refunds to end", || async {
+        let r = app
+            .as_admin()
+            .get(&format!("/v1/orders/{order_id}/refunds"))
+            .await;
+        let refunds = r.body["refunds"].as_array()?.clone();
+        refunds
+            .iter()
+            .all(|f| f["status"] != "pending")
+            .then_some(refunds)
+    })
+    .await
+}
+
+/// What the provider refunded of `payment`.
+fn provider_refunds(app: &TestApp, payment: &str) -> Vec<i64> {
+    app.sandbox
+        .refunds()
+        .iter()
+        .filter(|r| r.payment_id == payment)
+        .map(|r| r.amount)
+        .collect()
+}
+
+/// Issue 14, point 4: an admin refunds part of a paid order, by amount and then by lines. The
+/// refund is split over the payment, wallet, points and coupon in proportion; a request sent
+/// ten times at once is one refund at the provider; a refund beyond what is left is refused
+/// with nothing recorded; the last refund gives back exactly the rest; a partially refunded
+/// order is not cancelled whole.
+#[tokio::test]
+async fn a_partial_refund_sent_ten_times_refunds_once_in_proportion_and_never_beyond_the_capture() {
+    let app = spawn_app().await;
+    let coupon = shop(&app).await;
+    // 2,000: 500 coupon, 200 points, 300 wallet, 1,000 paid.
+    let body = json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 2}], "coupon_id": coupon,
+                      "points": 200, "wallet_amount": 300});
+    let order_id = id(&app.create_order("partial", body).await.body);
+    let payment = app.checkout_and_pay(&order_id, None).await;
+    app.wait_shipment(&order_id, "pending").await;
+
+    // Half the order's value, sent ten times at once with one key.
+    let half = json!({"amount": 1000, "reason": "goodwill"});
+    let sent = futures::future::join_all(
+        (0..10).map(|_| refund(&app, &order_id, "goodwill-1", half.clone())),
+    )
+    .await;
+    let mut statuses: Vec<u16> = sent.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 200, 200, 200, 201],
+        "{:?}",
+        sent.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let ids: std::collections::BTreeSet<&str> = sent
+        .iter()
+        .map(|r| r.body["refund_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let refunds = refunds_settled(&app, &order_id).await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0]["status"], "succeeded", "{}", refunds[0]);
+    assert_eq!(
+        refunds[0]["split"],
+        json!({"payment": 500, "wallet": 150, "points": 100, "coupon": 250})
+    );
+    assert_eq!(provider_refunds(&app, &payment), [500]);
+    let wallet = app.as_user("alice").get("/v1/wallets/alice").await.body;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["spent"].as_i64()),
+        (Some(850), Some(150))
+    );
+    let coupon_now = app
+        .as_user("alice")
+        .get(&format!("/v1/coupons/{coupon}"))
+        .await
+        .body;
+    assert_eq!(coupon_now["balance"], 250, "{coupon_now}");
+
+    // Beyond what is left: refused, nothing recorded, nothing at the provider.
+    let over = refund(
+        &app,
+        &order_id,
+        "too-much",
+        json!({"amount": 1001, "reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!(
+        (over.status, over.code()),
+        (422, "refund_exceeds_capture"),
+        "{}",
+        over.body
+    );
+    let lines_over = refund(
+        &app,
+        &order_id,
+        "three-lamps",
+        json!({"lines": [{"sku": "lamp", "quantity": 3}], "reason": "damaged"}),
+    )
+    .await;
+    assert_eq!(
+        (lines_over.status, lines_over.code()),
+        (422, "invalid_quantity")
+    );
+    // The key of the first refund with another body.
+    let reused = refund(
+        &app,
+        &order_id,
+        "goodwill-1",
+        json!({"amount": 10, "reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (422, "idempotency_key_reused")
+    );
+    let both = refund(
+        &app,
+        &order_id,
+        "both",
+        json!({"amount": 10, "lines": [{"sku": "lamp", "quantity": 1}], "reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!((both.status, both.code()), (422, "invalid_refund"));
+    assert_eq!(refunds_settled(&app, &order_id).await.len(), 1);
+    assert_eq!(provider_refunds(&app, &payment), [500]);
+
+    // A whole cancel would give back again what the refund gave: refused.
+    let cancel = app.cancel(&order_id, "admin").await;
+    assert_eq!(
+        (cancel.status, cancel.code()),
+        (409, "order_partially_refunded")
+    );
+
+    // One lamp (1,000) is exactly what is left: every source gets back the rest.
+    let line = refund(
+        &app,
+        &order_id,
+        "one-lamp",
+        json!({"lines": [{"sku": "lamp", "quantity": 1}], "reason": "damaged"}),
+    )
+    .await;
+    assert_eq!(line.status, 201, "{}", line.body);
+    let refunds = refunds_settled(&app, &order_id).await;
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(
+        refunds[1]["split"],
+        json!({"payment": 500, "wallet": 150, "points": 100, "coupon": 250})
+    );
+    assert_eq!(provider_refunds(&app, &payment), [500, 500]);
+    let wallet = app.as_user("alice").get("/v1/wallets/alice").await.body;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["spent"].as_i64()),
+        (Some(1000), Some(0))
+    );
+    let points = app.as_user("alice").get("/v1/points/alice").await.body;
+    assert_eq!(points["points"], 300, "{points}");
+    let nothing_left = refund(
+        &app,
+        &order_id,
+        "more",
+        json!({"amount": 1, "reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!(
+        (nothing_left.status, nothing_left.code()),
+        (422, "refund_exceeds_capture")
+    );
+
+    let steps = app.steps(&order_id).await;
+    let done = steps
+        .iter()
+        .filter(|s| s.starts_with("partial_refund:") && s.ends_with(":succeeded"))
+        .count();
+    assert_eq!(done, 2, "{steps:?}");
+    let report = app.audit_settled(60).await;
+    assert_eq!(
+        (
+            report.partially_refunded.count,
+            report.partially_refunded.amount
+        ),
+        (2, 1000),
+        "{}",
+        report.render()
+    );
+    app.assert_invariants().await;
+}
+
+/// Issue 14, point 4: a customer returns one line of two after shipping; receiving it restocks
+/// the returned quantity and refunds its value in proportion; a second receive changes nothing.
+#[tokio::test]
+async fn a_return_of_one_line_of_two_restocks_it_and_refunds_its_share() {
+    let app = spawn_app().await;
+    shop(&app).await;
+    app.put_sku_with(
+        "shade",
+        json!({"price": 500, "stock": 50, "kind": "physical"}),
+    )
+    .await;
+    // 2,000: 200 points, 1,800 paid.
+    let body = json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}, {"sku": "shade", "quantity": 2}],
+                      "points": 200});
+    let order_id = id(&app.create_order("return", body).await.body);
+    let payment = app.checkout_and_pay(&order_id, None).await;
+    app.wait_shipment(&order_id, "pending").await;
+    // Nothing has shipped yet: nothing to return.
+    let early = app
+        .as_user("alice")
+        .post_keyed(
+            &format!("/v1/orders/{order_id}/returns"),
+            "early",
+            json!({"lines": [{"sku": "shade", "quantity": 1}], "reason": "damaged"}),
+        )
+        .await;
+    assert_eq!((early.status, early.code()), (409, "order_not_returnable"));
+    assert_eq!(ship(&app, &order_id).await.status, 200);
+
+    let returns_path = format!("/v1/orders/{order_id}/returns");
+    let ask = || {
+        app.as_user("alice").post_keyed(
+            &returns_path,
+            "ret-1",
+            json!({"lines": [{"sku": "shade", "quantity": 1}], "reason": "damaged"}),
+        )
+    };
+    let asked = ask().await;
+    assert_eq!(asked.status, 201, "{}", asked.body);
+    assert_eq!(asked.body["status"], "requested");
+    assert_eq!(asked.body["requested_by"], "user:alice");
+    let return_id = asked.body["return_id"].as_str().unwrap().to_owned();
+    let again = ask().await;
+    assert_eq!(
+        (again.status, again.body["return_id"].as_str()),
+        (200, Some(return_id.as_str()))
+    );
+    // Another user's order is not found; more than is left to return is refused.
+    let bob = app
+        .as_user("bob")
+        .post_keyed(
+            &format!("/v1/orders/{order_id}/returns"),
+            "ret-bob",
+            json!({"lines": [{"sku": "shade", "quantity": 1}], "reason": "damaged"}),
+        )
+        .await;
+    assert_eq!((bob.status, bob.code()), (404, "order_not_found"));
+    let too_many = app
+        .as_user("alice")
+        .post_keyed(
+            &format!("/v1/orders/{order_id}/returns"),
+            "ret-2",
+            json!({"lines": [{"sku": "shade", "quantity": 2}], "reason": "damaged"}),
+        )
+        .await;
+    assert_eq!(
+        (too_many.status, too_many.code()),
+        (422, "invalid_quantity")
+    );
+    // Only an admin receives it.
+    let path = format!("/v1/admin/returns/{return_id}/receive");
+    assert_eq!(
+        app.as_user("alice").post(&path, json!({})).await.status,
+        403
+    );
+    let stock_before = app.sku("shade").await;
+
+    let received = app.as_admin().post(&path, json!({})).await;
+    assert_eq!(received.status, 200, "{}", received.body);
+    assert_eq!(received.body["status"], "received");
+    let refunds = refunds_settled(&app, &order_id).await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    let f = &refunds[0];
+    assert_eq!(
+        (
+            f["kind"].as_str(),
+            f["status"].as_str(),
+            f["value"].as_i64(),
+            f["return_id"].as_str()
+        ),
+        (
+            Some("return"),
+            Some("succeeded"),
+            Some(500),
+            Some(return_id.as_str())
+        )
+    );
+    // 500 of 2,000 paid as 1,800 + 200 points: a quarter of each.
+    assert_eq!(
+        f["split"],
+        json!({"payment": 450, "wallet": 0, "points": 50, "coupon": 0})
+    );
+    assert_eq!(provider_refunds(&app, &payment), [450]);
+    let stock_after = app.sku("shade").await;
+    assert_eq!(
+        (
+            stock_after["available"].as_i64().unwrap()
+                - stock_before["available"].as_i64().unwrap(),
+            stock_after["sold"].as_i64()
+        ),
+        (1, Some(1))
+    );
+    let ret = app
+        .eventually(30, "the return to be refunded", || async {
+            let list = app
+                .as_user("alice")
+                .get(&format!("/v1/orders/{order_id}/returns"))
+                .await;
+            let r = list.body["returns"][0].clone();
+            (r["status"] == "refunded").then_some(r)
+        })
+        .await;
+    assert_eq!(ret["refund_id"], f["refund_id"]);
+    // Receiving it again changes nothing.
+    let twice = app.as_admin().post(&path, json!({})).await;
+    assert_eq!(
+        (twice.status, twice.body["status"].as_str()),
+        (200, Some("refunded"))
+    );
+    assert_eq!(
+        app.sku("shade").await["available"],
+        stock_after["available"]
+    );
+    assert_eq!(provider_refunds(&app, &payment), [450]);
+
+    let steps = app.steps(&order_id).await;
+    for step in ["requested", "received", "refunded"] {
+        assert!(
+            steps.contains(&format!("return:{return_id}:{step}")),
+            "{step}: {steps:?}"
+        );
+    }
+    app.assert_invariants().await;
+}

@@ -1,6 +1,6 @@
 //! Determinism guard: every recorded history under `tests/histories/` must replay against the
-//! current workflow code, for every workflow type (order, refund, payment decision, redemption,
-//! reconcile). A change to a released workflow that is not behind `ctx.patched(..)` fails here,
+//! current workflow code, for every workflow type (order, refund, partial refund, payment
+//! decision, redemption, reconcile). A change to a released workflow that is not behind `ctx.patched(..)` fails here,
 //! before it can break orders that are running in production.
 //!
 //! `1.0-*.json` is the baseline: the redesigned workflows, before any release. Record a new set
@@ -35,6 +35,8 @@ async fn every_recorded_history_replays_against_the_current_workflows() {
         .register_workflow::<OrderWorkflow>()
         .unwrap()
         .register_workflow::<RefundWorkflow>()
+        .unwrap()
+        .register_workflow::<orderflow_workflows::OrderRefundWorkflow>()
         .unwrap()
         .register_workflow::<orderflow_workflows::PaymentDecisionWorkflow>()
         .unwrap()
@@ -145,6 +147,30 @@ async fn record_histories() {
         &app,
         orderflow_workflows::refund_workflow_id(&second.payment_id),
         "refund",
+    )
+    .await;
+    // v1.5: a partial refund of that order, by an admin: its own workflow.
+    let partial = app
+        .as_admin()
+        .post_keyed(
+            &format!("/v1/admin/orders/{id}/refunds"),
+            "goodwill",
+            json!({"amount": 300, "reason": "goodwill"}),
+        )
+        .await;
+    assert_eq!(partial.status, 201, "{}", partial.body);
+    let refund_id = partial.body["refund_id"].as_str().unwrap().to_owned();
+    app.eventually(30, "the partial refund", || async {
+        let refunds = orderflow_activities::order_refunds::refunds_of(&app.db, &id)
+            .await
+            .unwrap();
+        (refunds[0].status == "succeeded").then_some(())
+    })
+    .await;
+    save(
+        &app,
+        orderflow_workflows::order_refund_workflow_id(&refund_id),
+        "order-refund",
     )
     .await;
 

@@ -14,14 +14,15 @@ use std::collections::BTreeMap;
 pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     let mut bad = Vec::new();
 
-    // (order_id, resource) -> (subject, amount, state)
-    let holds: Vec<(String, String, String, i64, String)> = sqlx::query(
-        "SELECT order_id, resource, subject, amount, state FROM holds ORDER BY order_id, resource",
+    // (order_id, resource, subject, amount, state, returned_amount): `returned_amount` is what
+    // partial refunds gave back of a captured hold.
+    let holds: Vec<(String, String, String, i64, String, i64)> = sqlx::query(
+        "SELECT order_id, resource, subject, amount, state, returned_amount FROM holds ORDER BY order_id, resource",
     )
     .fetch_all(db)
     .await?
     .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
     .collect();
     let orders: BTreeMap<String, (String, i64, Option<i64>)> =
         sqlx::query("SELECT order_id, status, payable_amount, expires_at FROM orders")
@@ -30,12 +31,13 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
             .iter()
             .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
             .collect();
-    let items: Vec<(String, String, i64)> =
-        sqlx::query("SELECT order_id, sku, quantity FROM order_items")
+    // (order_id, sku, quantity, restocked): `restocked` is what received returns put back.
+    let items: Vec<(String, String, i64, i64)> =
+        sqlx::query("SELECT order_id, sku, quantity, restocked FROM order_items")
             .fetch_all(db)
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
 
     // What the holds say each resource row must hold: (reserved, captured) per subject.
@@ -45,23 +47,33 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         .filter(|h| h.1 == "stock")
         .map(|h| (h.0.as_str(), h.4.as_str()))
         .collect();
-    for (order_id, sku, quantity) in &items {
+    for (order_id, sku, quantity, restocked) in &items {
         let slot = expect.entry(("stock".into(), sku.clone())).or_default();
+        if *restocked > 0 && stock_state.get(order_id.as_str()) != Some(&"captured") {
+            bad.push(format!(
+                "order {order_id}: {restocked} of {sku} restocked, but its stock is not captured"
+            ));
+        }
         match stock_state.get(order_id.as_str()) {
             Some(&"reserved") => slot.0 += quantity,
-            Some(&"captured") => slot.1 += quantity,
+            Some(&"captured") => slot.1 += quantity - restocked,
             Some(_) => {}
             None => bad.push(format!("order {order_id}: has items but no stock hold")),
         }
     }
-    for (order_id, resource, subject, amount, state) in &holds {
+    for (order_id, resource, subject, amount, state, returned) in &holds {
+        if *returned > 0 && (state != "captured" || returned > amount) {
+            bad.push(format!(
+                "order {order_id}: {returned} of its {state} {resource} hold of {amount} given back by partial refunds"
+            ));
+        }
         if resource != "stock" {
             let slot = expect
                 .entry((resource.clone(), subject.clone()))
                 .or_default();
             match state.as_str() {
                 "reserved" => slot.0 += amount,
-                "captured" => slot.1 += amount,
+                "captured" => slot.1 += amount - returned,
                 _ => {}
             }
         }
@@ -197,6 +209,8 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         }
     }
 
+    partial_refund_invariants(db, &orders, &holds, &items, &mut bad).await?;
+
     // Quotas: each user's usage is exactly the quota'd units of their open or captured orders
     // plus their active redemption entitlements.
     let mut usage: BTreeMap<(String, String), i64> = BTreeMap::new();
@@ -327,6 +341,133 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     Ok(bad)
 }
 
+/// Partial refunds: never more than the order's total, nor any source more than it paid; only
+/// of paid or fulfilled orders, and of the payment that paid them; the wallet, points and
+/// coupon shares of the succeeded ones are exactly what the holds count as given back; every
+/// restocked unit is a received return's.
+async fn partial_refund_invariants(
+    db: &Db,
+    orders: &BTreeMap<String, (String, i64, Option<i64>)>,
+    holds: &[(String, String, String, i64, String, i64)],
+    items: &[(String, String, i64, i64)],
+    bad: &mut Vec<String>,
+) -> Result<(), sqlx::Error> {
+    use crate::order_refunds::Split;
+    let refunds = crate::order_refunds::all_refunds(db)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let paid_by: BTreeMap<String, (i64, i64, i64, i64, i64)> = sqlx::query(
+        "SELECT order_id, total_amount, payable_amount, wallet_amount, points_amount, coupon_amount FROM orders",
+    )
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+    .collect();
+    let captured_payment: BTreeMap<String, String> =
+        sqlx::query("SELECT order_id, payment_id FROM payments WHERE status = 'captured'")
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+    // order -> (value, given of each source) over pending and succeeded; succeeded shares.
+    let mut taken: BTreeMap<&str, (i64, Split)> = BTreeMap::new();
+    let mut given: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for f in refunds.iter().filter(|f| f.status != "failed") {
+        let id = &f.refund_id;
+        let slot = taken.entry(f.order_id.as_str()).or_default();
+        slot.0 += f.value;
+        slot.1 = Split {
+            payment: slot.1.payment + f.split.payment,
+            wallet: slot.1.wallet + f.split.wallet,
+            points: slot.1.points + f.split.points,
+            coupon: slot.1.coupon + f.split.coupon,
+        };
+        match orders.get(&f.order_id).map(|o| o.0.as_str()) {
+            Some("paid") | Some("fulfilled") => {}
+            other => bad.push(format!(
+                "partial refund {id} of order {}: the order is {}",
+                f.order_id,
+                other.unwrap_or("missing")
+            )),
+        }
+        if f.split.payment > 0 && f.payment_id.as_ref() != captured_payment.get(&f.order_id) {
+            bad.push(format!(
+                "partial refund {id} of order {}: gives back to payment {:?}, not the one that paid it",
+                f.order_id, f.payment_id
+            ));
+        }
+        if f.status == "succeeded" {
+            for (resource, share) in [
+                ("wallet", f.split.wallet),
+                ("points", f.split.points),
+                ("coupon", f.split.coupon),
+            ] {
+                *given.entry((f.order_id.as_str(), resource)).or_default() += share;
+            }
+        }
+    }
+    for (order_id, (value, split)) in &taken {
+        let Some(&(total, payable, wallet, points, coupon)) = paid_by.get(*order_id) else {
+            continue;
+        };
+        let over = value > &total
+            || split.payment > payable
+            || split.wallet > wallet
+            || split.points > points
+            || split.coupon > coupon;
+        if over {
+            bad.push(format!(
+                "order {order_id}: partial refunds of {value} ({split:?}) exceed what paid it ({total}: {payable} payment, {wallet} wallet, {points} points, {coupon} coupon)"
+            ));
+        }
+    }
+    for (order_id, resource, _, _, _, returned) in holds {
+        if resource == "stock" {
+            continue;
+        }
+        let want = given
+            .remove(&(order_id.as_str(), resource.as_str()))
+            .unwrap_or(0);
+        if *returned != want {
+            bad.push(format!(
+                "order {order_id}: its {resource} hold counts {returned} given back, but its succeeded partial refunds gave {want}"
+            ));
+        }
+    }
+    for ((order_id, resource), share) in given {
+        if share > 0 {
+            bad.push(format!(
+                "order {order_id}: partial refunds gave back {share} of a {resource} it never held"
+            ));
+        }
+    }
+    let mut returned: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in sqlx::query("SELECT order_id, lines FROM order_returns WHERE status <> 'requested'")
+        .fetch_all(db)
+        .await?
+    {
+        let order_id: String = r.get(0);
+        let lines: Vec<orderflow_workflows::model::OrderLine> =
+            serde_json::from_str(&r.get::<String, _>(1)).unwrap_or_default();
+        for l in lines {
+            *returned.entry((order_id.clone(), l.sku)).or_default() += l.quantity;
+        }
+    }
+    for (order_id, sku, _, restocked) in items {
+        let want = returned
+            .remove(&(order_id.clone(), sku.clone()))
+            .unwrap_or(0);
+        if *restocked != want {
+            bad.push(format!(
+                "order {order_id}: {restocked} of {sku} restocked, but its received returns hold {want}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A count and a sum of money.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Tally {
@@ -347,7 +488,8 @@ pub struct Discrepancy {
     /// Stable: `no_webhook`, `inbox_stuck`, `not_decided`, `refund_failed`, `refund_owner_gone`,
     /// `not_at_provider`, `amount_differs`, `applied_to_unpaid_order`, `unknown_refund`,
     /// `refund_of_applied_payment`, `over_refunded`, `refund_not_at_provider`, `owner_gone`,
-    /// `dispute_unrecorded`, `dispute_differs`, `dispute_not_at_provider`.
+    /// `dispute_unrecorded`, `dispute_differs`, `dispute_not_at_provider`,
+    /// `partial_refund_not_at_provider`.
     #[schema(value_type = String)]
     pub problem: &'static str,
     pub order_id: Option<String>,
@@ -365,7 +507,8 @@ pub struct InFlight {
     pub payment_id: String,
     pub amount: i64,
     /// `refund_pending`, `decision_holding`, `handed_to_order`, `handed_to_decision`,
-    /// `owed_back`, `inbox_received`.
+    /// `owed_back`, `inbox_received`, `partial_refund_pending` (its amount is the payment's
+    /// share).
     #[schema(value_type = String)]
     pub state: &'static str,
     /// The workflow that will finish it (or `inbox-redrive`, the reconciliation schedule).
@@ -383,6 +526,9 @@ pub struct MoneyReport {
     pub applied: Tally,
     /// Refunded once, as recorded.
     pub refunded: Tally,
+    /// Given back in part, from payments that paid their orders (partial refunds and returns:
+    /// each counted once, by its payment share, as the provider holds it).
+    pub partially_refunded: Tally,
     /// On their way, with a running owner.
     pub in_flight: Tally,
     /// Captured, and neither applied, refunded nor owned by anything that will finish it.
@@ -430,10 +576,11 @@ impl MoneyReport {
     pub fn render(&self) -> String {
         let t = |t: Tally| format!("{:>5} ({} minor units)", t.count, t.amount);
         let mut out = format!(
-            "payments captured at the provider {}\n  applied to an order           {}\n  refunded                      {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n  disputed by the payer's bank  {}\n",
+            "payments captured at the provider {}\n  applied to an order           {}\n  refunded                      {}\n  of applied ones, given back   {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n  disputed by the payer's bank  {}\n",
             t(self.captured),
             t(self.applied),
             t(self.refunded),
+            t(self.partially_refunded),
             t(self.in_flight),
             t(self.stranded),
             t(self.disputed)
@@ -644,6 +791,22 @@ pub async fn money(
     }
     let provider_payments: BTreeMap<&str, &crate::provider::PaymentObject> =
         ledger.payments.iter().map(|p| (p.id.as_str(), p)).collect();
+    let partial = crate::order_refunds::all_refunds(db)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    audit_partial_refunds(&mut report, &partial, &provider_refunds);
+    // Provider refunds that a partial refund recorded (or may be recording: a pending one of
+    // the same payment and amount, whose answer is on its way).
+    let partial_meant = |r: &crate::provider::RefundObject| {
+        partial.iter().any(|f| {
+            f.payment_id.as_deref() == Some(r.payment_id.as_str())
+                && match f.status.as_str() {
+                    "succeeded" => f.provider_refund_id.as_deref() == Some(r.id.as_str()),
+                    "pending" => f.split.payment == r.amount,
+                    _ => false,
+                }
+        })
+    };
 
     for p in &ledger.payments {
         report.captured.add(p.amount);
@@ -845,14 +1008,16 @@ pub async fn money(
                 format!("{total} refunded of {captured} captured"),
             );
         }
-        if ours.is_some_and(|p| p.status == "captured") {
+        if ours.is_some_and(|p| p.status == "captured") && !rs.iter().all(|r| partial_meant(r)) {
             bad(
                 "refund_of_applied_payment",
-                "the provider refunded a payment that paid its order".into(),
+                "the provider refunded a payment that paid its order, beyond its partial refunds"
+                    .into(),
             );
         }
         for r in rs {
-            let meant = our_refund.is_some_and(|f| f.provider_refund_id.as_ref() == Some(&r.id));
+            let meant = our_refund.is_some_and(|f| f.provider_refund_id.as_ref() == Some(&r.id))
+                || partial_meant(r);
             if !meant {
                 bad(
                     "unknown_refund",
@@ -892,6 +1057,57 @@ pub async fn money(
         }
     }
     Ok(report)
+}
+
+/// Partial refunds of applied payments: a succeeded one's payment share is at the provider,
+/// once, for its amount; a pending one is in flight, owned by its workflow.
+fn audit_partial_refunds(
+    report: &mut MoneyReport,
+    partial: &[crate::order_refunds::OrderRefund],
+    provider_refunds: &BTreeMap<&str, Vec<&crate::provider::RefundObject>>,
+) {
+    for f in partial.iter().filter(|f| f.split.payment > 0) {
+        let payment_id = f.payment_id.clone().unwrap_or_default();
+        match f.status.as_str() {
+            "pending" => {
+                report.in_flight.add(f.split.payment);
+                report.in_progress.push(InFlight {
+                    order_id: Some(f.order_id.clone()),
+                    payment_id,
+                    amount: f.split.payment,
+                    state: "partial_refund_pending",
+                    owner: orderflow_workflows::order_refund_workflow_id(&f.refund_id),
+                });
+            }
+            "succeeded" => {
+                let at_provider = provider_refunds
+                    .get(payment_id.as_str())
+                    .into_iter()
+                    .flatten()
+                    .find(|r| f.provider_refund_id.as_deref() == Some(r.id.as_str()));
+                match at_provider {
+                    Some(r) if r.amount == f.split.payment => {
+                        report.partially_refunded.add(f.split.payment)
+                    }
+                    other => report.discrepancies.push(Discrepancy {
+                        problem: "partial_refund_not_at_provider",
+                        order_id: Some(f.order_id.clone()),
+                        payment_id,
+                        amount: f.split.payment,
+                        detail: format!(
+                            "partial refund {} gave back {} as {:?}, but the provider holds {:?}",
+                            f.refund_id,
+                            f.split.payment,
+                            f.provider_refund_id,
+                            other.map(|r| (&r.id, r.amount))
+                        ),
+                        repair: "an operator compares the provider's refunds with ours".into(),
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Both directions for disputes: every payment the provider shows disputed has its dispute

@@ -130,6 +130,8 @@ about_order! {
     RecordCheckout => |x| &x.order_id,
     RefundPayment => |x| &x.order_id,
     RecordRefundResult => |x| &x.order_id,
+    OrderRefundRef => |x| &x.order_id,
+    RecordOrderRefund => |x| &x.order_id,
     PayOrder => |x| &x.paid.order_id,
     CancelOrder => |x| &x.cancel.order_id,
     StrayPayment => |x| &x.order_id,
@@ -523,6 +525,34 @@ impl OrderActivitiesImpl {
         committed(
             recorded,
             "refund_result.after_commit",
+            input.order_id(),
+            None,
+        )
+    }
+
+    #[activity(definition = markers::BeginOrderRefund)]
+    #[tracing::instrument(name = "begin_order_refund", skip_all, fields(order_id = %input.order_id(), refund_id = %input.refund_id, workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn begin_order_refund(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: OrderRefundRef,
+    ) -> Result<OrderRefundBegun, ActivityError> {
+        crate::order_refunds::begin(&self.db, &input)
+            .await
+            .map_err(into_activity_error)
+    }
+
+    #[activity(definition = markers::FinishOrderRefund)]
+    #[tracing::instrument(name = "finish_order_refund", skip_all, fields(order_id = %input.order_id(), refund_id = %input.refund_id, workflow_id = ?_ctx.info().workflow_id))]
+    pub async fn finish_order_refund(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RecordOrderRefund,
+    ) -> Result<(), ActivityError> {
+        let finished = crate::order_refunds::finish(&self.db, &input).await;
+        committed(
+            finished,
+            "order_refund.after_commit",
             input.order_id(),
             None,
         )

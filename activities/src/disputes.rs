@@ -117,7 +117,18 @@ pub async fn record(db: &Db, event: &InboxEvent, at: i64) -> Result<&'static str
             .bind(&event.payment_id)
             .fetch_optional(&mut *tx)
             .await?;
+    let partly: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM order_refunds WHERE payment_id = $1 AND status <> 'failed'",
+    )
+    .bind(&event.payment_id)
+    .fetch_one(&mut *tx)
+    .await?;
     let mut done = vec![format!("{revoked} entitlement(s) revoked")];
+    if partly > 0 {
+        done.push(format!(
+            "{partly} partial refund(s) of the payment: ops contest the dispute with them"
+        ));
+    }
     if physical {
         done.push("physical goods: ops review the shipment".into());
     }
@@ -126,7 +137,7 @@ pub async fn record(db: &Db, event: &InboxEvent, at: i64) -> Result<&'static str
             "the payment's refund is {status}: ops contest the dispute with it"
         ));
     }
-    let flagged = physical || refund.is_some();
+    let flagged = physical || refund.is_some() || partly > 0;
     let detail = done.join("; ");
     settle(&mut tx, event, &order_id, revoked, flagged, &detail).await?;
     let reason = if flagged {

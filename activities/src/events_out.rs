@@ -43,6 +43,18 @@ fn event_types(step: &Step<'_>) -> &'static [&'static str] {
         "status:cancelled" => &["order.cancelled"],
         "status:fulfilled" => &["order.fulfilled"],
         _ if key.starts_with("disputed:") => &["order.disputed"],
+        _ if key.starts_with("partial_refund:") => match key.rsplit(':').next() {
+            Some("succeeded") => &["refund.succeeded"],
+            Some("failed") => &["refund.failed"],
+            _ => &[],
+        },
+        _ if key.starts_with("return:") => match key.rsplit(':').next() {
+            Some("requested") => &["return.requested"],
+            Some("received") => &["return.received"],
+            Some("refunded") => &["return.refunded"],
+            Some("refund_failed") => &["return.refund_failed"],
+            _ => &[],
+        },
         _ if key.starts_with("refund:") => match refund_outcome(key, step.payment_id) {
             Some("succeeded") => &["refund.succeeded"],
             Some("failed") => &["refund.failed"],
@@ -94,6 +106,9 @@ pub(crate) async fn publish(
                 "previous_status": step.from,
                 "reason": step.reason,
                 "payment_id": step.payment_id,
+                // Names what the event is about: `partial_refund:<refund_id>:<outcome>`,
+                // `return:<return_id>:<state>`, `refund:<payment_id>:<outcome>`, ...
+                "step": step.key,
             },
         });
         sqlx::query(
@@ -511,6 +526,15 @@ mod tests {
         );
         assert!(event_types(&step("refund:pay_1:pending", None, Some("pay_1"))).is_empty());
         assert!(event_types(&step("payment:pay_1:captured", None, Some("pay_1"))).is_empty());
+        assert_eq!(
+            event_types(&step("partial_refund:rf_1:succeeded", None, Some("pay_1"))),
+            ["refund.succeeded"]
+        );
+        assert!(event_types(&step("partial_refund:rf_1:pending", None, None)).is_empty());
+        assert_eq!(
+            event_types(&step("return:ret_1:received", None, None)),
+            ["return.received"]
+        );
         assert_eq!(
             event_types(&step("disputed:pay_1", None, Some("pay_1"))),
             ["order.disputed"]

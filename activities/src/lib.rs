@@ -9,6 +9,8 @@
 //! - [`outcome`]: one transaction per outcome (paid, cancelled, cancelled after payment): the
 //!   status change and every hold move commit together.
 //! - [`payments`]: checkout sessions, the webhook inbox and refunds (exactly once on the row).
+//! - [`order_refunds`]: partial refunds (an amount, some lines) and returns of a paid order,
+//!   each split over what paid it and exactly once on its own row.
 //! - [`handoff`]: where a reported payment goes, and the decision about one its order cannot
 //!   take (apply it or refund it); the inbox re-drive.
 //! - [`disputes`]: a payment the payer's bank contests, recorded once with what was done (its
@@ -40,6 +42,7 @@ pub mod fulfilment;
 pub mod funds;
 pub mod handoff;
 pub mod holds;
+pub mod order_refunds;
 pub mod orders;
 pub mod outcome;
 pub mod payments;

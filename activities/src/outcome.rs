@@ -121,6 +121,15 @@ pub async fn cancel_paid(db: &Db, input: &CancelOrder) -> Result<(), StoreError>
     let order_id = input.cancel.order_id.as_str();
     let mut tx = db.begin().await?;
     fulfilment::cancel_after_payment_in(&mut tx, &input.cancel).await?;
+    // Whole undoing would give back again what a partial refund gave (the API refuses such a
+    // cancel; this closes the race with a refund asked for at the same moment).
+    if crate::order_refunds::partially_refunded(&mut tx, order_id).await? {
+        return Err(crate::StoreError::conflict(
+            order_id,
+            "order_partially_refunded",
+            "the order has partial refunds: refund or return the rest instead of cancelling it",
+        ));
+    }
     // The wallet returned with the status, in `cancel_after_payment_in`.
     let rest: Vec<Resource> = input
         .held

@@ -55,6 +55,10 @@ pub trait Engine: Send + Sync + 'static {
         request: RefundPayment,
         attempt: i64,
     ) -> Result<String, ApiError>;
+    /// Starts (or meets) the workflow of a partial refund the store recorded `pending`;
+    /// answers its workflow id.
+    async fn start_order_refund(&self, refund_id: &str, order_id: &str)
+    -> Result<String, ApiError>;
     /// Hands a reported payment on to its order or to its own decision
     /// (`orderflow_activities::handoff`); answers the outcome the inbox records.
     async fn hand_on_payment(

@@ -120,6 +120,7 @@ pub fn not_found(entity: Entity, id: &str) -> ApiError {
         Entity::Entitlements => ErrorCode::EntitlementsNotFound,
         Entity::Code => ErrorCode::CodeNotFound,
         Entity::Refund => ErrorCode::RefundNotFound,
+        Entity::Return => ErrorCode::ReturnNotFound,
         Entity::Subscription => ErrorCode::SubscriptionNotFound,
         Entity::Delivery => ErrorCode::DeliveryNotFound,
         // No client names these: a handler that lets one through has a bug.

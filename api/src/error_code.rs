@@ -77,6 +77,8 @@ error_codes! {
         EntitlementsNotFound = "entitlements_not_found",
         CodeNotFound = "code_not_found",
         RefundNotFound = "refund_not_found",
+        /// No return has this id, or it is of another user's order.
+        ReturnNotFound = "return_not_found",
         /// No events subscriber has this id.
         SubscriptionNotFound = "subscription_not_found",
         /// The subscriber has no delivery of this event (it was written before it subscribed,
@@ -95,6 +97,12 @@ error_codes! {
         RefundInProgress = "refund_in_progress",
         /// The payment was taken offline: there is nothing to refund at the provider.
         RefundNotRetryable = "refund_not_retryable",
+        /// A partial refund of an order that is not paid or fulfilled.
+        OrderNotRefundable = "order_not_refundable",
+        /// A return of an order that has not shipped.
+        OrderNotReturnable = "order_not_returnable",
+        /// A cancel of an order that has partial refunds: refund or return the rest instead.
+        OrderPartiallyRefunded = "order_partially_refunded",
     }
     PAYLOAD_TOO_LARGE {
         BodyTooLarge = "body_too_large",
@@ -134,6 +142,13 @@ error_codes! {
         /// The Idempotency-Key was used with another request body.
         IdempotencyKeyReused = "idempotency_key_reused",
         QuotaExceeded = "quota_exceeded",
+        /// A refund of more than the order has left to give back.
+        RefundExceedsCapture = "refund_exceeds_capture",
+        /// A refund names both an amount and lines, or neither.
+        InvalidRefund = "invalid_refund",
+        /// A refund or return reason that is empty, too long or not printable.
+        InvalidReason = "invalid_reason",
+        InvalidReturnId = "invalid_return_id",
         InsufficientStock = "insufficient_stock",
         UnknownSku = "unknown_sku",
         CouponUnusable = "coupon_unusable",
@@ -243,6 +258,13 @@ mod tests {
             "refund_already_succeeded",
             "refund_in_progress",
             "refund_not_retryable",
+            "order_not_refundable",
+            "order_not_returnable",
+            "order_partially_refunded",
+            "refund_exceeds_capture",
+            "invalid_quantity",
+            "invalid_sku",
+            "idempotency_key_reused",
         ] {
             assert!(ErrorCode::parse(text).is_some(), "{text} is not listed");
         }

@@ -93,6 +93,17 @@ pub const PAYMENT_ID: Rule = id(ErrorCode::InvalidPaymentId);
 pub const EVENT_ID: Rule = id(ErrorCode::InvalidEventId);
 pub const SESSION_ID: Rule = id(ErrorCode::InvalidSessionId);
 pub const SUBSCRIPTION_ID: Rule = id(ErrorCode::InvalidSubscriptionId);
+pub const RETURN_ID: Rule = id(ErrorCode::InvalidReturnId);
+/// Why money goes back (a partial refund or a return).
+pub const REFUND_REASON: Rule = Rule::OneOf {
+    words: &crate::routes::refunds::REASONS,
+    code: ErrorCode::InvalidReason,
+};
+/// The lines of a partial refund or a return.
+pub const REFUND_LINES: Rule = Rule::List {
+    max: MAX_ITEMS,
+    code: ErrorCode::InvalidItems,
+};
 /// The longest subscriber URL.
 pub const MAX_URL_LEN: usize = 2048;
 pub const SUBSCRIBER_URL: Rule = Rule::Url {
@@ -207,6 +218,13 @@ pub const BODY_FIELDS: &[(&str, &str, Rule)] = &[
     ("SessionEvent", "session_id", SESSION_ID),
     ("SessionEvent", "amount", amount(1)),
     ("SessionEvent", "currency", Rule::Currency),
+    ("CreateRefund", "amount", amount(1)),
+    ("CreateRefund", "lines", REFUND_LINES),
+    ("CreateRefund", "reason", REFUND_REASON),
+    ("CreateReturn", "lines", REFUND_LINES),
+    ("CreateReturn", "reason", REFUND_REASON),
+    ("RefundLine", "sku", SKU),
+    ("RefundLine", "quantity", QUANTITY),
     ("CreateSubscription", "url", SUBSCRIBER_URL),
     ("CreateSubscription", "event_types", EVENT_TYPES),
 ];
@@ -225,6 +243,7 @@ pub const PARAMETERS: &[(&str, Rule)] = &[
     ("cursor", Rule::Cursor),
     ("subscription_id", SUBSCRIPTION_ID),
     ("event_id", EVENT_ID),
+    ("return_id", RETURN_ID),
 ];
 
 impl Rule {

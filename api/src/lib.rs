@@ -83,6 +83,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::accounts::router())
         .merge(routes::redemptions::router())
         .merge(routes::events::router())
+        .merge(routes::refunds::router())
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics::metrics))

@@ -12,8 +12,9 @@ use crate::input;
 use crate::view::{
     AttemptView, CheckoutView, CodeView, CouponView, DeliveryList, DeliveryLog, DeliveryView,
     EntitlementList, EntitlementView, ErrorBody, ErrorDetail, EventList, EventView, Health,
-    ItemView, OrderList, OrderView, PaymentView, PointsView, Readiness, RedemptionView, RefundView,
-    SkuView, SubscriptionList, SubscriptionView, WalletView, WebhookAnswer,
+    ItemView, LineView, OrderList, OrderView, PartialRefundList, PartialRefundView, PaymentView,
+    PointsView, Readiness, RedemptionView, RefundView, ReturnList, ReturnView, SkuView,
+    SubscriptionList, SubscriptionView, WalletView, WebhookAnswer,
 };
 use orderflow_store::events_out::{DELIVERY_STATES, EVENT_TYPES};
 use orderflow_workflows::model::{CancelReason, PaymentMethod};
@@ -101,6 +102,11 @@ impl Modify for Security {
         crate::routes::events::list_deliveries,
         crate::routes::events::get_delivery,
         crate::routes::events::redeliver,
+        crate::routes::refunds::create_refund,
+        crate::routes::refunds::list_refunds,
+        crate::routes::refunds::create_return,
+        crate::routes::refunds::list_returns,
+        crate::routes::refunds::receive_return,
         healthz_doc,
         readyz_doc,
         metrics_doc,
@@ -110,6 +116,7 @@ impl Modify for Security {
         CouponView, WalletView, PointsView, OrderList, EventList, CheckoutView, WebhookAnswer,
         CodeView, RedemptionView, EntitlementView, EntitlementList, Health, Readiness,
         SubscriptionView, SubscriptionList, DeliveryView, DeliveryList, AttemptView, DeliveryLog,
+        PartialRefundView, PartialRefundList, ReturnView, ReturnList, LineView,
     )),
     modifiers(&Security),
     tags(
@@ -170,6 +177,17 @@ const LINKS: &[Link] = &[
     order_link("create_admin_order", "201", "ship_order"),
     order_link("create_admin_order", "201", "cancel_order"),
     order_link("pay_order", "200", "get_order"),
+    order_link("create_admin_order", "201", "create_refund"),
+    order_link("create_admin_order", "201", "list_refunds"),
+    order_link("create_admin_order", "201", "create_return"),
+    order_link("create_admin_order", "201", "list_returns"),
+    Link {
+        from: "create_return",
+        status: "201",
+        to: "receive_return",
+        parameters: &[("return_id", "$response.body#/return_id")],
+        body: None,
+    },
     Link {
         from: "put_sku",
         status: "200",
@@ -248,6 +266,7 @@ pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     constrain(&mut doc);
     separate_webhook_bodies(&mut doc);
+    one_refund_measure(&mut doc);
     enumerate_answers(&mut doc);
     link(&mut doc);
     mark_open_operations(&mut doc);
@@ -264,7 +283,7 @@ fn enumerate_answers(doc: &mut Value) {
         input::Rule::OneOf { words, .. } => words.to_vec(),
         other => unreachable!("{other:?} is not an enumeration"),
     };
-    let fields: [(&str, &str, Vec<&str>); 8] = [
+    let fields: [(&str, &str, Vec<&str>); 12] = [
         ("Order", "status", words(input::ORDER_STATUS)),
         (
             "Order",
@@ -281,6 +300,25 @@ fn enumerate_answers(doc: &mut Value) {
         ("Coupon", "kind", words(input::COUPON_KIND)),
         ("Delivery", "status", DELIVERY_STATES.to_vec()),
         ("Delivery", "event_type", EVENT_TYPES.to_vec()),
+        (
+            "PartialRefund",
+            "status",
+            vec!["pending", "succeeded", "failed"],
+        ),
+        ("PartialRefund", "kind", vec!["amount", "lines", "return"]),
+        (
+            "PartialRefund",
+            "reason",
+            words(input::REFUND_REASON)
+                .into_iter()
+                .chain(["other"])
+                .collect(),
+        ),
+        (
+            "Return",
+            "status",
+            vec!["requested", "received", "refunded", "refund_failed"],
+        ),
     ];
     for (schema, property, words) in fields {
         let field = &mut doc["components"]["schemas"][schema]["properties"][property];
@@ -351,6 +389,13 @@ fn separate_webhook_bodies(doc: &mut Value) {
         "WebhookEvent.type is not in the document"
     );
     field["not"] = json!({"enum": [orderflow_provider::CHECKOUT_SESSION_EXPIRED]});
+}
+
+/// A partial refund names exactly one of `amount` and `lines`.
+fn one_refund_measure(doc: &mut Value) {
+    let schema = &mut doc["components"]["schemas"]["CreateRefund"];
+    assert!(schema.is_object(), "CreateRefund is not in the document");
+    schema["oneOf"] = json!([{"required": ["amount"]}, {"required": ["lines"]}]);
 }
 
 fn constrain(doc: &mut Value) {

@@ -14,13 +14,13 @@ use orderflow_activities::payments::InboxEvent;
 use orderflow_provider::PaymentProvider;
 use orderflow_store::{Db, StoreError};
 use orderflow_workflows::model::{
-    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, OrderStatus, PlaceOrder,
-    Placement, RedeemCode, RedemptionOutcome, RefundPayment, ShipRequest,
+    CancelOutcome, CancelRequest, CheckoutRequest, CheckoutSession, OrderRefundRef, OrderStatus,
+    PlaceOrder, Placement, RedeemCode, RedemptionOutcome, RefundPayment, ShipRequest,
 };
 use orderflow_workflows::refusal::Refused;
 use orderflow_workflows::{
-    OrderWorkflow, RedemptionWorkflow, RefundWorkflow, redemption_workflow_id,
-    refund_retry_workflow_id, workflow_id,
+    OrderRefundWorkflow, OrderWorkflow, RedemptionWorkflow, RefundWorkflow,
+    order_refund_workflow_id, redemption_workflow_id, refund_retry_workflow_id, workflow_id,
 };
 use std::sync::Arc;
 use temporalio_client::errors::{
@@ -234,6 +234,32 @@ impl Engine for TemporalEngine {
         {
             Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
             Err(e) => Err(unavailable(&order_id, e)),
+        }
+    }
+
+    /// Starts a partial refund's workflow (`order-refund-{refund_id}`); one that exists, running
+    /// or finished, is met, never started twice.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, refund_id = %refund_id))]
+    async fn start_order_refund(
+        &self,
+        refund_id: &str,
+        order_id: &str,
+    ) -> Result<String, ApiError> {
+        let id = order_refund_workflow_id(refund_id);
+        let options = WorkflowStartOptions::new(self.config.task_queue.clone(), id.clone())
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        let request = OrderRefundRef {
+            refund_id: refund_id.to_owned(),
+            order_id: order_id.to_owned(),
+        };
+        match self
+            .client
+            .start_workflow(OrderRefundWorkflow::run, request, options)
+            .await
+        {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
+            Err(e) => Err(unavailable(order_id, e)),
         }
     }
 

@@ -495,3 +495,112 @@ pub fn delivery_log(
             .collect(),
     }
 }
+
+/// A line of a partial refund or a return.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReturnedLine)]
+pub struct LineView {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+fn lines(lines: &[orderflow_workflows::model::OrderLine]) -> Vec<LineView> {
+    lines
+        .iter()
+        .map(|l| LineView {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+        })
+        .collect()
+}
+
+/// A partial refund of an order: an admin's (an amount or lines) or a received return's.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PartialRefund)]
+pub struct PartialRefundView {
+    pub refund_id: String,
+    pub order_id: String,
+    /// `amount`, `lines` or `return`.
+    pub kind: String,
+    pub return_id: Option<String>,
+    pub reason: String,
+    pub lines: Vec<LineView>,
+    /// The part of the order's value it gives back.
+    pub value: i64,
+    /// Its split over what paid the order (the README states the rule).
+    pub split: orderflow_activities::order_refunds::Split,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// The payment its share goes back to (none when nothing was payable).
+    pub payment_id: Option<String>,
+    pub provider_refund_id: Option<String>,
+    pub failure: Option<String>,
+    /// Its workflow in the Temporal UI.
+    pub workflow_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn partial_refund(r: &orderflow_activities::order_refunds::OrderRefund) -> PartialRefundView {
+    PartialRefundView {
+        refund_id: r.refund_id.clone(),
+        order_id: r.order_id.clone(),
+        kind: r.kind.clone(),
+        return_id: r.return_id.clone(),
+        reason: r.reason.clone(),
+        lines: lines(&r.lines),
+        value: r.value,
+        split: r.split,
+        status: r.status.clone(),
+        payment_id: r.payment_id.clone(),
+        provider_refund_id: r.provider_refund_id.clone(),
+        failure: r.failure.clone(),
+        workflow_id: orderflow_workflows::order_refund_workflow_id(&r.refund_id),
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartialRefundList {
+    pub order_id: String,
+    pub refunds: Vec<PartialRefundView>,
+}
+
+/// A return of shipped lines.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Return)]
+pub struct ReturnView {
+    pub return_id: String,
+    pub order_id: String,
+    pub lines: Vec<LineView>,
+    pub reason: String,
+    /// `requested`, `received`, `refunded` or `refund_failed`.
+    pub status: String,
+    /// The refund receiving it started.
+    pub refund_id: Option<String>,
+    /// `admin` or `user:<id>`.
+    pub requested_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn order_return(r: &orderflow_activities::order_refunds::OrderReturn) -> ReturnView {
+    ReturnView {
+        return_id: r.return_id.clone(),
+        order_id: r.order_id.clone(),
+        lines: lines(&r.lines),
+        reason: r.reason.clone(),
+        status: r.status.clone(),
+        refund_id: r.refund_id.clone(),
+        requested_by: r.requested_by.clone(),
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReturnList {
+    pub order_id: String,
+    pub returns: Vec<ReturnView>,
+}

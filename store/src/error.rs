@@ -45,6 +45,8 @@ pub enum Entity {
     Entitlements,
     Code,
     Refund,
+    /// A return of shipped lines (`ret_...`).
+    Return,
     /// An events subscriber (`sub_...`).
     Subscription,
     /// One event's delivery to one subscriber, named by the event id.
@@ -66,6 +68,7 @@ impl std::fmt::Display for Entity {
             Entity::Entitlements => "entitlements",
             Entity::Code => "code",
             Entity::Refund => "refund",
+            Entity::Return => "return",
             Entity::Subscription => "subscription",
             Entity::Delivery => "delivery of event",
             Entity::PaymentDecision => "payment decision",

@@ -10,7 +10,7 @@ use crate::{Db, Entity, StoreError, now_ms};
 use sqlx::Row;
 
 /// Every event type orderflow publishes, in lifecycle order.
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "order.placed",
     "order.paid",
     "order.cancelled",
@@ -18,6 +18,10 @@ pub const EVENT_TYPES: [&str; 7] = [
     "order.disputed",
     "refund.succeeded",
     "refund.failed",
+    "return.requested",
+    "return.received",
+    "return.refunded",
+    "return.refund_failed",
 ];
 
 /// A delivery's states, as the table's CHECK allows them.

@@ -276,6 +276,14 @@ impl Engine for FakeEngine {
         self.called("start_refund_retry", &request.order_id);
         Err(down().for_order(&request.order_id))
     }
+    async fn start_order_refund(
+        &self,
+        _refund_id: &str,
+        order_id: &str,
+    ) -> Result<String, ApiError> {
+        self.called("start_order_refund", order_id);
+        Err(down().for_order(order_id))
+    }
     async fn hand_on_payment(
         &self,
         _db: &Db,

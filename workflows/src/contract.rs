@@ -118,6 +118,19 @@ impl OrderActivities {
         unimplemented!()
     }
 
+    /// A partial refund's step 1: what its row says (call the provider with the payment's
+    /// share, settle without it, or the outcome it already has). Never calls out.
+    #[activity(name = "order_refund.begin")]
+    pub fn begin_order_refund(input: OrderRefundRef) -> Result<OrderRefundBegun, ActivityError> {
+        unimplemented!()
+    }
+    /// A partial refund's last step, in one transaction: `pending -> succeeded | failed`, and
+    /// on success the wallet, points and coupon shares given back.
+    #[activity(name = "order_refund.finish")]
+    pub fn finish_order_refund(input: RecordOrderRefund) -> Result<(), ActivityError> {
+        unimplemented!()
+    }
+
     /// Grants what a paid order bought: entitlements, or a pending shipment. A quota violation
     /// here (the final safeguard) is a non-retryable business error.
     #[activity(name = "order.fulfil")]

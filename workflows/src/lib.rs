@@ -8,6 +8,8 @@
 //!   without a server.
 //! - [`order`]: `OrderWorkflow`, one order from reservation to paid, cancelled or rejected.
 //! - [`refund`]: `RefundWorkflow`, the refund of one payment, exactly once.
+//! - [`order_refund`]: `OrderRefundWorkflow`, one partial refund of a paid order (an amount,
+//!   some lines, or a received return), exactly once.
 //! - [`payment`]: `PaymentDecisionWorkflow`, the durable decision about a payment that its order
 //!   could not take (apply it, or refund it).
 //! - [`reconcile`]: `ReconcileWorkflow`, the scheduled repair of rows and workflows that disagree.
@@ -21,6 +23,7 @@ pub mod contract;
 pub mod decide;
 pub mod model;
 pub mod order;
+pub mod order_refund;
 pub mod payment;
 pub mod policy;
 pub mod reconcile;
@@ -31,6 +34,7 @@ pub mod sometimes;
 
 pub use baseline::BaselineWorkflow;
 pub use order::OrderWorkflow;
+pub use order_refund::OrderRefundWorkflow;
 pub use payment::PaymentDecisionWorkflow;
 pub use reconcile::ReconcileWorkflow;
 pub use redemption::RedemptionWorkflow;
@@ -60,6 +64,12 @@ pub fn refund_workflow_id(payment_id: &str) -> String {
 /// the inbox re-drive signal-with-start it, so one payment has one decision in progress.
 pub fn payment_workflow_id(payment_id: &str) -> String {
     format!("payment-{payment_id}")
+}
+
+/// The workflow id of a partial refund (an admin's, or a received return's), and the
+/// idempotency key its provider call uses: one refund id, one provider refund, ever.
+pub fn order_refund_workflow_id(refund_id: &str) -> String {
+    format!("order-refund-{refund_id}")
 }
 
 /// The workflow id of an ops-requested retry of a refund the provider refused.

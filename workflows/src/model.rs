@@ -671,6 +671,37 @@ pub struct RecordRefundResult {
     pub at_ms: i64,
 }
 
+/// A partial refund of an order (an amount, some lines, or a received return), as recorded
+/// by the API: the input of the `order-refund-{refund_id}` workflow and its first step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefundRef {
+    pub refund_id: String,
+    pub order_id: String,
+}
+
+/// What a partial refund's row said when its run began (`order_refund.begin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderRefundBegun {
+    /// Pending, with a share for the payment: ask the provider (this request carries the
+    /// share as its amount and the row's own idempotency key).
+    Call(RefundPayment),
+    /// Pending, with nothing for the payment: only the wallet, points or coupon get theirs.
+    NoProviderShare,
+    /// Already decided.
+    Done(RefundOutcome),
+}
+
+/// `pending -> succeeded | failed` for a partial refund. `outcome` is `None` when the provider
+/// had no share to give back (the refund succeeds without it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordOrderRefund {
+    pub refund_id: String,
+    pub order_id: String,
+    pub outcome: Option<RefundOutcome>,
+    pub at_ms: i64,
+}
+
 /// Input of the `order.checkout` update.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutRequest {}

@@ -91,7 +91,7 @@ pub async fn refund_payment<W>(
 
 /// An admin order paid offline was never paid through the provider: the money goes back
 /// outside orderflow, and the refund says so (`refund_failed`, for ops).
-fn offline(request: &RefundPayment) -> Option<RefundOutcome> {
+pub(crate) fn offline(request: &RefundPayment) -> Option<RefundOutcome> {
     request
         .payment
         .payment_id

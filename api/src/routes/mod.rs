@@ -5,6 +5,7 @@ pub mod events;
 pub mod orders;
 pub mod payments;
 pub mod redemptions;
+pub mod refunds;
 
 use crate::error::ApiError;
 use orderflow_store::Entity;

@@ -126,7 +126,7 @@ impl CreateOrder {
     }
 }
 
-fn hex_sha256(parts: &[&[u8]]) -> String {
+pub(crate) fn hex_sha256(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
@@ -143,11 +143,11 @@ pub fn order_id_for(user_id: &str, key: &str) -> String {
     )
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers.get("idempotency-key").ok_or_else(|| {
         ApiError::new(
             ErrorCode::IdempotencyKeyRequired,
-            "POST /v1/orders needs an Idempotency-Key header",
+            "this request needs an Idempotency-Key header",
         )
     })?;
     // A value that is not visible ASCII is refused like any other key outside the rule.
@@ -364,7 +364,7 @@ async fn check_open_orders(state: &AppState, user_id: &str) -> Result<(), ApiErr
 }
 
 /// The order, if the caller may see it; another user's order is "not found", like a missing one.
-async fn owned_order(
+pub(crate) async fn owned_order(
     state: &AppState,
     caller: &Caller,
     order_id: &str,
@@ -551,6 +551,14 @@ async fn cancel_order(
     };
     if order.shipment.as_deref() == Some("shipped") {
         return Err(shipped());
+    }
+    let refunds = orderflow_activities::order_refunds::refunds_of(&state.db, &order_id).await?;
+    if order.status != OrderStatus::Cancelled && refunds.iter().any(|f| f.status != "failed") {
+        return Err(ApiError::new(
+            ErrorCode::OrderPartiallyRefunded,
+            "the order has partial refunds: refund the rest instead of cancelling it",
+        )
+        .for_order(&order_id));
     }
     match order.status {
         OrderStatus::Cancelled => return Ok(render(&order, StatusCode::OK)),
