@@ -832,7 +832,7 @@ async fn a_partial_refund_sent_ten_times_refunds_once_in_proportion_and_never_be
     .await;
     assert_eq!(
         (lines_over.status, lines_over.code()),
-        (422, "invalid_quantity")
+        (422, "quantity_exceeds_order")
     );
     // The key of the first refund with another body.
     let reused = refund(
@@ -985,7 +985,7 @@ async fn a_return_of_one_line_of_two_restocks_it_and_refunds_its_share() {
         .await;
     assert_eq!(
         (too_many.status, too_many.code()),
-        (422, "invalid_quantity")
+        (422, "quantity_exceeds_order")
     );
     // Only an admin receives it.
     let path = format!("/v1/admin/returns/{return_id}/receive");

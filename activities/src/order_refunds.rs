@@ -383,14 +383,14 @@ impl Paid {
         for line in lines {
             let Some((_, price, _)) = self.items.get(&line.sku) else {
                 return Err(StoreError::Invalid {
-                    code: "invalid_sku",
+                    code: "sku_not_in_order",
                     message: format!("{} is not a line of order {order_id}", line.sku),
                 });
             };
             let may = self.refundable(&line.sku);
             if line.quantity > may {
                 return Err(StoreError::Invalid {
-                    code: "invalid_quantity",
+                    code: "quantity_exceeds_order",
                     message: format!(
                         "{} of {} cannot be {what}: {may} of the order's line are left (the rest is refunded or being returned)",
                         line.quantity, line.sku
@@ -849,7 +849,7 @@ pub async fn request_return(db: &Db, new: &NewReturn) -> Result<(OrderReturn, bo
         let back = paid.items.get(&line.sku).map_or(0, |i| i.0 - i.2);
         if line.quantity > back {
             return Err(StoreError::Invalid {
-                code: "invalid_quantity",
+                code: "quantity_exceeds_order",
                 message: format!(
                     "{} of {} cannot be returned: {back} of the line are still out",
                     line.quantity, line.sku
@@ -936,7 +936,8 @@ pub async fn receive_return(
             order_id: order_id.clone(),
             amount: None,
             lines: ret.lines.clone(),
-            reason: format!("return {return_id}: {}", ret.reason),
+            // The return's own reason; `return_id` ties the refund to it.
+            reason: ret.reason.clone(),
             requested_by: ret.requested_by.clone(),
             request_hash: format!("return:{return_id}"),
             at,

@@ -144,6 +144,10 @@ error_codes! {
         QuotaExceeded = "quota_exceeded",
         /// A refund of more than the order has left to give back.
         RefundExceedsCapture = "refund_exceeds_capture",
+        /// A refund or return names a SKU the order does not have.
+        SkuNotInOrder = "sku_not_in_order",
+        /// More of a line than is left to refund or return.
+        QuantityExceedsOrder = "quantity_exceeds_order",
         /// A refund names both an amount and lines, or neither.
         InvalidRefund = "invalid_refund",
         /// A refund or return reason that is empty, too long or not printable.
@@ -262,8 +266,8 @@ mod tests {
             "order_not_returnable",
             "order_partially_refunded",
             "refund_exceeds_capture",
-            "invalid_quantity",
-            "invalid_sku",
+            "sku_not_in_order",
+            "quantity_exceeds_order",
             "idempotency_key_reused",
         ] {
             assert!(ErrorCode::parse(text).is_some(), "{text} is not listed");

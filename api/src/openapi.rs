@@ -306,14 +306,7 @@ fn enumerate_answers(doc: &mut Value) {
             vec!["pending", "succeeded", "failed"],
         ),
         ("PartialRefund", "kind", vec!["amount", "lines", "return"]),
-        (
-            "PartialRefund",
-            "reason",
-            words(input::REFUND_REASON)
-                .into_iter()
-                .chain(["other"])
-                .collect(),
-        ),
+        ("PartialRefund", "reason", words(input::REFUND_REASON)),
         (
             "Return",
             "status",
@@ -391,11 +384,15 @@ fn separate_webhook_bodies(doc: &mut Value) {
     field["not"] = json!({"enum": [orderflow_provider::CHECKOUT_SESSION_EXPIRED]});
 }
 
-/// A partial refund names exactly one of `amount` and `lines`.
+/// A partial refund names exactly one of `amount` and `lines` (with a value).
 fn one_refund_measure(doc: &mut Value) {
     let schema = &mut doc["components"]["schemas"]["CreateRefund"];
     assert!(schema.is_object(), "CreateRefund is not in the document");
-    schema["oneOf"] = json!([{"required": ["amount"]}, {"required": ["lines"]}]);
+    // (Either may also be sent as `null`, which counts as absent.)
+    schema["oneOf"] = json!([
+        {"required": ["amount"], "properties": {"amount": {"type": "integer"}}},
+        {"required": ["lines"], "properties": {"lines": {"type": "array"}}},
+    ]);
 }
 
 fn constrain(doc: &mut Value) {

@@ -321,6 +321,7 @@ async fn list_returns(
     responses(
         (status = 200, description = "the return, received", body = view::ReturnView),
         (status = 404, description = "`return_not_found`", body = view::ErrorBody),
+        (status = 422, description = "`invalid_return_id`", body = view::ErrorBody),
         ForAdmins,
     ),
 )]
