@@ -1,5 +1,6 @@
 //! The store against a model (issue 11): proptest runs random sequences of the activities that
-//! move stock and money (reserve, record, pay, cancel, cancel after payment, reject, refund)
+//! move stock and money (reserve, record, pay, cancel, cancel after payment, reject, refund,
+//! partial refund)
 //! over four orders that share SKUs, coupons, wallets and points accounts. The sequences repeat,
 //! reorder and interleave calls the way retries and races deliver them. After every step the
 //! database must equal a simple model exactly: every hold's state, every balance, every
@@ -14,6 +15,7 @@
 mod common;
 
 use orderflow_activities::funds::{POINTS, WALLET};
+use orderflow_activities::order_refunds::{self, Split};
 use orderflow_activities::{audit, coupons, funds, orders, outcome, payments, stock};
 use orderflow_store::{self as store, Db};
 use orderflow_workflows::model::*;
@@ -49,6 +51,26 @@ enum Op {
     Reject(usize),
     /// Payment `n` of the order refunded: the refund begun, then its success recorded.
     Refund(usize, usize),
+    /// A partial refund of this value asked for (its id is the order and the value: the same
+    /// op again is a replay), then its success recorded.
+    PartialRefund(usize, i64),
+    /// Shorthand for every reservation of the order, then its record, one call after the
+    /// other (so that paid orders, and what follows payment, are common in the cases).
+    Place(usize),
+}
+
+impl Op {
+    /// The calls this op stands for.
+    fn calls(self) -> Vec<Op> {
+        match self {
+            Op::Place(k) => Resource::ALL
+                .iter()
+                .map(|r| Op::Reserve(k, *r))
+                .chain([Op::Record(k)])
+                .collect(),
+            other => vec![other],
+        }
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -62,11 +84,14 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (k.clone(), resource).prop_map(|(k, r)| Op::Reserve(k, r)),
         2 => k.clone().prop_map(Op::Record),
-        2 => (k.clone(), 0..2usize).prop_map(|(k, n)| Op::Pay(k, n)),
+        2 => k.clone().prop_map(Op::Place),
+        3 => (k.clone(), 0..2usize).prop_map(|(k, n)| Op::Pay(k, n)),
         1 => k.clone().prop_map(Op::Cancel),
         1 => k.clone().prop_map(Op::CancelPaid),
         1 => k.clone().prop_map(Op::Reject),
-        1 => (k, 0..2usize).prop_map(|(k, n)| Op::Refund(k, n)),
+        1 => (k.clone(), 0..2usize).prop_map(|(k, n)| Op::Refund(k, n)),
+        2 => (k, prop_oneof![Just(1i64), Just(45), Just(150), Just(PRICE)])
+            .prop_map(|(k, v)| Op::PartialRefund(k, v)),
     ]
 }
 
@@ -98,10 +123,25 @@ struct Model {
     /// Payment id -> `captured` or `unapplied`.
     payments: BTreeMap<String, &'static str>,
     refunded: BTreeMap<String, i64>,
+    /// Partial refunds, by refund id: (order, value, split).
+    partial: BTreeMap<String, (usize, i64, Split)>,
     coupons: Vec<String>,
 }
 
 impl Model {
+    /// What succeeded partial refunds gave back of an order's hold.
+    fn given(&self, k: usize, r: Resource) -> i64 {
+        self.partial
+            .values()
+            .filter(|(j, _, _)| *j == k)
+            .map(|(_, _, s)| match r {
+                Resource::Wallet => s.wallet,
+                Resource::Points => s.points,
+                Resource::Coupon => s.coupon,
+                Resource::Stock => 0,
+            })
+            .sum()
+    }
     fn hold(&self, k: usize, r: Resource) -> Option<&'static str> {
         self.holds.get(&(k, r)).map(|h| h.0)
     }
@@ -120,7 +160,7 @@ impl Model {
             .filter(|((j, rr), (state, _))| {
                 *rr == r && same(*j) && matches!(*state, "reserved" | "captured")
             })
-            .map(|((_, rr), (_, amount))| units(*rr, *amount))
+            .map(|((j, rr), (_, amount))| units(*rr, *amount) - self.given(*j, *rr))
             .sum();
         let total = match r {
             Resource::Stock => STOCK,
@@ -178,6 +218,7 @@ fn sent(m: &Model, op: Op) -> bool {
 /// What `op` must do to the model.
 fn apply(m: &mut Model, op: Op) {
     match op {
+        Op::Place(_) => unreachable!("expanded into its calls before it is applied"),
         Op::Reserve(k, r) => {
             if m.hold(k, r).is_none() {
                 let want = match r {
@@ -216,7 +257,9 @@ fn apply(m: &mut Model, op: Op) {
             }
         }
         Op::CancelPaid(k) => {
-            if m.status.get(&k) == Some(&"paid") {
+            // An order with partial refunds is not undone whole (it would give back twice).
+            let partly = m.partial.values().any(|(j, _, _)| *j == k);
+            if m.status.get(&k) == Some(&"paid") && !partly {
                 m.status.insert(k, "cancelled");
                 m.move_all(k, "captured", "returned");
                 let p = m.paid_with(k).expect("a paid order has its payment");
@@ -236,7 +279,40 @@ fn apply(m: &mut Model, op: Op) {
                 m.refunded.insert(p, m.payable(k));
             }
         }
+        Op::PartialRefund(k, value) => {
+            let id = partial_refund_id(k, value);
+            if m.status.get(&k) == Some(&"paid") && !m.partial.contains_key(&id) {
+                let paid = Split {
+                    payment: m.payable(k),
+                    wallet: m.amount(k, Resource::Wallet),
+                    points: m.amount(k, Resource::Points),
+                    coupon: m.amount(k, Resource::Coupon),
+                };
+                let given = m.partial.values().filter(|(j, _, _)| *j == k).fold(
+                    Split::default(),
+                    |a, (_, _, s)| Split {
+                        payment: a.payment + s.payment,
+                        wallet: a.wallet + s.wallet,
+                        points: a.points + s.points,
+                        coupon: a.coupon + s.coupon,
+                    },
+                );
+                let left = Split {
+                    payment: paid.payment - given.payment,
+                    wallet: paid.wallet - given.wallet,
+                    points: paid.points - given.points,
+                    coupon: paid.coupon - given.coupon,
+                };
+                if let Some(split) = order_refunds::split(value, left) {
+                    m.partial.insert(id, (k, value, split));
+                }
+            }
+        }
     }
+}
+
+fn partial_refund_id(k: usize, value: i64) -> String {
+    format!("rf_m{k}_{value}")
 }
 
 /// The database end of a test case.
@@ -342,6 +418,7 @@ impl Store {
         let db = &self.db;
         let all = Resource::ALL.to_vec();
         let _ = match op {
+            Op::Place(_) => unreachable!("expanded into its calls before it is sent"),
             Op::Reserve(k, r) => {
                 let (o, u) = (order_id(k), user(k));
                 match r {
@@ -439,6 +516,34 @@ impl Store {
                     Err(e) => Err(e),
                 }
             }
+            Op::PartialRefund(k, value) => {
+                let new = order_refunds::NewRefund {
+                    refund_id: partial_refund_id(k, value),
+                    order_id: order_id(k),
+                    amount: Some(value),
+                    lines: Vec::new(),
+                    reason: "goodwill".into(),
+                    requested_by: "admin".into(),
+                    request_hash: format!("v{value}"),
+                    at: 7,
+                };
+                match order_refunds::request(db, &new).await {
+                    Ok((refund, _)) => {
+                        let outcome =
+                            (refund.split.payment > 0).then(|| RefundOutcome::Succeeded {
+                                provider_refund_id: format!("re_{}", refund.refund_id),
+                            });
+                        let result = RecordOrderRefund {
+                            refund_id: refund.refund_id,
+                            order_id: order_id(k),
+                            outcome,
+                            at_ms: 8,
+                        };
+                        order_refunds::finish(db, &result).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
     }
 
@@ -468,7 +573,7 @@ impl Store {
             wallets,
             points,
             holds: sqlx::query_as(
-                "SELECT order_id, resource, state, amount FROM holds ORDER BY order_id, resource",
+                "SELECT order_id, resource, state, amount, returned_amount FROM holds ORDER BY order_id, resource",
             )
             .fetch_all(&mut *c)
             .await
@@ -487,6 +592,13 @@ impl Store {
             .fetch_all(&mut *c)
             .await
             .unwrap(),
+            partial: sqlx::query_as(
+                "SELECT refund_id, status, value, payment_amount, wallet_amount, points_amount, coupon_amount
+                 FROM order_refunds ORDER BY refund_id",
+            )
+            .fetch_all(&mut *c)
+            .await
+            .unwrap(),
         }
     }
 }
@@ -497,10 +609,11 @@ struct Snapshot {
     coupons: Vec<(String, i64, i64, i64)>,
     wallets: Vec<(String, i64, i64, i64)>,
     points: Vec<(String, i64, i64, i64)>,
-    holds: Vec<(String, String, String, i64)>,
+    holds: Vec<(String, String, String, i64, i64)>,
     orders: Vec<(String, String)>,
     payments: Vec<(String, String)>,
     refunds: Vec<(String, String, i64)>,
+    partial: Vec<(String, String, i64, i64, i64, i64, i64)>,
 }
 
 /// What the model says the database holds.
@@ -512,7 +625,7 @@ fn expected(m: &Model) -> Snapshot {
             if *rr == r && subject(*k) == of {
                 match *state {
                     "reserved" => held += units(r, *amount),
-                    "captured" => captured += units(r, *amount),
+                    "captured" => captured += units(r, *amount) - m.given(*k, r),
                     _ => {}
                 }
             }
@@ -550,6 +663,7 @@ fn expected(m: &Model) -> Snapshot {
                         r.as_str().to_owned(),
                         state.to_string(),
                         *amount,
+                        m.given(*k, *r),
                     )
                 })
                 .collect();
@@ -570,6 +684,22 @@ fn expected(m: &Model) -> Snapshot {
             .refunded
             .iter()
             .map(|(p, amount)| (p.clone(), "succeeded".to_owned(), *amount))
+            .collect(),
+        partial: m
+            .partial
+            .iter()
+            .map(|(id, (_, value, s))| {
+                let status = "succeeded".to_owned();
+                (
+                    id.clone(),
+                    status,
+                    *value,
+                    s.payment,
+                    s.wallet,
+                    s.points,
+                    s.coupon,
+                )
+            })
             .collect(),
     }
 }
@@ -604,6 +734,8 @@ fn cases() -> u32 {
 /// Calls that changed the model, and calls the model said must change nothing.
 static EFFECT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static NO_EFFECT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Partial refunds that took effect (the rarest op: its order must be paid first).
+static PARTIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Runs one case: every sent op, the snapshot against the model after each, then everything
 /// settled and the conservation check.
@@ -618,7 +750,8 @@ fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
             settle.push(Op::Reject(k));
             settle.push(Op::Cancel(k));
         }
-        for (i, op) in ops.iter().chain(&settle).enumerate() {
+        let calls: Vec<Op> = ops.iter().flat_map(|op| op.calls()).collect();
+        for (i, op) in calls.iter().chain(&settle).enumerate() {
             if !sent(&m, *op) {
                 continue;
             }
@@ -631,6 +764,9 @@ fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 &EFFECT
             };
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if matches!(op, Op::PartialRefund(..)) && std::ptr::eq(counter, &EFFECT) {
+                PARTIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let (got, want) = (store.snapshot().await, expected(&m));
             prop_assert_eq!(got, want, "after step {} ({:?})", i, op);
         }
@@ -690,8 +826,9 @@ fn the_store_matches_the_model_under_any_order_of_calls() {
         }
     }
     println!(
-        "model: {total} cases of up to 23 calls over {ORDERS} orders: {} calls took effect, {} changed nothing, as the model said after every step; {:.0} s",
+        "model: {total} cases of up to 23 ops (a placement is 5 calls) over {ORDERS} orders: {} calls took effect ({} partial refunds), {} changed nothing, as the model said after every step; {:.0} s",
         EFFECT.load(std::sync::atomic::Ordering::Relaxed),
+        PARTIAL.load(std::sync::atomic::Ordering::Relaxed),
         NO_EFFECT.load(std::sync::atomic::Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     );
