@@ -128,6 +128,47 @@ async fn record_histories() {
     app.settled(&id).await;
     save(&app, workflow_id(&id), "checkout-cancel").await;
 
+    // v1.5: the provider ends the first session on its own (its `checkout.session.expired`
+    // signals `order.session_ended`), the next checkout opens a second one, which is paid.
+    let ended = app
+        .create_order(
+            "session-ended",
+            json!({"user_id": "alice", "items": [{"sku": "book", "quantity": 1}]}),
+        )
+        .await
+        .body;
+    let id = ended["order_id"].as_str().unwrap().to_owned();
+    let first = app.checkout(&id).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first_id = first.body["payment_session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let expired = app
+        .http
+        .post(format!(
+            "{}/v1/checkout_sessions/{first_id}/expire",
+            app.provider.base_url
+        ))
+        .bearer_auth(common::PROVIDER_KEY)
+        .header("Idempotency-Key", format!("dashboard-{first_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), 200);
+    let step = format!("checkout:{first_id}:expired");
+    app.eventually(30, "the session's end recorded", || async {
+        app.steps(&id).await.contains(&step).then_some(())
+    })
+    .await;
+    let second = app.checkout(&id).await;
+    assert_ne!(second.body["payment_session_id"], first_id.as_str());
+    app.pay(second.body["pay_url"].as_str().unwrap(), None)
+        .await;
+    app.wait_status(&id, "fulfilled").await;
+    app.settled(&id).await;
+    save(&app, workflow_id(&id), "session-ended").await;
+
     // Checkout, paid through the sandbox, then a second payment: refunded by a child workflow.
     let checkout = app
         .create_order("checkout", full(60, &coupons[3]))
