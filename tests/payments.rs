@@ -547,18 +547,7 @@ async fn a_session_the_provider_ends_is_recorded_and_the_next_checkout_opens_a_n
         .unwrap()
         .to_owned();
     // As if ops ended it in the provider's dashboard.
-    let ended = app
-        .http
-        .post(format!(
-            "{}/v1/checkout_sessions/{first_id}/expire",
-            app.provider.base_url
-        ))
-        .bearer_auth(common::PROVIDER_KEY)
-        .header("Idempotency-Key", format!("dashboard-{first_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ended.status(), 200);
+    app.end_session_at_provider(&first_id).await;
     session_event_answered(&app, &first_id).await;
     let step = format!("checkout:{first_id}:expired");
     let events = app.events(&order_id).await;

@@ -144,18 +144,7 @@ async fn record_histories() {
         .as_str()
         .unwrap()
         .to_owned();
-    let expired = app
-        .http
-        .post(format!(
-            "{}/v1/checkout_sessions/{first_id}/expire",
-            app.provider.base_url
-        ))
-        .bearer_auth(common::PROVIDER_KEY)
-        .header("Idempotency-Key", format!("dashboard-{first_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(expired.status(), 200);
+    app.end_session_at_provider(&first_id).await;
     let step = format!("checkout:{first_id}:expired");
     app.eventually(30, "the session's end recorded", || async {
         app.steps(&id).await.contains(&step).then_some(())

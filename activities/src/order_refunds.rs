@@ -21,8 +21,7 @@ use crate::error::{Entity, StoreError};
 use crate::holds::{Tx, expect_one};
 use crate::orders::append_event_if_order;
 use orderflow_workflows::model::{
-    OrderLine, OrderRefundBegun, OrderRefundRef, PaymentReceived, RecordOrderRefund, RefundOutcome,
-    RefundPayment,
+    OrderLine, OrderRefundBegun, OrderRefundRef, PaymentReceived, RecordOrderRefund, RefundPayment,
 };
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -639,21 +638,21 @@ pub async fn begin(db: &Db, input: &OrderRefundRef) -> Result<OrderRefundBegun, 
                 idempotency_key: Some(refund_key(&refund.refund_id)),
             })
         }
-        _ => OrderRefundBegun::Done(outcome_of(&refund)),
+        status => {
+            let decided = crate::payments::refund_outcome(
+                status,
+                refund.provider_refund_id.clone(),
+                refund.failure.clone(),
+            );
+            OrderRefundBegun::Done(decided.ok_or_else(|| {
+                StoreError::conflict(
+                    &refund.order_id,
+                    "data_error",
+                    format!("refund {} is {status}", refund.refund_id),
+                )
+            })?)
+        }
     })
-}
-
-/// The outcome a decided refund row holds.
-fn outcome_of(refund: &OrderRefund) -> RefundOutcome {
-    match refund.status.as_str() {
-        "succeeded" => RefundOutcome::Succeeded {
-            provider_refund_id: refund.provider_refund_id.clone().unwrap_or_default(),
-        },
-        _ => RefundOutcome::Failed {
-            code: "refund_failed".into(),
-            message: refund.failure.clone().unwrap_or_default(),
-        },
-    }
 }
 
 /// The last step, in one transaction: the outcome on the row; on success the wallet, points
@@ -662,14 +661,10 @@ fn outcome_of(refund: &OrderRefund) -> RefundOutcome {
 /// `refund.failed`). A retry after the commit finds the same outcome and does nothing.
 pub async fn finish(db: &Db, input: &RecordOrderRefund) -> Result<(), StoreError> {
     let order_id = input.order_id.as_str();
+    // No provider share: succeeded, with no provider refund.
     let (status, provider_refund_id, failure) = match &input.outcome {
         None => ("succeeded", None, None),
-        Some(RefundOutcome::Succeeded { provider_refund_id }) => {
-            ("succeeded", Some(provider_refund_id.as_str()), None)
-        }
-        Some(RefundOutcome::Failed { code, message }) => {
-            ("failed", None, Some(format!("{code}: {message}")))
-        }
+        Some(outcome) => crate::payments::refund_columns(outcome),
     };
     let mut tx = db.begin().await?;
     let moved = sqlx::query(

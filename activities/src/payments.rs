@@ -325,18 +325,24 @@ pub fn refund_outcome(
     }
 }
 
-/// Refund step 3: `pending -> succeeded | failed`. A retry that finds the same outcome is a
-/// no-op; any other state is a conflict, never an `Ok`.
-pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result<(), StoreError> {
-    let order_id = input.order_id.as_str();
-    let (status, refund_id, failure) = match &input.outcome {
+/// What a refund row stores of an outcome: `status`, `provider_refund_id`, `failure` (as
+/// `<code>: <message>`); [`refund_outcome`] reads it back.
+pub fn refund_columns(outcome: &RefundOutcome) -> (&'static str, Option<&str>, Option<String>) {
+    match outcome {
         RefundOutcome::Succeeded { provider_refund_id } => {
             ("succeeded", Some(provider_refund_id.as_str()), None)
         }
         RefundOutcome::Failed { code, message } => {
             ("failed", None, Some(format!("{code}: {message}")))
         }
-    };
+    }
+}
+
+/// Refund step 3: `pending -> succeeded | failed`. A retry that finds the same outcome is a
+/// no-op; any other state is a conflict, never an `Ok`.
+pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result<(), StoreError> {
+    let order_id = input.order_id.as_str();
+    let (status, refund_id, failure) = refund_columns(&input.outcome);
     let mut tx = db.begin().await?;
     let moved = sqlx::query(
         "UPDATE refunds SET status = $2, provider_refund_id = $3, failure = $4, updated_at = $5

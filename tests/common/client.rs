@@ -293,6 +293,23 @@ impl TestApp {
     }
 
     /// Checkout, then the payer pays; returns the sandbox's payment id.
+    /// Ends a checkout session at the provider on its own, as ops would in its dashboard: the
+    /// provider then sends `checkout.session.expired`.
+    pub async fn end_session_at_provider(&self, session_id: &str) {
+        let ended = self
+            .http
+            .post(format!(
+                "{}/v1/checkout_sessions/{session_id}/expire",
+                self.provider.base_url
+            ))
+            .bearer_auth(super::PROVIDER_KEY)
+            .header("Idempotency-Key", format!("dashboard-{session_id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ended.status(), 200);
+    }
+
     pub async fn checkout_and_pay(&self, order_id: &str, fault: Option<&str>) -> String {
         let session = self.checkout(order_id).await;
         assert_eq!(session.status, 200, "{}", session.body);
