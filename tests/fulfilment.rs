@@ -915,6 +915,12 @@ async fn a_partial_refund_sent_ten_times_refunds_once_in_proportion_and_never_be
         "{}",
         report.render()
     );
+    let metrics = app.scrape(&format!("{}/metrics", app.base)).await;
+    assert!(
+        metrics
+            .contains("orderflow_partial_refunds_total{kind=\"amount\",outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
     app.assert_invariants().await;
 }
 

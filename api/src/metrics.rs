@@ -145,7 +145,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The families counted by one grouped query each: what, name, type, help, label keys.
-const TALLIES: [(Tally, &str, &str, &str, &[&str]); 6] = [
+const TALLIES: [(Tally, &str, &str, &str, &[&str]); 7] = [
     (
         Tally::Refunds,
         "orderflow_refunds_total",
@@ -187,6 +187,13 @@ const TALLIES: [(Tally, &str, &str, &str, &[&str]); 6] = [
         "counter",
         "Payments the payer's bank disputes, by what was done: flagged_for_ops (ops act) or entitlements_revoked",
         &["action"],
+    ),
+    (
+        Tally::PartialRefunds,
+        "orderflow_partial_refunds_total",
+        "counter",
+        "Partial refunds of paid orders, by kind (amount, lines, return) and outcome (pending, succeeded, failed)",
+        &["kind", "outcome"],
     ),
 ];
 

@@ -494,12 +494,17 @@ pub enum Tally {
     UndeliveredEvents,
     /// Disputes recorded, by what was done: `flagged_for_ops` or `entitlements_revoked`.
     Disputes,
+    /// Partial refunds (an admin's, or a received return's), by kind and status.
+    PartialRefunds,
 }
 
 impl Tally {
     fn sql(self) -> &'static str {
         match self {
             Tally::Refunds => "SELECT status, '', COUNT(*) FROM refunds GROUP BY status",
+            Tally::PartialRefunds => {
+                "SELECT kind, status, COUNT(*) FROM order_refunds GROUP BY kind, status"
+            }
             Tally::NeedsAttention => {
                 "SELECT code, '', COUNT(*) FROM needs_attention WHERE resolved_at IS NULL GROUP BY code"
             }
