@@ -258,6 +258,38 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
         (o["refunds"][0]["status"] == "succeeded").then_some(())
     })
     .await;
+    // A lamp shipped, returned and refunded in part.
+    let returned = place(&app, "returned", "lamp").await;
+    app.checkout_and_pay(&returned, None).await;
+    app.wait_shipment(&returned, "pending").await;
+    let shipped = app
+        .as_admin()
+        .post(&format!("/v1/admin/orders/{returned}/ship"), json!({}))
+        .await;
+    assert_eq!(shipped.status, 200, "{}", shipped.body);
+    let asked = app
+        .as_user("alice")
+        .post_keyed(
+            &format!("/v1/orders/{returned}/returns"),
+            "return-1",
+            json!({"lines": [{"sku": "lamp", "quantity": 1}], "reason": "damaged"}),
+        )
+        .await;
+    assert_eq!(asked.status, 201, "{}", asked.body);
+    let return_id = asked.body["return_id"].as_str().unwrap();
+    let received = app
+        .as_admin()
+        .post(&format!("/v1/admin/returns/{return_id}/receive"), json!({}))
+        .await;
+    assert_eq!(received.status, 200, "{}", received.body);
+    app.eventually(60, "the return refunded", || async {
+        let r = app
+            .as_admin()
+            .get(&format!("/v1/orders/{returned}/returns"))
+            .await;
+        (r.body["returns"][0]["status"] == "refunded").then_some(())
+    })
+    .await;
     tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
 
     // Nothing got through, and the log says why.
@@ -315,6 +347,18 @@ async fn a_subscriber_that_was_down_gets_every_event_in_order_and_handles_each_o
             "order.paid",
             "order.cancelled",
             "refund.succeeded"
+        ])
+    );
+    assert_eq!(
+        by_order.get(&returned).cloned(),
+        expect(&[
+            "order.placed",
+            "order.paid",
+            "order.fulfilled",
+            "return.requested",
+            "return.received",
+            "refund.succeeded",
+            "return.refunded"
         ])
     );
 

@@ -702,6 +702,16 @@ pub async fn finish(db: &Db, input: &RecordOrderRefund) -> Result<(), StoreError
     if status == "succeeded" {
         give_back(&mut tx, &refund, input.at_ms).await?;
     }
+    // The refund's outcome first, then what it means for its return.
+    append_event_if_order(
+        &mut tx,
+        order_id,
+        format!("partial_refund:{}:{status}", refund.refund_id),
+        Some(failure.as_deref().unwrap_or(&refund.reason)),
+        refund.payment_id.as_deref(),
+        input.at_ms,
+    )
+    .await?;
     if let Some(return_id) = &refund.return_id {
         let ended = if status == "succeeded" {
             "refunded"
@@ -729,15 +739,6 @@ pub async fn finish(db: &Db, input: &RecordOrderRefund) -> Result<(), StoreError
         )
         .await?;
     }
-    append_event_if_order(
-        &mut tx,
-        order_id,
-        format!("partial_refund:{}:{status}", refund.refund_id),
-        Some(failure.as_deref().unwrap_or(&refund.reason)),
-        refund.payment_id.as_deref(),
-        input.at_ms,
-    )
-    .await?;
     crate::faults::point("order_refund.before_commit", order_id, None);
     tx.commit().await?;
     tracing::warn!(%order_id, refund_id = %refund.refund_id, status, value = refund.value, "partial refund ended");
