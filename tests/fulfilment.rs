@@ -1068,3 +1068,69 @@ async fn a_return_of_one_line_of_two_restocks_it_and_refunds_its_share() {
     }
     app.assert_invariants().await;
 }
+
+/// Issue 14, point 4: a partial refund the provider refuses ends `failed`, gives nothing back
+/// to the wallet, points or coupon, publishes `refund.failed`, and frees its part: a new
+/// request for the same amount then succeeds, once.
+#[tokio::test]
+async fn a_partial_refund_the_provider_refuses_gives_nothing_back_and_frees_its_part() {
+    use orderflow_sandbox::{Fault, Op, ScriptedFault};
+    let app = spawn_app().await;
+    let coupon = shop(&app).await;
+    let body = json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}], "coupon_id": coupon,
+                      "points": 100, "wallet_amount": 100});
+    let order_id = id(&app.create_order("refused", body).await.body);
+    let payment = app.checkout_and_pay(&order_id, None).await;
+    app.wait_shipment(&order_id, "pending").await;
+    let wallet_before = app.as_user("alice").get("/v1/wallets/alice").await.body;
+
+    app.sandbox.add_fault(ScriptedFault {
+        op: Op::Refund,
+        times: 1,
+        fault: Fault {
+            status: Some(422),
+            ..Fault::default()
+        },
+    });
+    let all = json!({"amount": 1000, "reason": "not_received"});
+    let first = refund(&app, &order_id, "refused-1", all.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let refunds = refunds_settled(&app, &order_id).await;
+    assert_eq!(refunds[0]["status"], "failed", "{}", refunds[0]);
+    assert!(
+        refunds[0]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("injected_fault"),
+        "{}",
+        refunds[0]
+    );
+    assert!(provider_refunds(&app, &payment).is_empty());
+    assert_eq!(
+        app.as_user("alice").get("/v1/wallets/alice").await.body,
+        wallet_before
+    );
+    let steps = app.steps(&order_id).await;
+    let failed = format!(
+        "partial_refund:{}:failed",
+        refunds[0]["refund_id"].as_str().unwrap()
+    );
+    assert!(steps.contains(&failed), "{steps:?}");
+
+    // Its part is free again: asked anew, with a new key, the whole value is refunded once.
+    let second = refund(&app, &order_id, "refused-2", all).await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let refunds = refunds_settled(&app, &order_id).await;
+    assert_eq!(refunds[1]["status"], "succeeded", "{}", refunds[1]);
+    assert_eq!(
+        refunds[1]["split"],
+        json!({"payment": 300, "wallet": 100, "points": 100, "coupon": 500})
+    );
+    assert_eq!(provider_refunds(&app, &payment), [300]);
+    let wallet = app.as_user("alice").get("/v1/wallets/alice").await.body;
+    assert_eq!(
+        (wallet["balance"].as_i64(), wallet["spent"].as_i64()),
+        (Some(1000), Some(0))
+    );
+    app.assert_invariants().await;
+}
