@@ -326,16 +326,6 @@ pub async fn returns_of(db: &Db, order_id: &str) -> Result<Vec<OrderReturn>, Sto
         .collect()
 }
 
-/// A return by its id.
-pub async fn get_return(db: &Db, return_id: &str) -> Result<OrderReturn, StoreError> {
-    let mut tx = db.begin().await?;
-    let found = load_return(&mut tx, return_id).await?;
-    tx.rollback().await?;
-    found
-        .map(|(r, _)| r)
-        .ok_or_else(|| StoreError::not_found(Entity::Return, return_id))
-}
-
 /// What an order is, for a refund or a return: read under its row's lock.
 struct Paid {
     status: String,
