@@ -288,21 +288,12 @@ fn apply(m: &mut Model, op: Op) {
                     points: m.amount(k, Resource::Points),
                     coupon: m.amount(k, Resource::Coupon),
                 };
-                let given = m.partial.values().filter(|(j, _, _)| *j == k).fold(
-                    Split::default(),
-                    |a, (_, _, s)| Split {
-                        payment: a.payment + s.payment,
-                        wallet: a.wallet + s.wallet,
-                        points: a.points + s.points,
-                        coupon: a.coupon + s.coupon,
-                    },
-                );
-                let left = Split {
-                    payment: paid.payment - given.payment,
-                    wallet: paid.wallet - given.wallet,
-                    points: paid.points - given.points,
-                    coupon: paid.coupon - given.coupon,
-                };
+                let given = m
+                    .partial
+                    .values()
+                    .filter(|(j, _, _)| *j == k)
+                    .fold(Split::default(), |sum, (_, _, s)| sum.plus(*s));
+                let left = paid.minus(given);
                 if let Some(split) = order_refunds::split(value, left) {
                     m.partial.insert(id, (k, value, split));
                 }

@@ -24,13 +24,28 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     .iter()
     .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
     .collect();
-    let orders: BTreeMap<String, (String, i64, Option<i64>)> =
-        sqlx::query("SELECT order_id, status, payable_amount, expires_at FROM orders")
-            .fetch_all(db)
-            .await?
-            .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-            .collect();
+    let orders: BTreeMap<String, OrderRow> = sqlx::query(
+        "SELECT order_id, status, payable_amount, expires_at, total_amount, wallet_amount,
+             points_amount, coupon_amount FROM orders",
+    )
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|r| {
+        let row = OrderRow {
+            status: r.get(1),
+            expires_at: r.get(3),
+            total: r.get(4),
+            paid: crate::order_refunds::Split {
+                payment: r.get(2),
+                wallet: r.get(5),
+                points: r.get(6),
+                coupon: r.get(7),
+            },
+        };
+        (r.get(0), row)
+    })
+    .collect();
     // (order_id, sku, quantity, restocked): `restocked` is what received returns put back.
     let items: Vec<(String, String, i64, i64)> =
         sqlx::query("SELECT order_id, sku, quantity, restocked FROM order_items")
@@ -78,7 +93,7 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
             }
         }
         // Per order: the status says where every hold must be.
-        let status = orders.get(order_id).map(|o| o.0.as_str());
+        let status = orders.get(order_id).map(|o| o.status.as_str());
         let allowed: &[&str] = match status {
             Some("pending_payment") => &["reserved"],
             Some("paid") | Some("fulfilled") => &["captured"],
@@ -148,17 +163,18 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     {
         captured.entry(r.get(0)).or_default().push(r.get(1));
     }
-    for (order_id, (status, payable, expires_at)) in &orders {
+    for (order_id, order) in &orders {
         let paid = captured.remove(order_id).unwrap_or_default();
-        match status.as_str() {
+        let payable = order.paid.payment;
+        match order.status.as_str() {
             "paid" | "fulfilled" => {
-                let want: Vec<i64> = if *payable > 0 { vec![*payable] } else { vec![] };
+                let want: Vec<i64> = if payable > 0 { vec![payable] } else { vec![] };
                 if paid != want {
                     bad.push(format!(
                         "order {order_id}: paid with captured payments {paid:?}, expected {want:?}"
                     ));
                 }
-                if expires_at.is_some() {
+                if order.expires_at.is_some() {
                     bad.push(format!(
                         "order {order_id}: paid but expires_at is still set"
                     ));
@@ -341,29 +357,36 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     Ok(bad)
 }
 
+/// Every partial refund, as the audit's queries fail (a stored row that does not parse is a
+/// data error like any other).
+async fn partial_refunds(db: &Db) -> Result<Vec<crate::order_refunds::OrderRefund>, sqlx::Error> {
+    crate::order_refunds::all_refunds(db)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+}
+
+/// An order as the invariants read it.
+struct OrderRow {
+    status: String,
+    expires_at: Option<i64>,
+    total: i64,
+    /// What paid it: `payment` is its payable amount.
+    paid: crate::order_refunds::Split,
+}
+
 /// Partial refunds: never more than the order's total, nor any source more than it paid; only
 /// of paid or fulfilled orders, and of the payment that paid them; the wallet, points and
 /// coupon shares of the succeeded ones are exactly what the holds count as given back; every
 /// restocked unit is a received return's.
 async fn partial_refund_invariants(
     db: &Db,
-    orders: &BTreeMap<String, (String, i64, Option<i64>)>,
+    orders: &BTreeMap<String, OrderRow>,
     holds: &[(String, String, String, i64, String, i64)],
     items: &[(String, String, i64, i64)],
     bad: &mut Vec<String>,
 ) -> Result<(), sqlx::Error> {
     use crate::order_refunds::Split;
-    let refunds = crate::order_refunds::all_refunds(db)
-        .await
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let paid_by: BTreeMap<String, (i64, i64, i64, i64, i64)> = sqlx::query(
-        "SELECT order_id, total_amount, payable_amount, wallet_amount, points_amount, coupon_amount FROM orders",
-    )
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
-    .collect();
+    let refunds = partial_refunds(db).await?;
     let captured_payment: BTreeMap<String, String> =
         sqlx::query("SELECT order_id, payment_id FROM payments WHERE status = 'captured'")
             .fetch_all(db)
@@ -378,13 +401,8 @@ async fn partial_refund_invariants(
         let id = &f.refund_id;
         let slot = taken.entry(f.order_id.as_str()).or_default();
         slot.0 += f.value;
-        slot.1 = Split {
-            payment: slot.1.payment + f.split.payment,
-            wallet: slot.1.wallet + f.split.wallet,
-            points: slot.1.points + f.split.points,
-            coupon: slot.1.coupon + f.split.coupon,
-        };
-        match orders.get(&f.order_id).map(|o| o.0.as_str()) {
+        slot.1 = slot.1.plus(f.split);
+        match orders.get(&f.order_id).map(|o| o.status.as_str()) {
             Some("paid") | Some("fulfilled") => {}
             other => bad.push(format!(
                 "partial refund {id} of order {}: the order is {}",
@@ -409,17 +427,18 @@ async fn partial_refund_invariants(
         }
     }
     for (order_id, (value, split)) in &taken {
-        let Some(&(total, payable, wallet, points, coupon)) = paid_by.get(*order_id) else {
+        let Some(order) = orders.get(*order_id) else {
             continue;
         };
-        let over = value > &total
-            || split.payment > payable
-            || split.wallet > wallet
-            || split.points > points
-            || split.coupon > coupon;
+        let (paid, total) = (order.paid, order.total);
+        let over = *value > total
+            || split.payment > paid.payment
+            || split.wallet > paid.wallet
+            || split.points > paid.points
+            || split.coupon > paid.coupon;
         if over {
             bad.push(format!(
-                "order {order_id}: partial refunds of {value} ({split:?}) exceed what paid it ({total}: {payable} payment, {wallet} wallet, {points} points, {coupon} coupon)"
+                "order {order_id}: partial refunds of {value} ({split:?}) exceed what paid it ({total}: {paid:?})"
             ));
         }
     }
@@ -791,21 +810,27 @@ pub async fn money(
     }
     let provider_payments: BTreeMap<&str, &crate::provider::PaymentObject> =
         ledger.payments.iter().map(|p| (p.id.as_str(), p)).collect();
-    let partial = crate::order_refunds::all_refunds(db)
-        .await
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let partial = partial_refunds(db).await?;
     audit_partial_refunds(&mut report, &partial, &provider_refunds);
+    let mut partial_by_payment: BTreeMap<&str, Vec<&crate::order_refunds::OrderRefund>> =
+        BTreeMap::new();
+    for f in &partial {
+        if let Some(pid) = f.payment_id.as_deref() {
+            partial_by_payment.entry(pid).or_default().push(f);
+        }
+    }
     // Provider refunds that a partial refund recorded (or may be recording: a pending one of
     // the same payment and amount, whose answer is on its way).
     let partial_meant = |r: &crate::provider::RefundObject| {
-        partial.iter().any(|f| {
-            f.payment_id.as_deref() == Some(r.payment_id.as_str())
-                && match f.status.as_str() {
-                    "succeeded" => f.provider_refund_id.as_deref() == Some(r.id.as_str()),
-                    "pending" => f.split.payment == r.amount,
-                    _ => false,
-                }
-        })
+        partial_by_payment
+            .get(r.payment_id.as_str())
+            .into_iter()
+            .flatten()
+            .any(|f| match f.status.as_str() {
+                "succeeded" => f.provider_refund_id.as_deref() == Some(r.id.as_str()),
+                "pending" => f.split.payment == r.amount,
+                _ => false,
+            })
     };
 
     for p in &ledger.payments {

@@ -117,12 +117,7 @@ pub async fn record(db: &Db, event: &InboxEvent, at: i64) -> Result<&'static str
             .bind(&event.payment_id)
             .fetch_optional(&mut *tx)
             .await?;
-    let partly: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM order_refunds WHERE payment_id = $1 AND status <> 'failed'",
-    )
-    .bind(&event.payment_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let partly = crate::order_refunds::partial_refunds_of(&mut *tx, &order_id).await?;
     let mut done = vec![format!("{revoked} entitlement(s) revoked")];
     if partly > 0 {
         done.push(format!(

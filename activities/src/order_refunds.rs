@@ -55,12 +55,12 @@ impl Split {
         self.parts().iter().sum()
     }
 
-    fn minus(self, other: Split) -> Split {
+    pub fn minus(self, other: Split) -> Split {
         let (a, b) = (self.parts(), other.parts());
         Split::from_parts([a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3]])
     }
 
-    fn plus(self, other: Split) -> Split {
+    pub fn plus(self, other: Split) -> Split {
         let (a, b) = (self.parts(), other.parts());
         Split::from_parts([a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]])
     }
@@ -240,43 +240,56 @@ fn refund_row(r: &sqlx::any::AnyRow) -> Result<(OrderRefund, String), StoreError
     Ok((refund, r.get(18)))
 }
 
-async fn load_refund(
-    tx: &mut Tx<'_>,
+/// A refund by its id, and its request's fingerprint.
+async fn load_refund<'c, E>(
+    conn: E,
     refund_id: &str,
-) -> Result<Option<(OrderRefund, String)>, StoreError> {
+) -> Result<Option<(OrderRefund, String)>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let sql = format!("SELECT {REFUND_COLUMNS} FROM order_refunds WHERE refund_id = $1");
     sqlx::query(&sql)
         .bind(refund_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(conn)
         .await?
         .as_ref()
         .map(refund_row)
         .transpose()
 }
 
-/// Every partial refund of an order, oldest first.
-pub async fn refunds_of(db: &Db, order_id: &str) -> Result<Vec<OrderRefund>, StoreError> {
-    let sql = format!(
-        "SELECT {REFUND_COLUMNS} FROM order_refunds WHERE order_id = $1 ORDER BY created_at, refund_id"
-    );
-    sqlx::query(&sql)
-        .bind(order_id)
-        .fetch_all(db)
+/// The partial refunds `rest` selects (a `WHERE` on `$1`, the order, when `order_id` is given,
+/// and an `ORDER BY`).
+async fn select_refunds<'c, E>(
+    conn: E,
+    rest: &str,
+    order_id: Option<&str>,
+) -> Result<Vec<OrderRefund>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM order_refunds {rest}");
+    let mut query = sqlx::query(&sql);
+    if let Some(order_id) = order_id {
+        query = query.bind(order_id);
+    }
+    query
+        .fetch_all(conn)
         .await?
         .iter()
         .map(|r| refund_row(r).map(|(f, _)| f))
         .collect()
 }
 
+/// Every partial refund of an order, oldest first.
+pub async fn refunds_of(db: &Db, order_id: &str) -> Result<Vec<OrderRefund>, StoreError> {
+    let rest = "WHERE order_id = $1 ORDER BY created_at, refund_id";
+    select_refunds(db, rest, Some(order_id)).await
+}
+
 /// Every partial refund, for the audit.
 pub async fn all_refunds(db: &Db) -> Result<Vec<OrderRefund>, StoreError> {
-    let sql = format!("SELECT {REFUND_COLUMNS} FROM order_refunds ORDER BY order_id, created_at");
-    sqlx::query(&sql)
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(|r| refund_row(r).map(|(f, _)| f))
-        .collect()
+    select_refunds(db, "ORDER BY order_id, created_at", None).await
 }
 
 const RETURN_COLUMNS: &str = "return_id, order_id, lines, reason, status, refund_id, requested_by,
@@ -329,8 +342,7 @@ pub async fn returns_of(db: &Db, order_id: &str) -> Result<Vec<OrderReturn>, Sto
 /// What an order is, for a refund or a return: read under its row's lock.
 struct Paid {
     status: String,
-    total: i64,
-    /// What paid it.
+    /// What paid it (adding up to its total).
     sources: Split,
     /// The captured payment, if anything was payable.
     payment_id: Option<String>,
@@ -401,20 +413,14 @@ impl Paid {
 /// Takes the order row's lock (the first write of the transaction, see `db`) and reads what a
 /// refund or a return needs.
 async fn lock_paid(tx: &mut Tx<'_>, order_id: &str) -> Result<Paid, StoreError> {
-    let locked = sqlx::query("UPDATE orders SET updated_at = updated_at WHERE order_id = $1")
-        .bind(order_id)
-        .execute(&mut **tx)
-        .await?;
-    if locked.rows_affected() != 1 {
-        return Err(StoreError::not_found(Entity::Order, order_id));
-    }
     let o = sqlx::query(
-        "SELECT status, total_amount, payable_amount, wallet_amount, points_amount, coupon_amount
-         FROM orders WHERE order_id = $1",
+        "UPDATE orders SET updated_at = updated_at WHERE order_id = $1
+         RETURNING status, payable_amount, wallet_amount, points_amount, coupon_amount",
     )
     .bind(order_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
     let payment_id: Option<String> = sqlx::query_scalar(
         "SELECT payment_id FROM payments WHERE order_id = $1 AND status = 'captured'",
     )
@@ -430,16 +436,8 @@ async fn lock_paid(tx: &mut Tx<'_>, order_id: &str) -> Result<Paid, StoreError> 
     .iter()
     .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
     .collect();
-    let sql = format!(
-        "SELECT {REFUND_COLUMNS} FROM order_refunds WHERE order_id = $1 AND status <> 'failed'"
-    );
-    let refunds = sqlx::query(&sql)
-        .bind(order_id)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| refund_row(r).map(|(f, _)| f))
-        .collect::<Result<_, _>>()?;
+    let rest = "WHERE order_id = $1 AND status <> 'failed'";
+    let refunds = select_refunds(&mut **tx, rest, Some(order_id)).await?;
     let mut requested: BTreeMap<String, i64> = BTreeMap::new();
     for text in sqlx::query_scalar::<_, String>(
         "SELECT lines FROM order_returns WHERE order_id = $1 AND status = 'requested'",
@@ -454,12 +452,11 @@ async fn lock_paid(tx: &mut Tx<'_>, order_id: &str) -> Result<Paid, StoreError> 
     }
     Ok(Paid {
         status: o.get(0),
-        total: o.get(1),
         sources: Split {
-            payment: if payment_id.is_some() { o.get(2) } else { 0 },
-            wallet: o.get(3),
-            points: o.get(4),
-            coupon: o.get(5),
+            payment: if payment_id.is_some() { o.get(1) } else { 0 },
+            wallet: o.get(2),
+            points: o.get(3),
+            coupon: o.get(4),
         },
         payment_id,
         items,
@@ -499,7 +496,7 @@ pub async fn request(db: &Db, new: &NewRefund) -> Result<(OrderRefund, bool), St
     let order_id = new.order_id.as_str();
     let mut tx = db.begin().await?;
     let paid = lock_paid(&mut tx, order_id).await?;
-    if let Some(found) = load_refund(&mut tx, &new.refund_id).await? {
+    if let Some(found) = load_refund(&mut *tx, &new.refund_id).await? {
         tx.rollback().await?;
         return Ok((replayed(order_id, found, &new.request_hash)?, false));
     }
@@ -533,7 +530,7 @@ async fn insert_refund(
         message: format!(
             "a refund of {value} is more than the {} of order {order_id} left to refund (of its {} total)",
             left.total(),
-            paid.total
+            paid.sources.total()
         ),
     })?;
     let refund = OrderRefund {
@@ -591,11 +588,9 @@ async fn insert_refund(
 
 /// Step 1 of `order-refund-{refund_id}`: what the row says.
 pub async fn begin(db: &Db, input: &OrderRefundRef) -> Result<OrderRefundBegun, StoreError> {
-    let mut tx = db.begin().await?;
-    let found = load_refund(&mut tx, &input.refund_id).await?;
-    tx.rollback().await?;
-    let (refund, _) =
-        found.ok_or_else(|| StoreError::not_found(Entity::Refund, &input.refund_id))?;
+    let (refund, _) = load_refund(db, &input.refund_id)
+        .await?
+        .ok_or_else(|| StoreError::not_found(Entity::Refund, &input.refund_id))?;
     Ok(match refund.status.as_str() {
         "pending" if refund.split.payment == 0 => OrderRefundBegun::NoProviderShare,
         "pending" => {
@@ -669,7 +664,7 @@ pub async fn finish(db: &Db, input: &RecordOrderRefund) -> Result<(), StoreError
     .bind(order_id)
     .execute(&mut *tx)
     .await?;
-    let (refund, _) = load_refund(&mut tx, &input.refund_id)
+    let (refund, _) = load_refund(&mut *tx, &input.refund_id)
         .await?
         .ok_or_else(|| StoreError::not_found(Entity::Refund, &input.refund_id))?;
     if moved.rows_affected() == 0 {
@@ -899,7 +894,7 @@ pub async fn receive_return(
         .ok_or_else(|| StoreError::not_found(Entity::Return, return_id))?;
     if ret.status != "requested" {
         let refund = match &ret.refund_id {
-            Some(id) => load_refund(&mut tx, id).await?.map(|(f, _)| f),
+            Some(id) => load_refund(&mut *tx, id).await?.map(|(f, _)| f),
             None => None,
         };
         tx.rollback().await?;
@@ -1015,16 +1010,19 @@ async fn restock(
     })
 }
 
-/// Whether an order has a partial refund pending or succeeded: such an order is not
-/// cancelled whole (its cancel would give back again what the refund gave).
-pub async fn partially_refunded(tx: &mut Tx<'_>, order_id: &str) -> Result<bool, StoreError> {
-    let n: i64 = sqlx::query_scalar(
+/// How many partial refunds of an order are pending or succeeded. Such an order is not
+/// cancelled whole (its cancel would give back again what they gave), and a dispute of its
+/// payment goes to ops.
+pub async fn partial_refunds_of<'c, E>(conn: E, order_id: &str) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    Ok(sqlx::query_scalar(
         "SELECT COUNT(*) FROM order_refunds WHERE order_id = $1 AND status <> 'failed'",
     )
     .bind(order_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(n > 0)
+    .fetch_one(conn)
+    .await?)
 }
 
 #[cfg(test)]

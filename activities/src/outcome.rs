@@ -123,7 +123,7 @@ pub async fn cancel_paid(db: &Db, input: &CancelOrder) -> Result<(), StoreError>
     fulfilment::cancel_after_payment_in(&mut tx, &input.cancel).await?;
     // Whole undoing would give back again what a partial refund gave (the API refuses such a
     // cancel; this closes the race with a refund asked for at the same moment).
-    if crate::order_refunds::partially_refunded(&mut tx, order_id).await? {
+    if crate::order_refunds::partial_refunds_of(&mut *tx, order_id).await? > 0 {
         return Err(crate::StoreError::conflict(
             order_id,
             "order_partially_refunded",

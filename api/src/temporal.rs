@@ -80,6 +80,28 @@ fn waiting(order_id: &str) -> ApiError {
 type OrderRun = <OrderWorkflow as HasWorkflowDefinition>::Run;
 
 impl TemporalEngine {
+    /// Starts `workflow` as `id`, once ever: an id that exists (running or finished) is met,
+    /// not started again. Answers the id.
+    async fn start_once<W>(
+        &self,
+        workflow: W,
+        input: W::Input,
+        id: String,
+        order_id: &str,
+    ) -> Result<String, ApiError>
+    where
+        W: HasWorkflowDefinition,
+        W::Input: Send,
+    {
+        let options = WorkflowStartOptions::new(self.config.task_queue.clone(), id.clone())
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        match self.client.start_workflow(workflow, input, options).await {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
+            Err(e) => Err(unavailable(order_id, e)),
+        }
+    }
+
     /// Runs one update on an order's workflow, waiting at most `workflow_wait` for its answer.
     async fn update_order<U>(
         &self,
@@ -224,17 +246,8 @@ impl Engine for TemporalEngine {
     ) -> Result<String, ApiError> {
         let order_id = request.order_id.clone();
         let id = refund_retry_workflow_id(&request.payment.payment_id, attempt);
-        let options = WorkflowStartOptions::new(self.config.task_queue.clone(), id.clone())
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .build();
-        match self
-            .client
-            .start_workflow(RefundWorkflow::run, request, options)
+        self.start_once(RefundWorkflow::run, request, id, &order_id)
             .await
-        {
-            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
-            Err(e) => Err(unavailable(&order_id, e)),
-        }
     }
 
     /// Starts a partial refund's workflow (`order-refund-{refund_id}`); one that exists, running
@@ -245,22 +258,13 @@ impl Engine for TemporalEngine {
         refund_id: &str,
         order_id: &str,
     ) -> Result<String, ApiError> {
-        let id = order_refund_workflow_id(refund_id);
-        let options = WorkflowStartOptions::new(self.config.task_queue.clone(), id.clone())
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .build();
         let request = OrderRefundRef {
             refund_id: refund_id.to_owned(),
             order_id: order_id.to_owned(),
         };
-        match self
-            .client
-            .start_workflow(OrderRefundWorkflow::run, request, options)
+        let id = order_refund_workflow_id(refund_id);
+        self.start_once(OrderRefundWorkflow::run, request, id, order_id)
             .await
-        {
-            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(id),
-            Err(e) => Err(unavailable(order_id, e)),
-        }
     }
 
     async fn hand_on_payment(

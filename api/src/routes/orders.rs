@@ -137,10 +137,15 @@ pub(crate) fn hex_sha256(parts: &[&[u8]]) -> String {
 
 /// The order id for a user's idempotency key: stable, and not guessable from a sequence.
 pub fn order_id_for(user_id: &str, key: &str) -> String {
-    format!(
-        "ord_{}",
-        &hex_sha256(&[b"orderflow/order", user_id.as_bytes(), key.as_bytes()])[..26]
+    hashed_id(
+        "ord",
+        &[b"orderflow/order", user_id.as_bytes(), key.as_bytes()],
     )
+}
+
+/// `<prefix>_<26 hex digits>` of the hash of `parts`: an id derived from an idempotency key.
+pub(crate) fn hashed_id(prefix: &str, parts: &[&[u8]]) -> String {
+    format!("{prefix}_{}", &hex_sha256(parts)[..26])
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -552,8 +557,9 @@ async fn cancel_order(
     if order.shipment.as_deref() == Some("shipped") {
         return Err(shipped());
     }
-    let refunds = orderflow_activities::order_refunds::refunds_of(&state.db, &order_id).await?;
-    if order.status != OrderStatus::Cancelled && refunds.iter().any(|f| f.status != "failed") {
+    let partly =
+        orderflow_activities::order_refunds::partial_refunds_of(&state.db, &order_id).await?;
+    if order.status != OrderStatus::Cancelled && partly > 0 {
         return Err(ApiError::new(
             ErrorCode::OrderPartiallyRefunded,
             "the order has partial refunds: refund the rest instead of cancelling it",

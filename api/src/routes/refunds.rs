@@ -13,7 +13,7 @@
 //! itself: the workflow does, exactly once.
 
 use super::hidden;
-use super::orders::{hex_sha256, idempotency_key, owned_order};
+use super::orders::{hashed_id, hex_sha256, idempotency_key, owned_order};
 use crate::auth::{Admin, Caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::Json;
@@ -111,13 +111,22 @@ fn checked_lines(lines: &[RefundLine]) -> Result<Vec<OrderLine>, ApiError> {
 
 /// A refund or return id for an order and an idempotency key: stable, not guessable.
 fn id_for(prefix: &str, order_id: &str, key: &str) -> String {
-    let hash = hex_sha256(&[
+    let parts: [&[u8]; 4] = [
         b"orderflow/",
         prefix.as_bytes(),
         order_id.as_bytes(),
         key.as_bytes(),
-    ]);
-    format!("{prefix}_{}", &hash[..26])
+    ];
+    hashed_id(prefix, &parts)
+}
+
+/// 201 for what this request created, 200 for the same request sent again.
+fn created_or_replayed(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// A store refusal, with the order named.
@@ -194,12 +203,10 @@ async fn create_refund(
         .await
         .map_err(refused(&order_id))?;
     start(&state, &refund).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(view::partial_refund(&refund))))
+    Ok((
+        created_or_replayed(created),
+        axum::Json(view::partial_refund(&refund)),
+    ))
 }
 
 #[utoipa::path(
@@ -277,12 +284,10 @@ async fn create_return(
     let (ret, created) = order_refunds::request_return(&state.db, &new)
         .await
         .map_err(refused(&order_id))?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(view::order_return(&ret))))
+    Ok((
+        created_or_replayed(created),
+        axum::Json(view::order_return(&ret)),
+    ))
 }
 
 #[utoipa::path(
