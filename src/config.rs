@@ -85,6 +85,41 @@ pub struct Config {
     /// `failed`, 60 s to 30 days, default 3 days) and `ORDERFLOW_EVENTS_RETENTION` (how long
     /// delivered events and their log are kept, default 30 days).
     pub events: orderflow_activities::events_out::DispatchSettings,
+    /// `ORDER_CAPTURE`: `immediate` (default) captures every payment at once; `at_shipment`
+    /// only authorizes orders with physical goods at checkout and captures when they ship.
+    /// `ORDER_AUTHORIZATION_EXPIRY`: `capture` (default) or `void` an authorization still
+    /// unshipped `ORDER_AUTHORIZATION_MARGIN` seconds (default 86400) before its
+    /// `capture_before`.
+    pub capture: orderflow_workflows::model::CapturePolicy,
+    /// `SANDBOX_AUTHORIZATION_TTL`: seconds the sandbox lets an authorization be captured
+    /// (default 7 days).
+    pub sandbox_authorization_ttl_secs: u64,
+}
+
+/// Reads `ORDER_CAPTURE`, `ORDER_AUTHORIZATION_EXPIRY` and `ORDER_AUTHORIZATION_MARGIN`.
+fn capture_policy() -> anyhow::Result<orderflow_workflows::model::CapturePolicy> {
+    use orderflow_workflows::model::{AuthorizationExpiry, CapturePolicy, CaptureTiming};
+    let timing = match var("ORDER_CAPTURE").as_deref() {
+        None | Some("immediate") => CaptureTiming::Immediate,
+        Some("at_shipment") => CaptureTiming::AtShipment,
+        Some(other) => bail!("ORDER_CAPTURE must be immediate or at_shipment, got {other:?}"),
+    };
+    let on_expiry = match var("ORDER_AUTHORIZATION_EXPIRY").as_deref() {
+        None | Some("capture") => AuthorizationExpiry::Capture,
+        Some("void") => AuthorizationExpiry::Void,
+        Some(other) => {
+            bail!("ORDER_AUTHORIZATION_EXPIRY must be capture or void, got {other:?}")
+        }
+    };
+    Ok(CapturePolicy {
+        timing,
+        on_expiry,
+        margin_secs: secs(
+            "ORDER_AUTHORIZATION_MARGIN",
+            orderflow_workflows::model::DEFAULT_AUTHORIZATION_MARGIN_SECS,
+            0..=30 * 86_400,
+        )?,
+    })
 }
 
 /// Workflows a worker keeps in memory by default (`ORDERFLOW_WORKFLOW_CACHE`).
@@ -146,6 +181,7 @@ impl Config {
         orderflow_activities::OrderSettings {
             checkout_window_secs: self.checkout_window_secs,
             late_payment_grace_secs: self.late_payment_grace_secs,
+            capture: self.capture,
         }
     }
 
@@ -236,6 +272,12 @@ impl Config {
             shutdown_grace_secs: secs("ORDERFLOW_SHUTDOWN_GRACE", 30, 1..=3_600)?,
             metrics_cache_secs: secs("ORDERFLOW_METRICS_CACHE", 10, 0..=300)?,
             unknown_order_hold_secs: secs("PAYMENT_UNKNOWN_ORDER_HOLD", 3600, 0..=604_800)?,
+            capture: capture_policy()?,
+            sandbox_authorization_ttl_secs: secs(
+                "SANDBOX_AUTHORIZATION_TTL",
+                orderflow_sandbox::DEFAULT_AUTHORIZATION_TTL.as_secs(),
+                1..=30 * 86_400,
+            )?,
             inbox_redrive_after_secs: secs("WEBHOOK_INBOX_REDRIVE_AFTER", 60, 1..=86_400)?,
             events: orderflow_activities::events_out::DispatchSettings {
                 poll: Duration::from_millis(number(
@@ -285,6 +327,7 @@ impl Config {
             workflow_wait: Duration::from_secs(30),
             checkout_window_secs: self.checkout_window_secs,
             late_payment_grace_secs: self.late_payment_grace_secs,
+            capture: self.capture,
             jwt_secret: self.jwt_secret.clone(),
             max_open_orders_per_user: self.max_open_orders_per_user,
             unknown_order_hold_secs: self.unknown_order_hold_secs,

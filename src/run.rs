@@ -161,6 +161,7 @@ pub async fn bind_sandbox(
         public_url,
         webhook_retry_base: std::time::Duration::from_millis(500),
         webhook_attempts: 12,
+        authorization_ttl: std::time::Duration::from_secs(config.sandbox_authorization_ttl_secs),
     });
     Ok((sandbox, listener))
 }

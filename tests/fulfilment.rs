@@ -1134,3 +1134,218 @@ async fn a_partial_refund_the_provider_refuses_gives_nothing_back_and_frees_its_
     );
     app.assert_invariants().await;
 }
+
+/// A stack that only authorizes orders with physical goods at checkout and captures them when
+/// they ship; an authorization can be captured for `ttl`, and the order acts `margin` before.
+async fn authorizing_app(
+    ttl: std::time::Duration,
+    margin_secs: u64,
+    on_expiry: orderflow_workflows::model::AuthorizationExpiry,
+) -> TestApp {
+    use orderflow_workflows::model::{CapturePolicy, CaptureTiming};
+    common::spawn_app_tuned(common::Tuning {
+        capture: CapturePolicy {
+            timing: CaptureTiming::AtShipment,
+            on_expiry,
+            margin_secs,
+        },
+        authorization_ttl: ttl,
+    })
+    .await
+}
+
+/// The sandbox's payment: (status, captured amount).
+fn at_provider(app: &TestApp, payment: &str) -> (String, i64) {
+    let p = app
+        .sandbox
+        .payments()
+        .into_iter()
+        .find(|p| p.payment_id == payment)
+        .expect("the sandbox has the payment");
+    (p.status, p.captured)
+}
+
+/// Issue 14, points 1 and 2, with `ORDER_CAPTURE=at_shipment`:
+/// - a physical order is authorized at checkout and captured when it ships, once; nothing of
+///   it can be refunded in part before that;
+/// - a digital order is still captured at once;
+/// - a cancel before shipping voids the authorization: no refund at the provider, and every
+///   hold goes back;
+/// - a void that comes too late (the provider captured first) is refunded instead, once.
+#[tokio::test]
+async fn authorize_then_capture_at_shipment_and_void_on_cancel_or_refund_when_too_late() {
+    let app = authorizing_app(
+        orderflow_sandbox::DEFAULT_AUTHORIZATION_TTL,
+        86_400,
+        Default::default(),
+    )
+    .await;
+    let coupon = shop(&app).await;
+
+    // Authorize -> ship -> capture.
+    let lamp = id(&app
+        .create_order(
+            "auth-ship",
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    let payment = app.checkout_and_pay(&lamp, None).await;
+    app.wait_shipment(&lamp, "pending").await;
+    let o = app.order(&lamp).await;
+    assert_eq!(o["status"], "paid", "{o}");
+    assert!(o["payments"][0]["capture_before"].is_string(), "{o}");
+    assert!(o["payments"][0]["captured_at"].is_null(), "{o}");
+    assert_eq!(at_provider(&app, &payment), ("authorized".into(), 0));
+    let r = refund(
+        &app,
+        &lamp,
+        "too-soon",
+        json!({"amount": 100, "reason": "goodwill"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "payment_not_captured"),
+        "{}",
+        r.body
+    );
+    let shipped = ship(&app, &lamp).await;
+    assert_eq!(shipped.status, 200, "{}", shipped.body);
+    assert_eq!(shipped.body["status"], "fulfilled");
+    assert_eq!(at_provider(&app, &payment), ("captured".into(), 1000));
+    assert!(app.order(&lamp).await["payments"][0]["captured_at"].is_string());
+    assert!(
+        app.steps(&lamp)
+            .await
+            .contains(&format!("captured:{payment}"))
+    );
+    assert_eq!(app.sandbox.requests(orderflow_sandbox::Op::Capture), 1);
+
+    // Digital goods: captured at once.
+    let course = id(&app
+        .create_order(
+            "auth-digital",
+            json!({"user_id": "alice", "items": [{"sku": "course", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    let digital = app.checkout_and_pay(&course, None).await;
+    app.wait_status(&course, "fulfilled").await;
+    assert_eq!(at_provider(&app, &digital), ("captured".into(), 800));
+
+    // Authorize -> cancel -> void: nothing refunded, everything back.
+    let body = json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 2}], "coupon_id": coupon,
+                      "points": 200, "wallet_amount": 300});
+    let voided = id(&app.create_order("auth-cancel", body).await.body);
+    let held = app.checkout_and_pay(&voided, None).await;
+    app.wait_shipment(&voided, "pending").await;
+    let r = app.cancel(&voided, "user").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    let refunds = r.body["refunds"].as_array().unwrap();
+    assert_eq!(refunds.len(), 1, "{}", r.body);
+    assert_eq!(
+        (refunds[0]["status"].as_str(), refunds[0]["method"].as_str()),
+        (Some("succeeded"), Some("void"))
+    );
+    assert_eq!(at_provider(&app, &held), ("voided".into(), 0));
+    assert!(provider_refunds(&app, &held).is_empty());
+    assert_eq!(
+        app.sku("lamp").await["available"],
+        49,
+        "one lamp sold, two back"
+    );
+    assert_eq!(
+        app.as_user("alice").get("/v1/wallets/alice").await.body["spent"],
+        0
+    );
+
+    // A void too late: the provider captured first, so the payment is refunded, once.
+    app.sandbox.add_fault(orderflow_sandbox::ScriptedFault {
+        op: orderflow_sandbox::Op::Void,
+        times: 1,
+        fault: orderflow_sandbox::Fault {
+            capture_first: true,
+            ..Default::default()
+        },
+    });
+    let late = id(&app
+        .create_order(
+            "auth-late",
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    let captured = app.checkout_and_pay(&late, None).await;
+    app.wait_shipment(&late, "pending").await;
+    let r = app.cancel(&late, "user").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let refunds = r.body["refunds"].as_array().unwrap();
+    assert_eq!(
+        (refunds[0]["status"].as_str(), refunds[0]["method"].as_str()),
+        (Some("succeeded"), Some("refund"))
+    );
+    assert_eq!(at_provider(&app, &captured), ("captured".into(), 1000));
+    assert_eq!(provider_refunds(&app, &captured), [1000]);
+
+    for order in [&lamp, &course, &voided, &late] {
+        app.settled(order).await;
+    }
+    app.assert_invariants().await;
+    let report = app.audit().await;
+    assert_eq!(report.voided.count, 1, "{}", report.render());
+    assert_eq!(report.authorized.count, 0, "{}", report.render());
+}
+
+/// Issue 14, point 1: an authorization still unshipped near its `capture_before` is never left
+/// to lapse. With a 12 s authorization and a 6 s margin, one deployment captures it (and the
+/// later shipment captures nothing more); another voids it and cancels the order.
+#[tokio::test]
+async fn an_authorization_nearing_expiry_is_captured_or_voided_as_configured() {
+    use orderflow_workflows::model::AuthorizationExpiry;
+    let ttl = std::time::Duration::from_secs(12);
+    for on_expiry in [AuthorizationExpiry::Capture, AuthorizationExpiry::Void] {
+        let app = authorizing_app(ttl, 6, on_expiry).await;
+        shop(&app).await;
+        let created = app
+            // One key per deployment: the two share the Temporal server, and so workflow ids.
+            .create_order(
+                &format!("expiring-{on_expiry:?}"),
+                json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}],
+                       "points": 100}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let order_id = id(&created.body);
+        let payment = app.checkout_and_pay(&order_id, None).await;
+        app.wait_shipment(&order_id, "pending").await;
+        assert_eq!(at_provider(&app, &payment), ("authorized".into(), 0));
+        match on_expiry {
+            AuthorizationExpiry::Capture => {
+                app.eventually(30, "the authorization to be captured", || async {
+                    (at_provider(&app, &payment).0 == "captured").then_some(())
+                })
+                .await;
+                assert_eq!(app.order(&order_id).await["status"], "paid");
+                let shipped = ship(&app, &order_id).await;
+                assert_eq!(shipped.status, 200, "{}", shipped.body);
+                assert_eq!(app.sandbox.requests(orderflow_sandbox::Op::Capture), 1);
+                assert_eq!(at_provider(&app, &payment), ("captured".into(), 900));
+            }
+            AuthorizationExpiry::Void => {
+                let o = app.wait_status(&order_id, "cancelled").await;
+                assert_eq!(o["cancel_reason"], "authorization_expiring", "{o}");
+                assert_eq!(at_provider(&app, &payment), ("voided".into(), 0));
+                assert!(provider_refunds(&app, &payment).is_empty());
+                assert_eq!(app.sku("lamp").await["available"], 50);
+                assert_eq!(
+                    app.as_user("alice").get("/v1/points/alice").await.body["points"],
+                    300
+                );
+            }
+        }
+        app.settled(&order_id).await;
+        app.assert_invariants().await;
+    }
+}

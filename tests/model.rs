@@ -378,6 +378,7 @@ impl Store {
                 payment_method: PaymentMethod::Online,
                 max_open_orders: None,
                 resume: false,
+                capture: None,
             },
             status,
             amounts: Amounts {
@@ -400,6 +401,7 @@ impl Store {
             event_id: format!("evt_{k}_{n}"),
             amount: m.payable(k),
             currency: "USD".into(),
+            capture_before_ms: None,
         }
     }
 
@@ -498,6 +500,7 @@ impl Store {
                             payment_id: payment_id(k, n),
                             outcome: RefundOutcome::Succeeded {
                                 provider_refund_id: format!("re_{k}_{n}"),
+                                voided: false,
                             },
                             at_ms: 6,
                         };
@@ -523,6 +526,7 @@ impl Store {
                         let outcome =
                             (refund.split.payment > 0).then(|| RefundOutcome::Succeeded {
                                 provider_refund_id: format!("re_{}", refund.refund_id),
+                                voided: false,
                             });
                         let result = RecordOrderRefund {
                             refund_id: refund.refund_id,

@@ -199,6 +199,7 @@ async fn a_refund_whose_history_is_gone_is_not_paid_twice() {
             event_id: late.event_id.clone(),
             amount: 1000,
             currency: "USD".into(),
+            capture_before_ms: None,
         },
         reason: "order_cancelled".into(),
         requested_at_ms: orderflow_store::now_ms(),
@@ -332,6 +333,7 @@ async fn an_inbox_event_never_handed_on_is_redriven() {
             currency: "USD".into(),
             received_at: orderflow_store::now_ms() - 5_000,
             session_id: event.session_id.clone(),
+            capture_before: None,
         };
         receive(&app.db, &received).await.unwrap();
         events.push(event);

@@ -301,6 +301,7 @@ async fn a_second_payment_for_a_paid_order_is_refunded_once() {
                 amount: 1500,
                 currency: "USD".into(),
                 expires_at: None,
+                capture_method: None,
             },
             "another-tab",
         )

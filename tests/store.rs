@@ -287,6 +287,7 @@ async fn late_payment(db: &Db, order_id: &str) -> RefundPayment {
             event_id: format!("evt_{order_id}"),
             amount: 1330,
             currency: "USD".into(),
+            capture_before_ms: None,
         },
         reason: "order_cancelled".into(),
         requested_at_ms: 2_000,
@@ -316,6 +317,7 @@ async fn pending_order(db: &Db, order_id: &str) -> String {
         payment_method: PaymentMethod::Online,
         max_open_orders: None,
         resume: false,
+        capture: None,
     };
     let amounts = Amounts {
         total: 2000,
@@ -511,6 +513,7 @@ async fn an_outcome_commits_its_status_and_every_hold_move_together_or_not_at_al
                 event_id: "evt_tx2".into(),
                 amount: 1580,
                 currency: "USD".into(),
+                capture_before_ms: None,
             }),
             at_ms: 6_000,
         },
@@ -551,6 +554,7 @@ async fn each_refund_step_runs_twice_with_one_effect_and_a_second_outcome_is_ref
         payment_id: refund.payment.payment_id.clone(),
         outcome: RefundOutcome::Succeeded {
             provider_refund_id: "re_1".into(),
+            voided: false,
         },
         at_ms: 3_000,
     };
@@ -561,6 +565,7 @@ async fn each_refund_step_runs_twice_with_one_effect_and_a_second_outcome_is_ref
     let other = RecordRefundResult {
         outcome: RefundOutcome::Succeeded {
             provider_refund_id: "re_2".into(),
+            voided: false,
         },
         ..ok.clone()
     };
@@ -642,6 +647,7 @@ async fn the_inbox_answers_new_then_unprocessed_then_processed() {
         currency: "USD".into(),
         received_at: 1,
         session_id: None,
+        capture_before: None,
     };
     assert_eq!(receive(&db, &event).await.unwrap(), Inbox::New);
     // Received but not handed on (a crash, an outage): the redelivery processes it again.
@@ -710,6 +716,7 @@ async fn a_dispute_for_no_order_here_is_recorded_once_and_flagged_for_ops() {
         currency: "USD".into(),
         received_at: 1,
         session_id: None,
+        capture_before: None,
     };
     for at in [10, 20] {
         let outcome = orderflow_activities::disputes::record(&db, &event, at)

@@ -354,6 +354,36 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
             r.get::<String, _>(1)
         ));
     }
+
+    // Authorizations: goods never leave on one that was not captured, and a void is only ever
+    // of an authorization.
+    let uncaptured = sqlx::query(
+        "SELECT o.order_id, p.payment_id FROM orders o JOIN payments p ON p.order_id = o.order_id
+         WHERE o.status = 'fulfilled' AND p.status = 'captured'
+             AND p.capture_before IS NOT NULL AND p.captured_at IS NULL",
+    )
+    .fetch_all(db)
+    .await?;
+    for r in uncaptured {
+        bad.push(format!(
+            "order {}: fulfilled, but its authorization {} was never captured",
+            r.get::<String, _>(0),
+            r.get::<String, _>(1)
+        ));
+    }
+    let voids = sqlx::query(
+        "SELECT r.order_id, r.payment_id FROM refunds r JOIN payments p ON p.payment_id = r.payment_id
+         WHERE r.method = 'void' AND p.capture_before IS NULL",
+    )
+    .fetch_all(db)
+    .await?;
+    for r in voids {
+        bad.push(format!(
+            "order {}: payment {} was voided, but it was never an authorization",
+            r.get::<String, _>(0),
+            r.get::<String, _>(1)
+        ));
+    }
     Ok(bad)
 }
 
@@ -508,7 +538,8 @@ pub struct Discrepancy {
     /// `not_at_provider`, `amount_differs`, `applied_to_unpaid_order`, `unknown_refund`,
     /// `refund_of_applied_payment`, `over_refunded`, `refund_not_at_provider`, `owner_gone`,
     /// `dispute_unrecorded`, `dispute_differs`, `dispute_not_at_provider`,
-    /// `partial_refund_not_at_provider`.
+    /// `partial_refund_not_at_provider`, `shipped_not_captured`, `authorization_lapsed`,
+    /// `void_not_at_provider`.
     #[schema(value_type = String)]
     pub problem: &'static str,
     pub order_id: Option<String>,
@@ -541,6 +572,11 @@ pub struct InFlight {
 pub struct MoneyReport {
     /// Every payment the provider captured.
     pub captured: Tally,
+    /// Authorized and not captured yet (each also counted as what it is: applied, or on its
+    /// way to a void).
+    pub authorized: Tally,
+    /// Authorizations voided, as recorded: nothing was charged.
+    pub voided: Tally,
     /// Applied to an order that is paid or fulfilled.
     pub applied: Tally,
     /// Refunded once, as recorded.
@@ -595,8 +631,10 @@ impl MoneyReport {
     pub fn render(&self) -> String {
         let t = |t: Tally| format!("{:>5} ({} minor units)", t.count, t.amount);
         let mut out = format!(
-            "payments captured at the provider {}\n  applied to an order           {}\n  refunded                      {}\n  of applied ones, given back   {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n  disputed by the payer's bank  {}\n",
+            "payments captured at the provider {}\n  authorized, not captured yet  {}\n  voided                        {}\n  applied to an order           {}\n  refunded                      {}\n  of applied ones, given back   {}\n  in flight (owned by a run)    {}\n  stranded                      {}\n  disputed by the payer's bank  {}\n",
             t(self.captured),
+            t(self.authorized),
+            t(self.voided),
             t(self.applied),
             t(self.refunded),
             t(self.partially_refunded),
@@ -729,6 +767,17 @@ struct OurRefund {
     owner: Option<String>,
 }
 
+impl OurRefund {
+    /// A succeeded void of an authorization: the provider holds no refund for it.
+    fn is_void(&self) -> bool {
+        self.status == "succeeded"
+            && self
+                .provider_refund_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with(crate::payments::VOID_PREFIX))
+    }
+}
+
 /// The two-way money audit of our database against `ledger`, the provider's own listing, at
 /// `now_ms`. It never writes. In-flight money is listed with the run that owns it; call
 /// [`confirm_owners`] to check those runs are alive.
@@ -793,7 +842,7 @@ pub async fn money(
     let mut inbox: BTreeMap<String, (String, String, i64, bool)> = BTreeMap::new();
     for r in sqlx::query(
         "SELECT payment_id, order_id, outcome, received_at, processed_at FROM webhook_inbox
-         WHERE event_type = 'payment.succeeded' ORDER BY received_at",
+         WHERE event_type IN ('payment.succeeded', 'payment.authorized') ORDER BY received_at",
     )
     .fetch_all(db)
     .await?
@@ -834,7 +883,11 @@ pub async fn money(
     };
 
     for p in &ledger.payments {
-        report.captured.add(p.amount);
+        match p.status.as_str() {
+            "authorized" => report.authorized.add(p.amount),
+            "voided" | "expired" => {}
+            _ => report.captured.add(p.amount),
+        }
         let pid = p.id.clone();
         let stranded = |report: &mut MoneyReport,
                         problem: &'static str,
@@ -873,6 +926,20 @@ pub async fn money(
                 "an operator compares the provider's payment with ours",
             ),
             Some(ours) if ours.status == "captured" => match orders.get(&ours.order_id) {
+                Some((status, _)) if p.status == "expired" => stranded(
+                    &mut report,
+                    "authorization_lapsed",
+                    Some(&ours.order_id),
+                    format!("the order is {status}, but its authorization lapsed uncaptured"),
+                    "an operator collects the payment from the customer or cancels the order",
+                ),
+                Some((status, _)) if status == "fulfilled" && p.status == "authorized" => stranded(
+                    &mut report,
+                    "shipped_not_captured",
+                    Some(&ours.order_id),
+                    "the goods shipped, but the provider holds the payment only authorized".into(),
+                    "capture it at the provider before capture_before",
+                ),
                 Some((status, payable))
                     if (status == "paid" || status == "fulfilled") && *payable == p.amount =>
                 {
@@ -914,6 +981,19 @@ pub async fn money(
                     ),
                     &format!("fix the cause, then POST /v1/admin/refunds/{}/retry", p.id),
                 ),
+                Some(f) if f.is_void() => {
+                    if p.status == "voided" && !provider_refunds.contains_key(p.id.as_str()) {
+                        report.voided.add(p.amount);
+                    } else {
+                        stranded(
+                            &mut report,
+                            "void_not_at_provider",
+                            Some(&ours.order_id),
+                            format!("recorded as voided, but the provider shows it {}", p.status),
+                            "an operator compares the provider's payment with ours",
+                        )
+                    }
+                }
                 Some(f) => {
                     let at_provider = provider_refunds.get(p.id.as_str());
                     let matches = at_provider.is_some_and(|rs| {
@@ -1015,7 +1095,7 @@ pub async fn money(
         let ours = payments.get(*pid);
         let our_refund = refunds.get(*pid);
         let total: i64 = rs.iter().map(|r| r.amount).sum();
-        let captured = provider_payments.get(pid).map_or(0, |p| p.amount);
+        let captured = provider_payments.get(pid).map_or(0, |p| p.captured());
         let order = ours.map(|p| p.order_id.clone());
         let mut bad = |problem, detail: String| {
             report.discrepancies.push(Discrepancy {

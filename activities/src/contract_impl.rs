@@ -38,6 +38,8 @@ pub struct OrderSettings {
     pub checkout_window_secs: u64,
     /// `ORDER_LATE_PAYMENT_GRACE`.
     pub late_payment_grace_secs: u64,
+    /// `ORDER_CAPTURE`, `ORDER_AUTHORIZATION_EXPIRY` and `ORDER_AUTHORIZATION_MARGIN`.
+    pub capture: CapturePolicy,
 }
 
 impl OrderActivitiesImpl {
@@ -319,12 +321,18 @@ impl OrderActivitiesImpl {
         ctx: ActivityContext,
         input: OpenCheckout,
     ) -> Result<ProviderSession, ActivityError> {
+        // Physical goods are captured when they ship, if the deployment says so.
+        let manual = input.capture == CaptureTiming::AtShipment
+            && crate::fulfilment::ships(&self.db, &input.order_id)
+                .await
+                .map_err(into_activity_error)?;
         let request = CreateCheckoutSession {
             order_id: input.order_id.clone(),
             amount: input.amount,
             currency: input.currency.clone(),
             // Whole seconds, rounded up: the session never ends before the order's deadline.
             expires_at: input.expires_at_ms.map(|ms| (ms + 999).div_euclid(1000)),
+            capture_method: manual.then(|| crate::provider::CAPTURE_MANUAL.to_owned()),
         };
         let key = format!("checkout-{}-{}", input.order_id, input.attempt);
         let call = self.provider.create_checkout_session(&request, &key);
@@ -494,6 +502,31 @@ impl OrderActivitiesImpl {
         };
         let key = input.idempotency_key();
         crate::faults::point("refund.before_provider", input.order_id(), None);
+        // An authorization is voided if it still can be: free, and the payer's hold goes at
+        // once. Captured meanwhile (`already_captured`): refunded like any payment.
+        if input.payment.capture_before_ms.is_some() {
+            let payment_id = input.payment.payment_id.as_str();
+            match heartbeating(&ctx, self.provider.void(payment_id)).await {
+                Ok(_) => {
+                    tracing::info!("authorization voided at the provider");
+                    return Ok(RefundOutcome::Succeeded {
+                        provider_refund_id: format!("{}{payment_id}", crate::payments::VOID_PREFIX),
+                        voided: true,
+                    });
+                }
+                Err(ProviderError::Refused { code, .. }) if code == "already_captured" => {
+                    tracing::warn!("too late to void: the payment is captured, so it is refunded");
+                }
+                Err(ProviderError::Refused { code, message, .. }) => {
+                    tracing::error!(%code, %message, "the provider refused the void");
+                    return Ok(RefundOutcome::Failed { code, message });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "void call failed; it will be retried");
+                    return Err(provider_unavailable(e));
+                }
+            }
+        }
         let call = self.provider.refund(&request, &key);
         match heartbeating(&ctx, call).await {
             Ok(refund) => {
@@ -501,6 +534,7 @@ impl OrderActivitiesImpl {
                 tracing::info!(refund_id = %refund.id, "refunded at the provider");
                 Ok(RefundOutcome::Succeeded {
                     provider_refund_id: refund.id,
+                    voided: false,
                 })
             }
             Err(ProviderError::Refused { code, message, .. }) => {
@@ -512,6 +546,33 @@ impl OrderActivitiesImpl {
                 Err(provider_unavailable(e))
             }
         }
+    }
+
+    /// Captures at the provider (key `capture-{payment_id}`), then records it on the payment's
+    /// row. A refusal is a value for the workflow; transient failures are retried.
+    #[activity(definition = markers::CaptureAuthorization)]
+    #[tracing::instrument(name = "capture_authorization", skip_all, fields(order_id = %input.order_id, payment_id = %input.payment_id, workflow_id = ?ctx.info().workflow_id))]
+    pub async fn capture_authorization(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: CaptureAuthorization,
+    ) -> Result<CaptureOutcome, ActivityError> {
+        let call = self.provider.capture(&input.payment_id, None);
+        match heartbeating(&ctx, call).await {
+            Ok(_) => {}
+            // Captured by an earlier attempt whose answer was lost, under another key: the
+            // same outcome.
+            Err(ProviderError::Refused { code, .. }) if code == "already_captured" => {}
+            Err(ProviderError::Refused { code, message, .. }) => {
+                tracing::error!(%code, %message, "the provider refused to capture");
+                return Ok(CaptureOutcome::Refused { code, message });
+            }
+            Err(e) => return Err(provider_unavailable(e)),
+        }
+        crate::payments::record_capture(&self.db, &input)
+            .await
+            .map_err(into_activity_error)?;
+        Ok(CaptureOutcome::Captured)
     }
 
     #[activity(definition = markers::RecordRefundResult)]
@@ -641,6 +702,7 @@ impl OrderActivitiesImpl {
                 if recorded.is_none() && p.amount == loaded.amounts.payable {
                     loaded.waiting.push(PaymentReceived {
                         event_id: format!("reconciled-{}", p.id),
+                        capture_before_ms: p.authorized_until_ms(),
                         payment_id: p.id,
                         amount: p.amount,
                         currency: p.currency,

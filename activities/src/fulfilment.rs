@@ -37,6 +37,19 @@ async fn lock_order(
     Ok((OrderStatus::try_from(row.get::<String, _>(0))?, row.get(1)))
 }
 
+/// Whether the order has goods to ship (a physical line): its payment is then captured when
+/// they ship, under `ORDER_CAPTURE=at_shipment`.
+pub async fn ships(db: &Db, order_id: &str) -> Result<bool, StoreError> {
+    let physical: Option<String> = sqlx::query_scalar(
+        "SELECT i.sku FROM order_items i JOIN skus s ON s.sku = i.sku
+         WHERE i.order_id = $1 AND s.kind = 'physical' LIMIT 1",
+    )
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(physical.is_some())
+}
+
 /// Grants what a paid order bought. A retry finds it done and answers the same.
 pub async fn fulfil(db: &Db, input: &OrderAt) -> Result<Fulfilment, StoreError> {
     let order_id = input.order_id.as_str();

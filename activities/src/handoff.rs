@@ -82,12 +82,7 @@ pub async fn hand_on(
     to: &HandOff,
     event: &InboxEvent,
 ) -> Result<&'static str, StoreError> {
-    let payment = PaymentReceived {
-        payment_id: event.payment_id.clone(),
-        event_id: event.event_id.clone(),
-        amount: event.amount,
-        currency: event.currency.clone(),
-    };
+    let payment = event.payment();
     let order = match store::get_order(db, &event.order_id).await {
         Ok(order) => order,
         Err(StoreError::NotFound { .. }) => {
@@ -310,6 +305,7 @@ pub async fn decide(
         event_id: input.payment.event_id.clone(),
         amount: captured.amount,
         currency: captured.currency.clone(),
+        capture_before_ms: captured.authorized_until_ms(),
     };
     let refund = |order_id: &str, user_id: &str, reason: &str| {
         PaymentVerdict::Refund(RefundPayment {
@@ -417,7 +413,7 @@ pub async fn redrive(
     now_ms: i64,
 ) -> Result<u64, StoreError> {
     let rows = sqlx::query(
-        "SELECT event_id, event_type, order_id, payment_id, amount, currency, received_at, session_id
+        "SELECT event_id, event_type, order_id, payment_id, amount, currency, received_at, session_id, capture_before
          FROM webhook_inbox WHERE processed_at IS NULL AND received_at < $1
          ORDER BY received_at LIMIT $2",
     )
@@ -436,6 +432,7 @@ pub async fn redrive(
             currency: r.get(5),
             received_at: r.get(6),
             session_id: r.get(7),
+            capture_before: r.get(8),
         };
         let outcome = if event.event_type == crate::provider::CHARGE_DISPUTED {
             crate::disputes::record(db, &event, now_ms).await?
@@ -570,6 +567,7 @@ async fn record_lost_dispute(
         currency: p.currency.clone(),
         received_at: now_ms,
         session_id: p.session_id.clone(),
+        capture_before: None,
     };
     if crate::payments::receive(db, &event).await? != crate::payments::Inbox::New {
         return Ok(false);
@@ -616,7 +614,7 @@ async fn known(db: &Db, payment_id: &str) -> Result<bool, StoreError> {
         "SELECT payment_id FROM payments WHERE payment_id = $1
          UNION ALL SELECT payment_id FROM payment_decisions WHERE payment_id = $2
          UNION ALL SELECT payment_id FROM webhook_inbox WHERE payment_id = $3
-             AND event_type = 'payment.succeeded'
+             AND event_type IN ('payment.succeeded', 'payment.authorized')
          LIMIT 1",
     )
     .bind(payment_id)
@@ -637,13 +635,18 @@ async fn hand_on_lost(
 ) -> Result<bool, StoreError> {
     let event = InboxEvent {
         event_id: format!("sweep-{}", p.id),
-        event_type: crate::provider::PAYMENT_SUCCEEDED.into(),
+        event_type: match p.authorized_until_ms() {
+            Some(_) => crate::provider::PAYMENT_AUTHORIZED,
+            None => crate::provider::PAYMENT_SUCCEEDED,
+        }
+        .into(),
         order_id: p.order_id.clone(),
         payment_id: p.id.clone(),
         amount: p.amount,
         currency: p.currency.clone(),
         received_at: now_ms,
         session_id: p.session_id.clone(),
+        capture_before: p.authorized_until_ms(),
     };
     if crate::payments::receive(db, &event).await? != crate::payments::Inbox::New {
         return Ok(false);

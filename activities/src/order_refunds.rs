@@ -346,6 +346,8 @@ struct Paid {
     sources: Split,
     /// The captured payment, if anything was payable.
     payment_id: Option<String>,
+    /// Whether that payment is an authorization not captured yet.
+    uncaptured: bool,
     /// sku -> (quantity, unit price, restocked).
     items: BTreeMap<String, (i64, i64, i64)>,
     /// Every pending or succeeded partial refund.
@@ -421,12 +423,17 @@ async fn lock_paid(tx: &mut Tx<'_>, order_id: &str) -> Result<Paid, StoreError> 
     .fetch_optional(&mut **tx)
     .await?
     .ok_or_else(|| StoreError::not_found(Entity::Order, order_id))?;
-    let payment_id: Option<String> = sqlx::query_scalar(
-        "SELECT payment_id FROM payments WHERE order_id = $1 AND status = 'captured'",
+    let payment = sqlx::query(
+        "SELECT payment_id, capture_before, captured_at
+         FROM payments WHERE order_id = $1 AND status = 'captured'",
     )
     .bind(order_id)
     .fetch_optional(&mut **tx)
     .await?;
+    let payment_id: Option<String> = payment.as_ref().map(|r| r.get(0));
+    let uncaptured = payment.is_some_and(|r| {
+        r.get::<Option<i64>, _>(1).is_some() && r.get::<Option<i64>, _>(2).is_none()
+    });
     let items = sqlx::query(
         "SELECT sku, quantity, unit_price, restocked FROM order_items WHERE order_id = $1",
     )
@@ -459,6 +466,7 @@ async fn lock_paid(tx: &mut Tx<'_>, order_id: &str) -> Result<Paid, StoreError> 
             coupon: o.get(4),
         },
         payment_id,
+        uncaptured,
         items,
         refunds,
         requested,
@@ -467,6 +475,11 @@ async fn lock_paid(tx: &mut Tx<'_>, order_id: &str) -> Result<Paid, StoreError> 
 
 fn refundable_status(order_id: &str, paid: &Paid) -> Result<(), StoreError> {
     match paid.status.as_str() {
+        "paid" | "fulfilled" if paid.uncaptured => Err(StoreError::conflict(
+            order_id,
+            "payment_not_captured",
+            "the payment is only authorized until the goods ship: nothing to refund yet (a cancel voids it)",
+        )),
         "paid" | "fulfilled" => Ok(()),
         other => Err(StoreError::conflict(
             order_id,
@@ -617,6 +630,7 @@ pub async fn begin(db: &Db, input: &OrderRefundRef) -> Result<OrderRefundBegun, 
                     event_id: String::new(),
                     amount: refund.split.payment,
                     currency,
+                    capture_before_ms: None,
                 },
                 reason: refund.reason.clone(),
                 requested_at_ms: refund.created_at,

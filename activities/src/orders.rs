@@ -303,8 +303,8 @@ pub(crate) async fn insert_payment(
     at: i64,
 ) -> Result<u64, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO payments (payment_id, order_id, event_id, amount, currency, status, reason, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (payment_id) DO NOTHING",
+        "INSERT INTO payments (payment_id, order_id, event_id, amount, currency, status, reason, received_at, capture_before)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (payment_id) DO NOTHING",
     )
     .bind(&p.payment_id)
     .bind(order_id)
@@ -314,6 +314,7 @@ pub(crate) async fn insert_payment(
     .bind(status)
     .bind(reason)
     .bind(at)
+    .bind(p.capture_before_ms)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
@@ -397,9 +398,13 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
         event_id: r.get(1),
         amount: r.get(2),
         currency: r.get(3),
+        capture_before_ms: r.get(4),
     };
+    // An authorization is carried as one until it is captured.
     let applied = sqlx::query(
-        "SELECT payment_id, event_id, amount, currency FROM payments WHERE order_id = $1 AND status = 'captured'",
+        "SELECT payment_id, event_id, amount, currency,
+             CASE WHEN captured_at IS NULL THEN capture_before END
+         FROM payments WHERE order_id = $1 AND status = 'captured'",
     )
     .bind(order_id)
     .fetch_optional(db)
@@ -407,12 +412,12 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
     .as_ref()
     .map(payment);
     let waiting = sqlx::query(
-        "SELECT payment_id, event_id, amount, currency FROM payment_decisions
+        "SELECT payment_id, event_id, amount, currency, CAST(NULL AS BIGINT) FROM payment_decisions
          WHERE order_id = $1 AND state = 'holding' AND amount = $2 AND currency = $3
          UNION
-         SELECT payment_id, event_id, amount, currency FROM webhook_inbox
+         SELECT payment_id, event_id, amount, currency, capture_before FROM webhook_inbox
          WHERE order_id = $1 AND processed_at IS NULL AND amount = $2 AND currency = $3
-             AND event_type = 'payment.succeeded'
+             AND event_type IN ('payment.succeeded', 'payment.authorized')
          ORDER BY 1",
     )
     .bind(order_id)

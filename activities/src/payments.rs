@@ -10,7 +10,8 @@ use crate::error::{Entity, StoreError};
 use crate::holds::expect_one;
 use crate::orders::{Step, append_event, append_event_if_order, owe_back, status_of};
 use orderflow_workflows::model::{
-    RecordCheckout, RecordRefundResult, RefundBegun, RefundOutcome, RefundPayment, first_refund_key,
+    CaptureAuthorization, PaymentReceived, RecordCheckout, RecordRefundResult, RefundBegun,
+    RefundOutcome, RefundPayment, first_refund_key,
 };
 use sqlx::Row;
 
@@ -294,6 +295,7 @@ pub async fn retry_refund(
             event_id: row.get(5),
             amount: row.get(6),
             currency: row.get(7),
+            capture_before_ms: None,
         },
         reason: row.get(3),
         requested_at_ms: at,
@@ -301,6 +303,10 @@ pub async fn retry_refund(
     };
     Ok((request, attempt))
 }
+
+/// A void is recorded with `void-{payment_id}` (its idempotency key at the provider) as its
+/// `provider_refund_id`: the provider holds no refund for it.
+pub const VOID_PREFIX: &str = "void-";
 
 /// The outcome a refund row holds (`status`, `provider_refund_id`, `failure`), or `None` while
 /// it is `pending`. `failure` is stored as `<code>: <message>`.
@@ -310,9 +316,13 @@ pub fn refund_outcome(
     failure: Option<String>,
 ) -> Option<RefundOutcome> {
     match status {
-        "succeeded" => Some(RefundOutcome::Succeeded {
-            provider_refund_id: provider_refund_id.unwrap_or_default(),
-        }),
+        "succeeded" => {
+            let provider_refund_id = provider_refund_id.unwrap_or_default();
+            Some(RefundOutcome::Succeeded {
+                voided: provider_refund_id.starts_with(VOID_PREFIX),
+                provider_refund_id,
+            })
+        }
         "failed" => {
             let failure = failure.unwrap_or_default();
             let (code, message) = failure.split_once(": ").unwrap_or(("refused", &failure));
@@ -329,13 +339,64 @@ pub fn refund_outcome(
 /// `<code>: <message>`); [`refund_outcome`] reads it back.
 pub fn refund_columns(outcome: &RefundOutcome) -> (&'static str, Option<&str>, Option<String>) {
     match outcome {
-        RefundOutcome::Succeeded { provider_refund_id } => {
-            ("succeeded", Some(provider_refund_id.as_str()), None)
-        }
+        RefundOutcome::Succeeded {
+            provider_refund_id, ..
+        } => ("succeeded", Some(provider_refund_id.as_str()), None),
         RefundOutcome::Failed { code, message } => {
             ("failed", None, Some(format!("{code}: {message}")))
         }
     }
+}
+
+/// An authorization that paid its order was captured at the provider: its row says when, and
+/// the order's log has `captured:<payment_id>`. Done again, it changes nothing; a payment that
+/// is not the order's authorization is a conflict, never an `Ok`.
+pub async fn record_capture(db: &Db, input: &CaptureAuthorization) -> Result<(), StoreError> {
+    let order_id = input.order_id.as_str();
+    let mut tx = db.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE payments SET captured_at = $3
+         WHERE payment_id = $1 AND order_id = $2 AND status = 'captured'
+             AND capture_before IS NOT NULL AND captured_at IS NULL",
+    )
+    .bind(&input.payment_id)
+    .bind(order_id)
+    .bind(input.at_ms)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        let done: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT captured_at FROM payments
+             WHERE payment_id = $1 AND order_id = $2 AND capture_before IS NOT NULL",
+        )
+        .bind(&input.payment_id)
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        return match done {
+            Some(Some(_)) => Ok(()),
+            _ => Err(StoreError::conflict(
+                order_id,
+                "capture_conflict",
+                format!(
+                    "payment {} is not an uncaptured authorization of this order",
+                    input.payment_id
+                ),
+            )),
+        };
+    }
+    let step = format!("captured:{}", input.payment_id);
+    append_event_if_order(
+        &mut tx,
+        order_id,
+        step,
+        None,
+        Some(&input.payment_id),
+        input.at_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Refund step 3: `pending -> succeeded | failed`. A retry that finds the same outcome is a
@@ -345,7 +406,8 @@ pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result
     let (status, refund_id, failure) = refund_columns(&input.outcome);
     let mut tx = db.begin().await?;
     let moved = sqlx::query(
-        "UPDATE refunds SET status = $2, provider_refund_id = $3, failure = $4, updated_at = $5
+        "UPDATE refunds SET status = $2, provider_refund_id = $3, failure = $4, updated_at = $5,
+             method = $7
          WHERE payment_id = $1 AND order_id = $6 AND status = 'pending'",
     )
     .bind(&input.payment_id)
@@ -354,6 +416,10 @@ pub async fn record_refund_result(db: &Db, input: &RecordRefundResult) -> Result
     .bind(failure.as_deref())
     .bind(input.at_ms)
     .bind(order_id)
+    .bind(match input.outcome {
+        RefundOutcome::Succeeded { voided: true, .. } => "void",
+        _ => "refund",
+    })
     .execute(&mut *tx)
     .await?;
     if moved.rows_affected() == 0 {
@@ -424,6 +490,24 @@ pub struct InboxEvent {
     pub received_at: i64,
     /// The provider's checkout session, if the event names one.
     pub session_id: Option<String>,
+    /// `payment.authorized`: until when it can be captured (Unix ms).
+    pub capture_before: Option<i64>,
+}
+
+/// The event types that report a payment: captured, or only authorized.
+pub const PAYMENT_EVENTS_SQL: &str = "('payment.succeeded', 'payment.authorized')";
+
+impl InboxEvent {
+    /// The payment it reports, as the order's workflow receives it.
+    pub fn payment(&self) -> PaymentReceived {
+        PaymentReceived {
+            payment_id: self.payment_id.clone(),
+            event_id: self.event_id.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            capture_before_ms: self.capture_before,
+        }
+    }
 }
 
 /// What the inbox knew about an event when it arrived.
@@ -440,8 +524,8 @@ pub enum Inbox {
 /// Inserts the event if its id is new (insert-or-ignore) and says what to do with it.
 pub async fn receive(db: &Db, e: &InboxEvent) -> Result<Inbox, StoreError> {
     let inserted = sqlx::query(
-        "INSERT INTO webhook_inbox (event_id, event_type, order_id, payment_id, amount, currency, outcome, received_at, session_id)
-         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $8) ON CONFLICT (event_id) DO NOTHING",
+        "INSERT INTO webhook_inbox (event_id, event_type, order_id, payment_id, amount, currency, outcome, received_at, session_id, capture_before)
+         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $8, $9) ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(&e.event_id)
     .bind(&e.event_type)
@@ -451,6 +535,7 @@ pub async fn receive(db: &Db, e: &InboxEvent) -> Result<Inbox, StoreError> {
     .bind(&e.currency)
     .bind(e.received_at)
     .bind(e.session_id.as_deref())
+    .bind(e.capture_before)
     .execute(db)
     .await?;
     if inserted.rows_affected() == 1 {

@@ -257,6 +257,7 @@ pub async fn resume_order(
         payment_method: order.payment_method,
         max_open_orders: None,
         resume: true,
+        capture: Some(settings.capture),
     };
     let options = WorkflowStartOptions::new(task_queue.to_owned(), workflow_id(order_id))
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)

@@ -103,6 +103,9 @@ error_codes! {
         OrderNotReturnable = "order_not_returnable",
         /// A cancel of an order that has partial refunds: refund or return the rest instead.
         OrderPartiallyRefunded = "order_partially_refunded",
+        /// A partial refund of an order whose payment is only authorized: it is captured when
+        /// the goods ship (or cancel the order, which voids it).
+        PaymentNotCaptured = "payment_not_captured",
     }
     PAYLOAD_TOO_LARGE {
         BodyTooLarge = "body_too_large",
@@ -265,6 +268,7 @@ mod tests {
             "order_not_refundable",
             "order_not_returnable",
             "order_partially_refunded",
+            "payment_not_captured",
             "refund_exceeds_capture",
             "sku_not_in_order",
             "quantity_exceeds_order",

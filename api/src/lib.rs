@@ -55,6 +55,8 @@ pub struct ApiConfig {
     pub checkout_window_secs: u64,
     /// How long a settled order's workflow stays open to refund late payments itself.
     pub late_payment_grace_secs: u64,
+    /// When card payments are captured, and what an order does before an authorization lapses.
+    pub capture: orderflow_workflows::model::CapturePolicy,
     /// The HS256 secret client tokens are signed with.
     pub jwt_secret: String,
     /// At most this many unpaid orders per user (429 `too_many_open_orders` beyond).

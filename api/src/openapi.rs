@@ -283,7 +283,7 @@ fn enumerate_answers(doc: &mut Value) {
         input::Rule::OneOf { words, .. } => words.to_vec(),
         other => unreachable!("{other:?} is not an enumeration"),
     };
-    let fields: [(&str, &str, Vec<&str>); 12] = [
+    let fields: [(&str, &str, Vec<&str>); 13] = [
         ("Order", "status", words(input::ORDER_STATUS)),
         (
             "Order",
@@ -306,6 +306,7 @@ fn enumerate_answers(doc: &mut Value) {
             vec!["pending", "succeeded", "failed"],
         ),
         ("PartialRefund", "kind", vec!["amount", "lines", "return"]),
+        ("Refund", "method", vec!["refund", "void"]),
         ("PartialRefund", "reason", words(input::REFUND_REASON)),
         (
             "Return",

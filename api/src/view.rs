@@ -31,6 +31,11 @@ pub struct PaymentView {
     pub status: String,
     pub reason: Option<String>,
     pub received_at: String,
+    /// Set when the payment was only authorized (`ORDER_CAPTURE=at_shipment`): until when it
+    /// can be captured.
+    pub capture_before: Option<String>,
+    /// When the authorization was captured (at shipment, or before it would lapse).
+    pub captured_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,6 +51,9 @@ pub struct RefundView {
     pub failure: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// `refund`, or `void`: the payment was only authorized, and the authorization was
+    /// released (nothing was charged; `provider_refund_id` is `void-{payment_id}`).
+    pub method: String,
 }
 
 /// An order.
@@ -118,6 +126,8 @@ pub fn order(o: &Order, now_ms: i64) -> OrderView {
                 status: p.status.clone(),
                 reason: p.reason.clone(),
                 received_at: rfc3339(p.received_at),
+                capture_before: p.capture_before.map(rfc3339),
+                captured_at: p.captured_at.map(rfc3339),
             })
             .collect(),
         refunds: o
@@ -133,6 +143,7 @@ pub fn order(o: &Order, now_ms: i64) -> OrderView {
                 failure: r.failure.clone(),
                 created_at: rfc3339(r.created_at),
                 updated_at: rfc3339(r.updated_at),
+                method: r.method.clone(),
             })
             .collect(),
         payment_method: o.payment_method.as_str().to_owned(),

@@ -208,6 +208,7 @@ impl Stack {
             public_url: sandbox_url.clone(),
             webhook_retry_base: Duration::from_millis(500),
             webhook_attempts: 12,
+            authorization_ttl: orderflow_sandbox::DEFAULT_AUTHORIZATION_TTL,
         });
         tokio::spawn(sandbox.clone().serve(sandbox_listener));
 

@@ -5,6 +5,12 @@
 //!   and the same key always gets the same answer back, never a second operation;
 //! - `POST /v1/checkout_sessions` `{order_id, amount, currency}` opens a session;
 //! - `POST /v1/refunds` `{payment_id, amount, reason}` refunds a captured payment;
+//! - a session opened with `capture_method: manual` only *authorizes* its payment
+//!   (`payment.authorized`, with `capture_before`); `POST /v1/payments/{id}/capture`
+//!   `{amount?}` captures it (all, or part: the rest is released), and
+//!   `POST /v1/payments/{id}/void` releases it whole. A void of a captured payment is refused
+//!   with `already_captured` (then it is refunded instead); a capture after `capture_before` or
+//!   after a void is refused with `authorization_expired` or `payment_voided`;
 //! - `GET /v1/payments` and `GET /v1/refunds` list every captured payment and every refund,
 //!   a page at a time (`?limit=&starting_after=<id>`, answered `{data, has_more}`), and
 //!   `GET /v1/payments/{id}` reads one payment: the provider's side of the two-way audit
@@ -36,6 +42,21 @@ pub struct CreateCheckoutSession {
     /// the provider's own default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// `manual`: the payment is only authorized, and captured later ([`CAPTURE_MANUAL`]).
+    /// Absent: captured at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_method: Option<String>,
+}
+
+/// The `capture_method` of a session whose payment is authorized now and captured later.
+pub const CAPTURE_MANUAL: &str = "manual";
+
+/// `POST /v1/payments/{id}/capture`: capture an authorized payment, all of it when `amount`
+/// is absent; what is not captured is released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePayment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,10 +109,18 @@ pub struct PaymentObject {
     pub session_id: Option<String>,
     pub amount: i64,
     pub currency: String,
-    /// `captured`.
+    /// `captured`; for a payment authorized on a manual-capture session, `authorized` until it
+    /// is captured or `voided` (`expired` once `capture_before` passed uncaptured).
     pub status: String,
     /// How much of it has been refunded so far.
     pub amount_refunded: i64,
+    /// How much of it was captured, when that is not all of `amount` (an authorization not
+    /// captured yet, voided, or captured in part). Absent: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_captured: Option<i64>,
+    /// Until when an authorized payment can be captured (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_before: Option<i64>,
     /// When it was captured (Unix seconds).
     #[serde(default)]
     pub created: i64,
@@ -156,6 +185,28 @@ pub struct WebhookEvent {
     pub currency: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// `payment.authorized` only: until when the payment can be captured (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_before: Option<i64>,
+}
+
+impl PaymentObject {
+    /// Until when it can be captured (Unix ms), while it is an authorization not captured.
+    pub fn authorized_until_ms(&self) -> Option<i64> {
+        match self.status.as_str() {
+            "authorized" | "expired" => self.capture_before.map(|s| s.saturating_mul(1000)),
+            _ => None,
+        }
+    }
+
+    /// What the provider holds of it now: its captured amount (all of it unless said
+    /// otherwise), nothing while it is only authorized, voided or lapsed.
+    pub fn captured(&self) -> i64 {
+        match self.status.as_str() {
+            "authorized" | "voided" | "expired" => 0,
+            _ => self.amount_captured.unwrap_or(self.amount),
+        }
+    }
 }
 
 /// The body of a `checkout.session.expired` webhook: a checkout session ended unpaid (the
@@ -205,6 +256,10 @@ pub fn is_known_currency(code: &str) -> bool {
 
 /// The event type of a captured payment.
 pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+
+/// The event type of a payment only authorized (a manual-capture session): it carries
+/// `capture_before`, and is captured or voided later.
+pub const PAYMENT_AUTHORIZED: &str = "payment.authorized";
 
 /// The event type of a checkout session that ended unpaid ([`SessionEvent`]).
 pub const CHECKOUT_SESSION_EXPIRED: &str = "checkout.session.expired";
@@ -302,6 +357,28 @@ impl PaymentProvider {
         idempotency_key: &str,
     ) -> Result<RefundObject, ProviderError> {
         self.post("/v1/refunds", request, idempotency_key).await
+    }
+
+    /// Captures an authorized payment (all of it when `amount` is `None`), with the key
+    /// `capture-{payment_id}`: a retry gets the same capture back. A payment voided or past
+    /// `capture_before` is refused (`payment_voided`, `authorization_expired`).
+    pub async fn capture(
+        &self,
+        payment_id: &str,
+        amount: Option<i64>,
+    ) -> Result<PaymentObject, ProviderError> {
+        let path = format!("/v1/payments/{payment_id}/capture");
+        let key = format!("capture-{payment_id}");
+        self.post(&path, &CapturePayment { amount }, &key).await
+    }
+
+    /// Voids an authorized payment, with the key `void-{payment_id}`: nothing is charged and
+    /// the payer's hold goes at once. A captured payment is refused with `already_captured`:
+    /// it must be refunded instead.
+    pub async fn void(&self, payment_id: &str) -> Result<PaymentObject, ProviderError> {
+        let path = format!("/v1/payments/{payment_id}/void");
+        let key = format!("void-{payment_id}");
+        self.post(&path, &serde_json::json!({}), &key).await
     }
 
     /// Reads one payment; `None` if the provider has no such payment.

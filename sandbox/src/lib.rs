@@ -9,7 +9,13 @@
 //!   `status: paid`); a session also ends at its `expires_at`. A session that ends unpaid
 //!   delivers a signed `checkout.session.expired` webhook.
 //! - `POST /pay/{session_id}` is the payer paying (the session's `url`): it captures a payment
-//!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx. An
+//!   and delivers a signed `payment.succeeded` webhook, retried with backoff on non-2xx. On a
+//!   session opened with `capture_method: manual` it only authorizes the payment, until
+//!   `capture_before` (now plus `authorization_ttl`), and the webhook is `payment.authorized`.
+//!   `POST /v1/payments/{id}/capture` and `/void` (authorized, idempotent) capture it (all or
+//!   part) or release it; a void of a captured payment is refused `already_captured`, and the
+//!   fault `capture_first` plays the void that arrives too late (the payment is captured
+//!   first). An authorization past `capture_before` shows `expired` and cannot be captured. An
 //!   expired session answers 409 `session_expired`, unless the fault `pay_after_expiry` plays
 //!   the payer whose click raced the expiry.
 //! - Faults, per request (header `Sandbox-Fault: status=500,delay_ms=200`) or scripted for the
@@ -37,9 +43,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orderflow_provider::signature;
 use orderflow_provider::{
-    CHARGE_DISPUTED, CHECKOUT_SESSION_EXPIRED, CheckoutSessionObject, CreateCheckoutSession,
-    CreateRefund, ErrorBody, ErrorDetail, IDEMPOTENCY_HEADER, PAYMENT_SUCCEEDED, Page,
-    PaymentObject, RefundObject, SessionEvent, WebhookEvent,
+    CAPTURE_MANUAL, CHARGE_DISPUTED, CHECKOUT_SESSION_EXPIRED, CapturePayment,
+    CheckoutSessionObject, CreateCheckoutSession, CreateRefund, ErrorBody, ErrorDetail,
+    IDEMPOTENCY_HEADER, PAYMENT_AUTHORIZED, PAYMENT_SUCCEEDED, Page, PaymentObject, RefundObject,
+    SessionEvent, WebhookEvent,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -63,7 +70,12 @@ pub struct SandboxConfig {
     pub webhook_retry_base: Duration,
     /// Attempts per webhook before giving up.
     pub webhook_attempts: u32,
+    /// How long an authorized payment can be captured (`capture_before` = payment + this).
+    pub authorization_ttl: Duration,
 }
+
+/// The providers' usual authorization lifetime: 7 days.
+pub const DEFAULT_AUTHORIZATION_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 /// What can go wrong with a request, on purpose.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +105,10 @@ pub struct Fault {
     /// Pay a session that has expired (the payer's last click raced its expiry).
     #[serde(default)]
     pub pay_after_expiry: bool,
+    /// On a void: capture the payment first, then refuse the void with `already_captured`
+    /// (the void that arrives after the provider captured).
+    #[serde(default)]
+    pub capture_first: bool,
 }
 
 impl Fault {
@@ -124,6 +140,8 @@ pub enum Op {
     Refund,
     Pay,
     Expire,
+    Capture,
+    Void,
 }
 
 /// A fault applied to the next `times` requests of `op`.
@@ -149,6 +167,8 @@ pub struct SessionRecord {
     pub status: String,
     /// Unix seconds after which it takes no payment.
     pub expires_at: Option<i64>,
+    /// `manual`: its payment is authorized, and captured later.
+    pub capture_method: Option<String>,
 }
 
 impl SessionRecord {
@@ -180,10 +200,26 @@ pub struct PaymentRecord {
     pub amount: i64,
     pub currency: String,
     pub refunded: i64,
+    /// `captured`, or `authorized` (a manual-capture session's) until `captured` or `voided`.
+    pub status: String,
+    /// How much was captured (all of `amount`, less a partial capture; 0 while authorized).
+    pub captured: i64,
+    /// Until when an authorized payment can be captured (Unix seconds).
+    pub capture_before: Option<i64>,
     /// How much the payer's bank disputes, once it does.
     pub disputed: Option<i64>,
     /// When it did (Unix seconds).
     pub disputed_at: Option<i64>,
+}
+
+impl PaymentRecord {
+    /// Its status at `now`: an authorization past `capture_before` has `expired`.
+    fn status_now(&self, now: i64) -> &str {
+        match self.capture_before {
+            Some(t) if self.status == "authorized" && now >= t => "expired",
+            _ => &self.status,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -249,6 +285,8 @@ impl Sandbox {
             .route("/v1/refunds", post(create_refund).get(list_refunds))
             .route("/v1/payments", get(list_payments))
             .route("/v1/payments/{payment_id}", get(get_payment))
+            .route("/v1/payments/{payment_id}/capture", post(capture_payment))
+            .route("/v1/payments/{payment_id}/void", post(void_payment))
             .route("/pay/{session_id}", post(pay))
             .route("/_sandbox/payments/{payment_id}/dispute", post(dispute))
             .route("/_sandbox/faults", post(add_fault))
@@ -302,6 +340,7 @@ impl Sandbox {
                 currency: currency.to_owned(),
                 status: "paid".into(),
                 expires_at: None,
+                capture_method: None,
             },
         );
         let payment_id = new_id("pay");
@@ -315,6 +354,9 @@ impl Sandbox {
                 amount,
                 currency: currency.to_owned(),
                 refunded: 0,
+                status: "captured".into(),
+                captured: amount,
+                capture_before: None,
                 disputed: None,
                 disputed_at: None,
             },
@@ -327,6 +369,7 @@ impl Sandbox {
             amount,
             currency: currency.to_owned(),
             session_id: Some(session_id),
+            capture_before: None,
         }
     }
 
@@ -354,12 +397,12 @@ impl Sandbox {
                     "this payment is disputed already",
                 ));
             }
-            let amount = amount.unwrap_or(payment.amount);
-            if amount <= 0 || amount > payment.amount {
+            let amount = amount.unwrap_or(payment.captured);
+            if amount <= 0 || amount > payment.captured {
                 return Err(error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_amount",
-                    "a dispute is of 1 up to the payment's amount",
+                    "a dispute is of 1 up to the payment's captured amount",
                 ));
             }
             payment.disputed = Some(amount);
@@ -372,6 +415,7 @@ impl Sandbox {
                 amount,
                 currency: payment.currency.clone(),
                 session_id: Some(payment.session_id.clone()),
+                capture_before: None,
             }
         };
         if notify {
@@ -527,6 +571,8 @@ fn op_name(op: Op) -> &'static str {
         Op::Refund => "refund",
         Op::Pay => "pay",
         Op::Expire => "expire",
+        Op::Capture => "capture",
+        Op::Void => "void",
     }
 }
 
@@ -641,6 +687,7 @@ async fn create_session(
             currency: req.currency.clone(),
             status: "open".into(),
             expires_at: req.expires_at,
+            capture_method: req.capture_method.clone(),
         };
         let object = session.object(&public);
         ledger.sessions.insert(id, session);
@@ -731,6 +778,9 @@ async fn pay(
         session.status = "paid".into();
         let session = session.clone();
         let payment_id = new_id("pay");
+        let manual = session.capture_method.as_deref() == Some(CAPTURE_MANUAL);
+        let capture_before =
+            manual.then(|| unix_now().saturating_add(sb.config.authorization_ttl.as_secs() as i64));
         ledger.payments.insert(
             payment_id.clone(),
             PaymentRecord {
@@ -741,18 +791,27 @@ async fn pay(
                 amount: session.amount,
                 currency: session.currency.clone(),
                 refunded: 0,
+                status: if manual { "authorized" } else { "captured" }.into(),
+                captured: if manual { 0 } else { session.amount },
+                capture_before,
                 disputed: None,
                 disputed_at: None,
             },
         );
         WebhookEvent {
             event_id: new_id("evt"),
-            kind: PAYMENT_SUCCEEDED.into(),
+            kind: if manual {
+                PAYMENT_AUTHORIZED
+            } else {
+                PAYMENT_SUCCEEDED
+            }
+            .into(),
             order_id: session.order_id,
             payment_id,
             amount: session.amount,
             currency: session.currency,
             session_id: Some(session.id),
+            capture_before,
         }
     };
     let delay = Duration::from_millis(fault.webhook_delay_ms);
@@ -771,7 +830,10 @@ async fn pay(
     }
     let answer = (
         StatusCode::OK,
-        Json(json!({"payment_id": event.payment_id, "event_id": event.event_id, "status": "captured"})),
+        Json(
+            json!({"payment_id": event.payment_id, "event_id": event.event_id,
+            "status": if event.capture_before.is_some() { "authorized" } else { "captured" }}),
+        ),
     )
         .into_response();
     after(&fault, answer).await
@@ -823,11 +885,11 @@ async fn create_refund(
                 json!({"error": {"code": "payment_not_found", "message": "no such payment"}}),
             );
         };
-        if req.amount <= 0 || req.amount > payment.amount - payment.refunded {
+        if req.amount <= 0 || req.amount > payment.captured - payment.refunded {
             return (
                 StatusCode::BAD_REQUEST,
                 json!({"error": {"code": "amount_exceeds_payment",
-                    "message": format!("{} is more than the {} left to refund", req.amount, payment.amount - payment.refunded)}}),
+                    "message": format!("{} is more than the {} captured and left to refund", req.amount, payment.captured - payment.refunded)}}),
             );
         }
         payment.refunded += req.amount;
@@ -849,6 +911,110 @@ async fn create_refund(
     after(&fault, answer).await
 }
 
+/// Captures an authorized payment (all, or `amount` of it; the rest is released).
+async fn capture_payment(
+    State(sb): State<Sandbox>,
+    Path(payment_id): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<CapturePayment>,
+) -> Response {
+    let (key, fault) = match sb.admit_write(Op::Capture, &headers).await {
+        Ok(admitted) => admitted,
+        Err(r) => return r,
+    };
+    let fingerprint = format!(
+        "{payment_id}:{}",
+        serde_json::to_string(&req).unwrap_or_default()
+    );
+    let answer = once(&mut sb.lock(), Op::Capture, &key, fingerprint, |ledger| {
+        let Some(p) = ledger.payments.get_mut(&payment_id) else {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                "payment_not_found",
+                "no such payment",
+            );
+        };
+        let amount = req.amount.unwrap_or(p.amount);
+        match p.status_now(unix_now()) {
+            "authorized" if amount > 0 && amount <= p.amount => {
+                p.status = "captured".into();
+                p.captured = amount;
+                (StatusCode::OK, json!(payment_object(p)))
+            }
+            "authorized" => refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_amount",
+                "a capture is of 1 up to the authorized amount",
+            ),
+            "expired" => refusal(
+                StatusCode::BAD_REQUEST,
+                "authorization_expired",
+                "the authorization lapsed at capture_before: nothing can be captured",
+            ),
+            "voided" => refusal(
+                StatusCode::BAD_REQUEST,
+                "payment_voided",
+                "the authorization was voided",
+            ),
+            _ => refusal(
+                StatusCode::BAD_REQUEST,
+                "already_captured",
+                "this payment is captured already",
+            ),
+        }
+    });
+    after(&fault, answer).await
+}
+
+/// Voids an authorized payment: nothing is charged. A captured one is refused
+/// `already_captured` (refund it instead); a voided or lapsed one answers as it is.
+async fn void_payment(
+    State(sb): State<Sandbox>,
+    Path(payment_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (key, fault) = match sb.admit_write(Op::Void, &headers).await {
+        Ok(admitted) => admitted,
+        Err(r) => return r,
+    };
+    let answer = once(
+        &mut sb.lock(),
+        Op::Void,
+        &key,
+        payment_id.clone(),
+        |ledger| {
+            let Some(p) = ledger.payments.get_mut(&payment_id) else {
+                return refusal(
+                    StatusCode::NOT_FOUND,
+                    "payment_not_found",
+                    "no such payment",
+                );
+            };
+            if fault.capture_first && p.status == "authorized" {
+                p.status = "captured".into();
+                p.captured = p.amount;
+            }
+            match p.status.as_str() {
+                "authorized" | "voided" => {
+                    p.status = "voided".into();
+                    (StatusCode::OK, json!(payment_object(p)))
+                }
+                _ => refusal(
+                    StatusCode::BAD_REQUEST,
+                    "already_captured",
+                    "this payment is captured: refund it instead",
+                ),
+            }
+        },
+    );
+    after(&fault, answer).await
+}
+
+/// A refusal as `once` stores it: not a success, so never replayed.
+fn refusal(status: StatusCode, code: &str, message: &str) -> (StatusCode, Value) {
+    (status, json!({"error": {"code": code, "message": message}}))
+}
+
 fn payment_object(p: &PaymentRecord) -> PaymentObject {
     PaymentObject {
         id: p.payment_id.clone(),
@@ -856,8 +1022,10 @@ fn payment_object(p: &PaymentRecord) -> PaymentObject {
         session_id: Some(p.session_id.clone()),
         amount: p.amount,
         currency: p.currency.clone(),
-        status: "captured".into(),
+        status: p.status_now(unix_now()).into(),
         amount_refunded: p.refunded,
+        amount_captured: (p.captured != p.amount).then_some(p.captured),
+        capture_before: p.capture_before,
         created: p.created,
         disputed_amount: p.disputed,
         disputed_at: p.disputed_at,

@@ -84,6 +84,9 @@ pub struct Payment {
     pub status: String,
     pub reason: Option<String>,
     pub received_at: i64,
+    /// An authorization: until when it can be captured, and when it was (Unix ms).
+    pub capture_before: Option<i64>,
+    pub captured_at: Option<i64>,
 }
 
 /// A refund of one payment (at most one per payment).
@@ -98,6 +101,8 @@ pub struct Refund {
     pub failure: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `refund`, or `void` (an authorization released, nothing charged).
+    pub method: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -345,14 +350,16 @@ async fn attach_details(db: &Db, orders: &mut [Order]) -> Result<(), StoreError>
     .await?;
     let mut payments = details_of::<Payment>(
         db,
-        "SELECT order_id, payment_id, event_id, amount, currency, status, reason, received_at FROM payments
+        "SELECT order_id, payment_id, event_id, amount, currency, status, reason, received_at,
+             capture_before, captured_at FROM payments
          WHERE order_id IN ({ids}) ORDER BY order_id, received_at, payment_id",
         &ids,
     )
     .await?;
     let mut refunds = details_of::<Refund>(
         db,
-        "SELECT order_id, payment_id, amount, currency, status, reason, provider_refund_id, failure, created_at, updated_at
+        "SELECT order_id, payment_id, amount, currency, status, reason, provider_refund_id, failure, created_at, updated_at,
+             method
          FROM refunds WHERE order_id IN ({ids}) ORDER BY order_id, created_at, payment_id",
         &ids,
     )

@@ -59,6 +59,7 @@ pub async fn fast_app() -> FastApp {
         workflow_wait: std::time::Duration::from_secs(5),
         checkout_window_secs: 300,
         late_payment_grace_secs: 2,
+        capture: Default::default(),
         jwt_secret: JWT_SECRET.into(),
         max_open_orders_per_user: 20,
         unknown_order_hold_secs: 3,

@@ -126,9 +126,39 @@ pub async fn spawn_app_with(mode: WorkerMode) -> TestApp {
     spawn_app_at(temporal_address().to_owned(), mode).await
 }
 
+/// What a test may set of the stack's payment settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// `ORDER_CAPTURE`, `ORDER_AUTHORIZATION_EXPIRY` and `ORDER_AUTHORIZATION_MARGIN`.
+    pub capture: orderflow_workflows::model::CapturePolicy,
+    /// How long the sandbox lets an authorization be captured.
+    pub authorization_ttl: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            capture: orderflow_workflows::model::CapturePolicy {
+                margin_secs: orderflow_workflows::model::DEFAULT_AUTHORIZATION_MARGIN_SECS,
+                ..Default::default()
+            },
+            authorization_ttl: orderflow_sandbox::DEFAULT_AUTHORIZATION_TTL,
+        }
+    }
+}
+
+/// A fresh app on the shared server with the payment settings of `tuning`.
+pub async fn spawn_app_tuned(tuning: Tuning) -> TestApp {
+    spawn_app_at_tuned(temporal_address().to_owned(), WorkerMode::InProcess, tuning).await
+}
+
 /// A fresh app against the Temporal server at `address` (a test that kills and restarts its
 /// own server), instead of the binary's shared one.
 pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
+    spawn_app_at_tuned(address, mode, Tuning::default()).await
+}
+
+async fn spawn_app_at_tuned(address: String, mode: WorkerMode, tuning: Tuning) -> TestApp {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn,temporalio_sdk_core=error")
         .with_test_writer()
@@ -148,6 +178,7 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         public_url: sandbox_url.clone(),
         webhook_retry_base: Duration::from_millis(200),
         webhook_attempts: 10,
+        authorization_ttl: tuning.authorization_ttl,
     });
     tokio::spawn(sandbox.clone().serve(sandbox_listener));
     let provider = ProviderConfig {
@@ -185,6 +216,8 @@ pub async fn spawn_app_at(address: String, mode: WorkerMode) -> TestApp {
         unknown_order_hold_secs: UNKNOWN_ORDER_HOLD_SECS,
         inbox_redrive_after_secs: 1,
         events: events_settings(),
+        capture: tuning.capture,
+        sandbox_authorization_ttl_secs: tuning.authorization_ttl.as_secs(),
     };
     let db = run::open_db(&database_url, true)
         .await

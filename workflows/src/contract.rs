@@ -106,10 +106,20 @@ impl OrderActivities {
     pub fn begin_refund(input: RefundPayment) -> Result<RefundBegun, ActivityError> {
         unimplemented!()
     }
-    /// Step 2: asks the provider to refund, with the idempotency key `refund-{payment_id}`.
-    /// Transient errors are retried; a refusal is a value, so that step 3 records it.
+    /// Step 2: asks the provider to refund, with the idempotency key `refund-{payment_id}`. An
+    /// authorization (`capture_before_ms`) is voided first (`void-{payment_id}`), and refunded
+    /// only if the provider answers that it is captured already. Transient errors are retried;
+    /// a refusal is a value, so that step 3 records it.
     #[activity(name = "refund.call_provider")]
     pub fn call_provider_refund(input: RefundPayment) -> Result<RefundOutcome, ActivityError> {
+        unimplemented!()
+    }
+    /// Captures the authorization that paid an order (`capture-{payment_id}`) and records it
+    /// on the payment's row. A refusal (voided, lapsed) is a value, for the workflow to act on.
+    #[activity(name = "order.capture_authorization")]
+    pub fn capture_authorization(
+        input: CaptureAuthorization,
+    ) -> Result<CaptureOutcome, ActivityError> {
         unimplemented!()
     }
     /// Step 3: `pending -> succeeded | failed`.

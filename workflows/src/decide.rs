@@ -208,6 +208,7 @@ mod tests {
             event_id: format!("evt-{id}"),
             amount,
             currency: "USD".into(),
+            capture_before_ms: None,
         }
     }
 
@@ -227,6 +228,7 @@ mod tests {
             idempotency_key: "k".into(),
             checkout_window_secs: None,
             late_payment_grace_secs: None,
+            capture: None,
             payment_method: PaymentMethod::Online,
             max_open_orders: None,
             resume: false,

@@ -48,7 +48,47 @@ pub struct PlaceOrder {
     /// from the database instead of reserving (see `order.load`).
     #[serde(default)]
     pub resume: bool,
+    /// When the card payment is captured, and what happens to an authorization nearing its
+    /// `capture_before` (`None` in orders from before: captured at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CapturePolicy>,
 }
+
+/// When an order's card payment is captured (`ORDER_CAPTURE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureTiming {
+    /// At payment, for every order.
+    #[default]
+    Immediate,
+    /// Orders with physical goods are only authorized at checkout and captured when the
+    /// shipment leaves; orders of digital goods only are still captured at once.
+    AtShipment,
+}
+
+/// What an order does with an authorization still uncaptured `margin_secs` before its
+/// `capture_before` (`ORDER_AUTHORIZATION_EXPIRY`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationExpiry {
+    /// Capture it: the money is taken, and the goods ship when they ship.
+    #[default]
+    Capture,
+    /// Void it and cancel the order (stock, coupon, points and wallet go back).
+    Void,
+}
+
+/// How card payments are captured: one setting of the deployment, carried by each order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturePolicy {
+    pub timing: CaptureTiming,
+    pub on_expiry: AuthorizationExpiry,
+    /// How long before `capture_before` the order acts (`ORDER_AUTHORIZATION_MARGIN`).
+    pub margin_secs: u64,
+}
+
+/// The default `ORDER_AUTHORIZATION_MARGIN`: a day before the authorization lapses.
+pub const DEFAULT_AUTHORIZATION_MARGIN_SECS: u64 = 86_400;
 
 /// How an order is paid.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,15 +215,23 @@ pub enum CancelReason {
     FulfilmentFailed,
     /// Reconciliation found the order pending with no workflow left to settle it.
     Reconciled,
+    /// The payment's authorization neared its `capture_before` unshipped, and the deployment
+    /// voids such orders (`ORDER_AUTHORIZATION_EXPIRY=void`).
+    AuthorizationExpiring,
+    /// The provider refused to capture the authorization (voided or lapsed): the goods cannot
+    /// ship unpaid.
+    CaptureFailed,
 }
 
 impl CancelReason {
-    pub const ALL: [CancelReason; 5] = [
+    pub const ALL: [CancelReason; 7] = [
         CancelReason::Timeout,
         CancelReason::User,
         CancelReason::Admin,
         CancelReason::FulfilmentFailed,
         CancelReason::Reconciled,
+        CancelReason::AuthorizationExpiring,
+        CancelReason::CaptureFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -193,6 +241,8 @@ impl CancelReason {
             CancelReason::Admin => "admin",
             CancelReason::FulfilmentFailed => "fulfilment_failed",
             CancelReason::Reconciled => "reconciled",
+            CancelReason::AuthorizationExpiring => "authorization_expiring",
+            CancelReason::CaptureFailed => "capture_failed",
         }
     }
 }
@@ -399,6 +449,30 @@ pub struct PaymentReceived {
     pub event_id: String,
     pub amount: i64,
     pub currency: String,
+    /// Set when the payment is only authorized (`payment.authorized`): until when it can be
+    /// captured (Unix ms). It is captured at shipment, and voided rather than refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_before_ms: Option<i64>,
+}
+
+/// Captures the authorization that paid an order (key `capture-{payment_id}`), and records
+/// it on the payment's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureAuthorization {
+    pub order_id: String,
+    pub payment_id: String,
+    pub at_ms: i64,
+}
+
+/// What capturing an authorization came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaptureOutcome {
+    Captured,
+    /// The provider refused for good (`authorization_expired`, `payment_voided`).
+    Refused {
+        code: String,
+        message: String,
+    },
 }
 
 /// The provider ended a checkout session unpaid (`checkout.session.expired`), as the webhook
@@ -518,6 +592,14 @@ pub struct OpenCheckout {
     /// histories recorded before sessions ended with their order.
     #[serde(default)]
     pub expires_at_ms: Option<i64>,
+    /// When its payment is captured: with `AtShipment`, a session for physical goods only
+    /// authorizes it.
+    #[serde(default, skip_serializing_if = "is_immediate")]
+    pub capture: CaptureTiming,
+}
+
+fn is_immediate(timing: &CaptureTiming) -> bool {
+    *timing == CaptureTiming::Immediate
 }
 
 /// Ends the order's open checkout sessions at the provider, once the order is cancelled.
@@ -654,12 +736,13 @@ pub struct RedriveInbox {
 pub enum RefundOutcome {
     Succeeded {
         provider_refund_id: String,
+        /// The payment was only authorized and was voided: nothing was charged, and the
+        /// provider holds no refund (`provider_refund_id` is `void-{payment_id}`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        voided: bool,
     },
     /// The provider refused for good (a business error, never a transient one).
-    Failed {
-        code: String,
-        message: String,
-    },
+    Failed { code: String, message: String },
 }
 
 /// `pending -> succeeded | failed` for the refund of `payment_id`.

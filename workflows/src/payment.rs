@@ -85,7 +85,9 @@ impl PaymentDecisionWorkflow {
                 PaymentVerdict::Refund(request) => {
                     let reason = request.reason.clone();
                     break match refund_payment(ctx, request).await? {
-                        Some(RefundOutcome::Succeeded { provider_refund_id }) => (
+                        Some(RefundOutcome::Succeeded {
+                            provider_refund_id, ..
+                        }) => (
                             "refunded",
                             format!("{reason}: refunded as {provider_refund_id}"),
                         ),

@@ -315,6 +315,7 @@ async fn place(
         currency: state.config.currency.clone(),
         checkout_window_secs: Some(state.config.checkout_window_secs),
         late_payment_grace_secs: Some(state.config.late_payment_grace_secs),
+        capture: Some(state.config.capture),
         payment_method: method,
         request_hash: request_hash.clone(),
         idempotency_key: key,

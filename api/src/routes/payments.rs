@@ -250,7 +250,8 @@ async fn handle_webhook(
     // ignores: what the document forbids is refused whatever the type.
     check_event(&event)?;
     let disputed = event.kind == orderflow_provider::CHARGE_DISPUTED;
-    if event.kind != orderflow_provider::PAYMENT_SUCCEEDED && !disputed {
+    let authorized = event.kind == orderflow_provider::PAYMENT_AUTHORIZED;
+    if event.kind != orderflow_provider::PAYMENT_SUCCEEDED && !disputed && !authorized {
         return Ok(accepted("ignored"));
     }
     let received = InboxEvent {
@@ -262,6 +263,11 @@ async fn handle_webhook(
         currency: event.currency.clone(),
         received_at: now_ms(),
         session_id: event.session_id.clone(),
+        // Only an authorization has a capture deadline; on any other event it means nothing.
+        capture_before: event
+            .capture_before
+            .filter(|_| authorized)
+            .map(|s| s.saturating_mul(1000)),
     };
     let for_order = |e: orderflow_store::StoreError| ApiError::from(e).for_order(&event.order_id);
     if let Inbox::Processed { outcome } = payments::receive(&state.db, &received)

@@ -158,7 +158,7 @@ async fn start(state: &AppState, refund: &OrderRefund) -> Result<(), ApiError> {
         (status = 201, description = "the refund, recorded and started", body = view::PartialRefundView),
         (status = 200, description = "the same request again: the refund it made", body = view::PartialRefundView),
         (status = 404, description = "`order_not_found`", body = view::ErrorBody),
-        (status = 409, description = "`order_not_refundable`: the order is not paid or fulfilled", body = view::ErrorBody),
+        (status = 409, description = "`order_not_refundable`: the order is not paid or fulfilled; `payment_not_captured`: its payment is only authorized until the goods ship", body = view::ErrorBody),
         ForAdmins,
         WithBody,
     ),

@@ -5,10 +5,13 @@
 //! paid order commits its status and every return in one transaction (`order.cancel_paid`),
 //! then refunds the payment exactly once on its refund row.
 
-use super::{HandlerError, OrderWorkflow, Phase, at_rest, publish, refunds};
+use super::{
+    AUTHORIZE_THEN_CAPTURE, HandlerError, OrderWorkflow, Phase, at_rest, publish, refunds,
+};
 use crate::contract::OrderActivities;
 use crate::model::*;
-use crate::policy::{DbStep, db_step, now_ms, settle_options};
+use crate::policy::{DbStep, db_step, now_ms, provider_options, settle_options};
+use crate::refusal::{RefusalCode, Refused};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// Fulfils a paid order, unless a cancel is already waiting: a digital order is `fulfilled` at
@@ -78,6 +81,14 @@ pub(super) async fn ship(
     if let Some(refused) = refusal {
         return Err(refused.into());
     }
+    // An authorized payment is captured before the goods leave; if the provider refuses, they
+    // do not leave, and the order is undone (its authorization voided).
+    if ctx.state(|s| s.authorization.is_some()) && ctx.patched(AUTHORIZE_THEN_CAPTURE) {
+        if let Some(refused) = capture(ctx).await? {
+            ctx.state_mut(|s| s.phase = Phase::AwaitingShipment { shipping: false });
+            return Err(refused.into());
+        }
+    }
     let at_ms = now_ms(ctx)?;
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let shipped = db_step(
@@ -93,6 +104,68 @@ pub(super) async fn ship(
     }
     at_rest(ctx, OrderStatus::Fulfilled, at_ms, true);
     Ok(OrderStatus::Fulfilled)
+}
+
+/// Captures the order's authorization (key `capture-{payment_id}`, so that a ship and the
+/// expiry timer capturing at once capture once), and forgets it. If the provider refuses for
+/// good, the order is to be undone (`capture_failed`), and the refusal says why.
+pub(super) async fn capture(
+    ctx: &WorkflowContext<OrderWorkflow>,
+) -> WorkflowResult<Option<Refused>> {
+    let Some((order_id, auth)) = ctx.state(|s| {
+        let auth = s.authorization.clone()?;
+        Some((s.input.order_id.clone(), auth))
+    }) else {
+        return Ok(None);
+    };
+    let request = CaptureAuthorization {
+        order_id,
+        payment_id: auth.payment_id,
+        at_ms: now_ms(ctx)?,
+    };
+    let outcome = ctx
+        .execute_activity(
+            OrderActivities::capture_authorization,
+            request,
+            provider_options(),
+        )
+        .await?;
+    Ok(match outcome {
+        CaptureOutcome::Captured => {
+            ctx.state_mut(|s| s.authorization = None);
+            None
+        }
+        CaptureOutcome::Refused { code, message } => {
+            ctx.state_mut(|s| {
+                s.cancel_request.get_or_insert(CancelReason::CaptureFailed);
+            });
+            Some(Refused::new(
+                RefusalCode::OrderNotShippable,
+                format!(
+                    "the provider refused to capture the payment ({code}: {message}); the order is cancelled"
+                ),
+            ))
+        }
+    })
+}
+
+/// The authorization nears its `capture_before` and the goods have not left: capture it, or
+/// void it by cancelling the order, as the deployment says (`ORDER_AUTHORIZATION_EXPIRY`).
+/// Never left to lapse silently.
+pub(super) async fn authorization_expiring(
+    ctx: &WorkflowContext<OrderWorkflow>,
+) -> WorkflowResult<()> {
+    let on_expiry = ctx.state(|s| s.input.capture.unwrap_or_default().on_expiry);
+    match on_expiry {
+        AuthorizationExpiry::Capture => {
+            capture(ctx).await?;
+        }
+        AuthorizationExpiry::Void => ctx.state_mut(|s| {
+            s.cancel_request
+                .get_or_insert(CancelReason::AuthorizationExpiring);
+        }),
+    }
+    Ok(())
 }
 
 /// Undoes a paid order: stop fulfilment (intercept the shipment, revoke entitlements), mark it

@@ -6,7 +6,7 @@
 //! thing before returning. A signal that lands in the same workflow task is seen, and one that
 //! lands later makes the server reject the completion, so the next task sees it.
 
-use super::{OrderWorkflow, Phase, fulfil};
+use super::{AUTHORIZE_THEN_CAPTURE, OrderWorkflow, Phase, fulfil};
 use crate::decide;
 use crate::model::*;
 use crate::policy::now_ms;
@@ -32,6 +32,14 @@ pub(super) async fn rest(
             continue;
         }
         let now = now_ms(ctx)?;
+        let authorization_due = match ctx.state(|s| s.authorization_due_ms()) {
+            Some(due) if ctx.patched(AUTHORIZE_THEN_CAPTURE) => Some(due),
+            _ => None,
+        };
+        if authorization_due.is_some_and(|due| now >= due) {
+            fulfil::authorization_expiring(ctx).await?;
+            continue;
+        }
         let (phase, grace_ms) = ctx.state(|s| {
             let grace = match s.status {
                 OrderStatus::Rejected => 0,
@@ -58,9 +66,12 @@ pub(super) async fn rest(
             }
             _ => {
                 let woken = move |s: &OrderWorkflow| {
-                    s.payments.len() > handled || s.phase != phase || s.cancel_due().is_some()
+                    s.payments.len() > handled
+                        || s.phase != phase
+                        || s.cancel_due().is_some()
+                        || (authorization_due.is_some() && s.authorization.is_none())
                 };
-                match grace_end {
+                match grace_end.or(authorization_due) {
                     Some(end) => {
                         temporalio_sdk::workflows::select! {
                             _ = ctx.timer(decide::until(now, end)) => {}

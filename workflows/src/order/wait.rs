@@ -55,6 +55,13 @@ pub(super) async fn pay(
 ) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let applied = payment.as_ref().map(|p| p.payment_id.clone());
+    let authorization = payment.as_ref().and_then(|p| {
+        p.capture_before_ms
+            .map(|capture_before_ms| super::Authorization {
+                payment_id: p.payment_id.clone(),
+                capture_before_ms,
+            })
+    });
     let outcome = PayOrder {
         paid: MarkPaid {
             order_id,
@@ -68,6 +75,7 @@ pub(super) async fn pay(
         s.status = OrderStatus::Paid;
         s.phase = Phase::Settling;
         s.applied_payment = applied;
+        s.authorization = authorization;
     });
     publish(ctx, OrderStatus::Paid, None);
     Ok(())
@@ -168,6 +176,7 @@ pub(super) async fn open_checkout(
                 amount,
                 currency: currency.clone(),
                 expires_at_ms: ctx.patched(SESSIONS_END_WITH_ORDER).then_some(expires_at),
+                capture: ctx.state(|s| s.input.capture.map(|c| c.timing).unwrap_or_default()),
             },
             checkout_options(),
         )
