@@ -56,6 +56,12 @@ configuration (environment variables, with defaults):
                             and exits with an error, for its supervisor to restart it)
   PAYMENT_UNKNOWN_ORDER_HOLD  3600 (seconds a payment for an unknown order waits before its refund)
   WEBHOOK_INBOX_REDRIVE_AFTER 60 (seconds before reconciliation hands on an unprocessed event)
+  ORDER_CAPTURE             immediate (or at_shipment: physical goods are authorized at
+                            checkout and captured when they ship)
+  ORDER_AUTHORIZATION_EXPIRY  capture (or void: cancel an order whose authorization nears
+                            capture_before unshipped)
+  ORDER_AUTHORIZATION_MARGIN  86400 (seconds before capture_before that the order acts)
+  SANDBOX_AUTHORIZATION_TTL 604800 (seconds the sandbox lets an authorization be captured)
   RUST_LOG                  info
 ";
 

@@ -373,4 +373,75 @@ async fn record_histories() {
     schedule.delete(Default::default()).await.unwrap();
     save(&app, run, "reconcile").await;
     app.cancel(&orphan, "user").await;
+
+    // v1.6: payments authorized at checkout (`ORDER_CAPTURE=at_shipment`), an authorization
+    // of 16 s acted on 8 s before it lapses: captured at shipment; voided by a cancel; voided
+    // and cancelled near its expiry; captured near its expiry, then shipped.
+    use orderflow_workflows::model::{AuthorizationExpiry, CapturePolicy, CaptureTiming};
+    for on_expiry in [AuthorizationExpiry::Void, AuthorizationExpiry::Capture] {
+        let app = common::spawn_app_tuned(common::Tuning {
+            capture: CapturePolicy {
+                timing: CaptureTiming::AtShipment,
+                on_expiry,
+                margin_secs: 8,
+            },
+            authorization_ttl: Duration::from_secs(16),
+        })
+        .await;
+        app.put_sku_with(
+            "lamp",
+            json!({"price": 1000, "stock": 10, "kind": "physical"}),
+        )
+        .await;
+        let paths: &[&str] = match on_expiry {
+            AuthorizationExpiry::Void => &[
+                "authorized-shipped",
+                "authorized-cancelled",
+                "authorization-voided",
+            ],
+            AuthorizationExpiry::Capture => &["authorization-captured"],
+        };
+        for key in paths {
+            let r = app
+                .create_order(
+                    key,
+                    json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
+                )
+                .await;
+            let id = r.body["order_id"].as_str().unwrap().to_owned();
+            app.checkout_and_pay(&id, None).await;
+            app.wait_shipment(&id, "pending").await;
+            match *key {
+                "authorized-shipped" => {
+                    let shipped = app
+                        .as_admin()
+                        .post(&format!("/v1/admin/orders/{id}/ship"), json!({}))
+                        .await;
+                    assert_eq!(shipped.status, 200, "{}", shipped.body);
+                }
+                "authorized-cancelled" => {
+                    assert_eq!(app.cancel(&id, "user").await.status, 200);
+                }
+                "authorization-voided" => {
+                    app.wait_status(&id, "cancelled").await;
+                }
+                _ => {
+                    let step = "captured:".to_owned();
+                    app.eventually(30, "the capture near expiry", || async {
+                        app.steps(&id)
+                            .await
+                            .iter()
+                            .any(|s| s.starts_with(&step))
+                            .then_some(())
+                    })
+                    .await;
+                    app.as_admin()
+                        .post(&format!("/v1/admin/orders/{id}/ship"), json!({}))
+                        .await;
+                }
+            }
+            app.settled(&id).await;
+            save(&app, workflow_id(&id), key).await;
+        }
+    }
 }

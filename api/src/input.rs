@@ -84,6 +84,13 @@ pub const fn amount(min: i64) -> Rule {
     }
 }
 
+/// A provider's Unix time in seconds (`capture_before`): after 1970, before the year 10000.
+pub const UNIX_SECONDS: Rule = Rule::Range {
+    min: 1,
+    max: 253_402_300_799,
+    code: ErrorCode::InvalidBody,
+};
+
 pub const USER_ID: Rule = id(ErrorCode::InvalidUserId);
 pub const ORDER_ID: Rule = id(ErrorCode::InvalidOrderId);
 pub const SKU: Rule = id(ErrorCode::InvalidSku);
@@ -212,6 +219,7 @@ pub const BODY_FIELDS: &[(&str, &str, Rule)] = &[
     ("WebhookEvent", "session_id", SESSION_ID),
     ("WebhookEvent", "amount", amount(1)),
     ("WebhookEvent", "currency", Rule::Currency),
+    ("WebhookEvent", "capture_before", UNIX_SECONDS),
     ("SessionEvent", "event_id", EVENT_ID),
     ("SessionEvent", "type", SESSION_EVENT_TYPE),
     ("SessionEvent", "order_id", ORDER_ID),

@@ -117,6 +117,9 @@ fn check_event(event: &WebhookEvent) -> Result<(), ApiError> {
         input::SESSION_ID.check_text("session_id", session)?;
     }
     input::amount(1).check_number("amount", event.amount)?;
+    if let Some(at) = event.capture_before {
+        input::UNIX_SECONDS.check_number("capture_before", at)?;
+    }
     input::Rule::Currency.check_text("currency", &event.currency)
 }
 
