@@ -50,6 +50,8 @@ enum Path {
     /// Paid (a digital good), then refunded by an admin for its whole value as a partial
     /// refund: every source given back once, the order still fulfilled.
     PaidThenRefundedInPart,
+    /// Authorized (a physical good, `ORDER_CAPTURE=at_shipment`), then shipped: captured once.
+    AuthorizedThenShipped,
 }
 
 fn path_through(point: &str) -> Path {
@@ -58,6 +60,7 @@ fn path_through(point: &str) -> Path {
         "capture" | "fulfil" => Path::Paid,
         "return" | "refund" | "refund_result" => Path::PaidThenCancelled,
         "order_refund" => Path::PaidThenRefundedInPart,
+        "capture_authorization" => Path::AuthorizedThenShipped,
         other => panic!("no path passes {other}"),
     }
 }
@@ -95,7 +98,10 @@ async fn drive(app: &TestApp, o: &Armed) {
     if o.path == Path::TimesOut {
         return;
     }
-    let event = app.captured(&o.order_id, PAYABLE);
+    let event = match o.path {
+        Path::AuthorizedThenShipped => app.sandbox.authorize_payment(&o.order_id, PAYABLE, "USD"),
+        _ => app.captured(&o.order_id, PAYABLE),
+    };
     let delivered = common::until_answered("webhook", || app.deliver(&event)).await;
     assert_eq!(delivered.status, 200, "{}", delivered.body);
     assert_eq!(
@@ -111,6 +117,24 @@ async fn drive(app: &TestApp, o: &Armed) {
         .await;
         let cancelled = common::until_answered("cancel", || app.cancel(&o.order_id, "user")).await;
         assert_eq!(cancelled.status, 200, "{}: {}", o.order_id, cancelled.body);
+    }
+    if o.path == Path::AuthorizedThenShipped {
+        let what = format!("{} ({}) waiting for its shipment", o.order_id, o.point);
+        app.eventually(300, &what, || async {
+            (app.order(&o.order_id).await["shipment_status"] == "pending").then_some(())
+        })
+        .await;
+        let path = format!("/v1/admin/orders/{}/ship", o.order_id);
+        let shipped =
+            common::until_answered("ship", || app.as_admin().post(&path, json!({}))).await;
+        // A ship whose answer was lost with the worker is still carried out; asked again, it
+        // is refused as shipped already.
+        assert!(
+            shipped.status == 200 || shipped.code() == "order_not_shippable",
+            "{}: {}",
+            o.order_id,
+            shipped.body
+        );
     }
     if o.path == Path::PaidThenRefundedInPart {
         let what = format!("{} ({}) fulfilled", o.order_id, o.point);
@@ -242,7 +266,15 @@ enum Fault {
 /// and checks that every effect happened exactly once.
 async fn crash_at(points: &[&'static str], fault: Fault) {
     let started = Instant::now();
-    let app = spawn_app_with(WorkerMode::External).await;
+    // Physical goods are captured at shipment: the `AuthorizedThenShipped` path.
+    let tuning = common::Tuning {
+        capture: orderflow_workflows::model::CapturePolicy {
+            timing: orderflow_workflows::model::CaptureTiming::AtShipment,
+            ..common::Tuning::default().capture
+        },
+        ..Default::default()
+    };
+    let app = common::spawn_app_with_tuned(WorkerMode::External, tuning).await;
     app.put_sku_with(
         "book",
         json!({"price": PRICE, "stock": STOCK, "kind": "physical"}),
@@ -315,7 +347,9 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
             .await;
         for o in &armed {
             let want = match o.path {
-                Path::Paid | Path::PaidThenRefundedInPart => "fulfilled",
+                Path::Paid | Path::PaidThenRefundedInPart | Path::AuthorizedThenShipped => {
+                    "fulfilled"
+                }
                 Path::TimesOut | Path::PaidThenCancelled => "cancelled",
             };
             let what = format!("{} ({}) {want}", o.order_id, o.point);
@@ -360,18 +394,19 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
     let count = |p: Path| armed.iter().filter(|o| o.path == p).count() as i64;
     let book = app.sku("book").await;
     let ebook = app.sku("ebook").await;
+    let shipped = count(Path::AuthorizedThenShipped);
     assert_eq!(
         (book["reserved"].as_i64(), book["sold"].as_i64()),
-        (Some(0), Some(0)),
+        (Some(0), Some(shipped)),
         "{book}"
     );
-    assert_eq!(book["available"], STOCK, "{book}");
+    assert_eq!(book["available"], STOCK - shipped, "{book}");
     // A partial refund gives money back, not stock: its ebook stays sold.
     let sold = count(Path::Paid) + count(Path::PaidThenRefundedInPart);
     assert_eq!(ebook["sold"], sold, "{ebook}");
     assert_eq!(ebook["available"], STOCK - sold, "{ebook}");
     for o in &armed {
-        let spent = o.path == Path::Paid;
+        let spent = matches!(o.path, Path::Paid | Path::AuthorizedThenShipped);
         let wallet = app
             .as_admin()
             .get(&format!("/v1/wallets/{}", o.user))
@@ -430,6 +465,22 @@ async fn crash_at(points: &[&'static str], fault: Fault) {
             "{} at {}: refunds at the provider",
             o.order_id, o.point
         );
+        if o.path == Path::AuthorizedThenShipped {
+            assert_eq!(
+                (paid[0].status.as_str(), paid[0].captured),
+                ("captured", PAYABLE),
+                "{} at {}: captured in full",
+                o.order_id,
+                o.point
+            );
+            let captures = app
+                .steps(&o.order_id)
+                .await
+                .iter()
+                .filter(|s| s.starts_with("captured:"))
+                .count();
+            assert_eq!(captures, 1, "{} at {}: captured once", o.order_id, o.point);
+        }
     }
     app.assert_invariants().await;
     let _ = std::fs::remove_dir_all(&markers);

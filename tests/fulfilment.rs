@@ -1336,6 +1336,15 @@ async fn an_authorization_nearing_expiry_is_captured_or_voided_as_configured() {
             AuthorizationExpiry::Void => {
                 let o = app.wait_status(&order_id, "cancelled").await;
                 assert_eq!(o["cancel_reason"], "authorization_expiring", "{o}");
+                // The cancel commits first; the void follows, on the refund row.
+                let voided = app.refunded(&payment).await;
+                assert!(
+                    matches!(
+                        voided,
+                        orderflow_workflows::model::RefundOutcome::Succeeded { voided: true, .. }
+                    ),
+                    "{voided:?}"
+                );
                 assert_eq!(at_provider(&app, &payment), ("voided".into(), 0));
                 assert!(provider_refunds(&app, &payment).is_empty());
                 assert_eq!(app.sku("lamp").await["available"], 50);

@@ -508,6 +508,7 @@ impl OrderActivitiesImpl {
             let payment_id = input.payment.payment_id.as_str();
             match heartbeating(&ctx, self.provider.void(payment_id)).await {
                 Ok(_) => {
+                    crate::faults::point("refund.after_provider", input.order_id(), None);
                     tracing::info!("authorization voided at the provider");
                     return Ok(RefundOutcome::Succeeded {
                         provider_refund_id: format!("{}{payment_id}", crate::payments::VOID_PREFIX),
@@ -569,9 +570,13 @@ impl OrderActivitiesImpl {
             }
             Err(e) => return Err(provider_unavailable(e)),
         }
-        crate::payments::record_capture(&self.db, &input)
-            .await
-            .map_err(into_activity_error)?;
+        let recorded = crate::payments::record_capture(&self.db, &input).await;
+        committed(
+            recorded,
+            "capture_authorization.after_commit",
+            &input.order_id,
+            None,
+        )?;
         Ok(CaptureOutcome::Captured)
     }
 

@@ -25,7 +25,7 @@
 //! that point. Points must never change what the activity does otherwise.
 
 /// Every point, for tests and docs: `<step>.<when>`.
-pub const POINTS: [&str; 16] = [
+pub const POINTS: [&str; 18] = [
     "reserve.before_commit",
     "reserve.after_commit",
     "capture.before_commit",
@@ -42,6 +42,8 @@ pub const POINTS: [&str; 16] = [
     "refund_result.after_commit",
     "order_refund.before_commit",
     "order_refund.after_commit",
+    "capture_authorization.before_commit",
+    "capture_authorization.after_commit",
 ];
 
 /// Points outside the money path: after an event's POST was answered and before the answer is

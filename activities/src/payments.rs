@@ -395,6 +395,7 @@ pub async fn record_capture(db: &Db, input: &CaptureAuthorization) -> Result<(),
         input.at_ms,
     )
     .await?;
+    crate::faults::point("capture_authorization.before_commit", order_id, None);
     tx.commit().await?;
     Ok(())
 }

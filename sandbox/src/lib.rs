@@ -329,6 +329,24 @@ impl Sandbox {
     /// Captures a payment for `order_id` as if its payer had paid a session, and returns the
     /// webhook event *without* delivering it: for tests that deliver at a chosen moment.
     pub fn capture(&self, order_id: &str, amount: i64, currency: &str) -> WebhookEvent {
+        self.paid_session(order_id, amount, currency, false)
+    }
+
+    /// As [`Sandbox::capture`], for a manual-capture session: the payment is only authorized
+    /// (until now plus `authorization_ttl`), and the event is `payment.authorized`.
+    pub fn authorize_payment(&self, order_id: &str, amount: i64, currency: &str) -> WebhookEvent {
+        self.paid_session(order_id, amount, currency, true)
+    }
+
+    fn paid_session(
+        &self,
+        order_id: &str,
+        amount: i64,
+        currency: &str,
+        manual: bool,
+    ) -> WebhookEvent {
+        let capture_before = manual
+            .then(|| unix_now().saturating_add(self.config.authorization_ttl.as_secs() as i64));
         let mut ledger = self.lock();
         let session_id = new_id("cs");
         ledger.sessions.insert(
@@ -340,7 +358,7 @@ impl Sandbox {
                 currency: currency.to_owned(),
                 status: "paid".into(),
                 expires_at: None,
-                capture_method: None,
+                capture_method: manual.then(|| CAPTURE_MANUAL.to_owned()),
             },
         );
         let payment_id = new_id("pay");
@@ -354,22 +372,27 @@ impl Sandbox {
                 amount,
                 currency: currency.to_owned(),
                 refunded: 0,
-                status: "captured".into(),
-                captured: amount,
-                capture_before: None,
+                status: if manual { "authorized" } else { "captured" }.into(),
+                captured: if manual { 0 } else { amount },
+                capture_before,
                 disputed: None,
                 disputed_at: None,
             },
         );
         WebhookEvent {
             event_id: new_id("evt"),
-            kind: PAYMENT_SUCCEEDED.into(),
+            kind: if manual {
+                PAYMENT_AUTHORIZED
+            } else {
+                PAYMENT_SUCCEEDED
+            }
+            .into(),
             order_id: order_id.to_owned(),
             payment_id,
             amount,
             currency: currency.to_owned(),
             session_id: Some(session_id),
-            capture_before: None,
+            capture_before,
         }
     }
 

@@ -149,7 +149,12 @@ impl Default for Tuning {
 
 /// A fresh app on the shared server with the payment settings of `tuning`.
 pub async fn spawn_app_tuned(tuning: Tuning) -> TestApp {
-    spawn_app_at_tuned(temporal_address().to_owned(), WorkerMode::InProcess, tuning).await
+    spawn_app_with_tuned(WorkerMode::InProcess, tuning).await
+}
+
+/// [`spawn_app_tuned`], with the worker where `mode` says.
+pub async fn spawn_app_with_tuned(mode: WorkerMode, tuning: Tuning) -> TestApp {
+    spawn_app_at_tuned(temporal_address().to_owned(), mode, tuning).await
 }
 
 /// A fresh app against the Temporal server at `address` (a test that kills and restarts its
