@@ -24,9 +24,20 @@ fn terminate_by_hand(app: &TestApp, order_id: &str) {
     ]);
 }
 
+/// With `ORDER_CAPTURE=at_shipment`: of the two paid lamps, one is paid by an authorization
+/// (checkout) and one by a payment captured at once (its webhook); the resumed run of each
+/// ships it, and the authorization is captured first (the audit refuses a shipped one that
+/// was not).
 #[tokio::test]
 async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_repair() {
-    let app = spawn_app().await;
+    let tuning = common::Tuning {
+        capture: orderflow_workflows::model::CapturePolicy {
+            timing: orderflow_workflows::model::CaptureTiming::AtShipment,
+            ..common::Tuning::default().capture
+        },
+        ..Default::default()
+    };
+    let app = common::spawn_app_tuned(tuning).await;
     app.put_sku("book", 1500, 10).await;
     app.put_sku_with(
         "lamp",
@@ -49,10 +60,20 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
         )
         .await
         .body);
-    app.checkout_and_pay(&paid, None).await;
+    let authorized = app.checkout_and_pay(&paid, None).await;
     app.wait_shipment(&paid, "pending").await;
+    let captured = id(&app
+        .create_order(
+            "rec-captured",
+            json!({"user_id": "alice", "items": [{"sku": "lamp", "quantity": 1}]}),
+        )
+        .await
+        .body);
+    app.deliver(&app.captured(&captured, 1000)).await;
+    app.wait_shipment(&captured, "pending").await;
     terminate_by_hand(&app, &pending);
     terminate_by_hand(&app, &paid);
+    terminate_by_hand(&app, &captured);
     assert_eq!(
         app.sku("book").await["reserved"],
         2,
@@ -82,26 +103,38 @@ async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_re
         log.iter().any(|(action, _)| action == "repaired"),
         "{log:?}"
     );
-    // The paid order's workflow is resumed: fulfilment goes on, and it ships.
-    let log = app
-        .eventually(30, "the repair of the paid order", || async {
-            let log = orderflow_activities::reconcile::log_for(&app.db, &paid)
-                .await
-                .unwrap();
-            log.iter().any(|(a, _)| a == "repaired").then_some(log)
-        })
-        .await;
-    assert!(log[0].1.contains("resumed"), "{log:?}");
-    let shipped = app
-        .eventually(30, "the resumed workflow to ship", || async {
-            let r = app
-                .as_admin()
-                .post(&format!("/v1/admin/orders/{paid}/ship"), json!({}))
-                .await;
-            (r.status == 200).then_some(r)
-        })
-        .await;
-    assert_eq!(shipped.body["status"], "fulfilled", "{}", shipped.body);
+    // The paid orders' workflows are resumed: fulfilment goes on, and they ship.
+    for order in [&paid, &captured] {
+        let log = app
+            .eventually(30, "the repair of the paid order", || async {
+                let log = orderflow_activities::reconcile::log_for(&app.db, order)
+                    .await
+                    .unwrap();
+                log.iter().any(|(a, _)| a == "repaired").then_some(log)
+            })
+            .await;
+        assert!(log[0].1.contains("resumed"), "{log:?}");
+        let shipped = app
+            .eventually(30, "the resumed workflow to ship", || async {
+                let r = app
+                    .as_admin()
+                    .post(&format!("/v1/admin/orders/{order}/ship"), json!({}))
+                    .await;
+                (r.status == 200).then_some(r)
+            })
+            .await;
+        assert_eq!(shipped.body["status"], "fulfilled", "{}", shipped.body);
+    }
+    let at_provider = app.sandbox.payments();
+    let authorization = at_provider
+        .iter()
+        .find(|p| p.payment_id == authorized)
+        .unwrap();
+    assert_eq!(
+        (authorization.status.as_str(), authorization.captured),
+        ("captured", 1000),
+        "the resumed run captured the authorization when it shipped"
+    );
     let events = app.events(&pending).await;
     assert!(
         events.iter().any(|e| e["reason"] == "reconciled"

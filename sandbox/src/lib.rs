@@ -903,17 +903,19 @@ async fn create_refund(
     let fingerprint = serde_json::to_string(&req).unwrap_or_default();
     let answer = once(&mut sb.lock(), Op::Refund, &key, fingerprint, |ledger| {
         let Some(payment) = ledger.payments.get_mut(&req.payment_id) else {
-            return (
+            return refusal(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"code": "payment_not_found", "message": "no such payment"}}),
+                "payment_not_found",
+                "no such payment",
             );
         };
-        if req.amount <= 0 || req.amount > payment.captured - payment.refunded {
-            return (
-                StatusCode::BAD_REQUEST,
-                json!({"error": {"code": "amount_exceeds_payment",
-                    "message": format!("{} is more than the {} captured and left to refund", req.amount, payment.captured - payment.refunded)}}),
+        let left = payment.captured - payment.refunded;
+        if req.amount <= 0 || req.amount > left {
+            let why = format!(
+                "{} is more than the {left} captured and left to refund",
+                req.amount
             );
+            return refusal(StatusCode::BAD_REQUEST, "amount_exceeds_payment", &why);
         }
         payment.refunded += req.amount;
         let refund = RefundRecord {

@@ -111,6 +111,16 @@ pub struct Authorization {
     pub capture_before_ms: i64,
 }
 
+impl Authorization {
+    /// The authorization a payment is, if it is one not captured yet.
+    fn of(payment: &PaymentReceived) -> Option<Authorization> {
+        Some(Authorization {
+            payment_id: payment.payment_id.clone(),
+            capture_before_ms: payment.capture_before_ms?,
+        })
+    }
+}
+
 /// The patch under which a payment may be only authorized (issue 14): the shipment captures
 /// it, and a timer acts before its `capture_before`. Histories recorded before it never met an
 /// authorization, and never reach the code behind it.
@@ -603,6 +613,8 @@ async fn resume(ctx: &WorkflowContext<OrderWorkflow>) -> WorkflowResult<OrderSta
             }
         }
         s.applied_payment = loaded.applied.as_ref().map(|p| p.payment_id.clone());
+        // Read back uncaptured: the shipment still captures it, and the timer still runs.
+        s.authorization = loaded.applied.as_ref().and_then(Authorization::of);
     });
     publish(ctx, loaded.status, loaded.expires_at_ms);
     match loaded.status {

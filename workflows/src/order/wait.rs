@@ -55,13 +55,7 @@ pub(super) async fn pay(
 ) -> WorkflowResult<()> {
     let order_id = ctx.state(|s| s.input.order_id.clone());
     let applied = payment.as_ref().map(|p| p.payment_id.clone());
-    let authorization = payment.as_ref().and_then(|p| {
-        p.capture_before_ms
-            .map(|capture_before_ms| super::Authorization {
-                payment_id: p.payment_id.clone(),
-                capture_before_ms,
-            })
-    });
+    let authorization = payment.as_ref().and_then(super::Authorization::of);
     let outcome = PayOrder {
         paid: MarkPaid {
             order_id,
