@@ -186,7 +186,11 @@ pub struct WebhookEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
     /// `payment.authorized` only: until when the payment can be captured (Unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number::optional"
+    )]
     pub capture_before: Option<i64>,
 }
 
