@@ -267,14 +267,8 @@ enum Fault {
 async fn crash_at(points: &[&'static str], fault: Fault) {
     let started = Instant::now();
     // Physical goods are captured at shipment: the `AuthorizedThenShipped` path.
-    let tuning = common::Tuning {
-        capture: orderflow_workflows::model::CapturePolicy {
-            timing: orderflow_workflows::model::CaptureTiming::AtShipment,
-            ..common::Tuning::default().capture
-        },
-        ..Default::default()
-    };
-    let app = common::spawn_app_with_tuned(WorkerMode::External, tuning).await;
+    let app =
+        common::spawn_app_with_tuned(WorkerMode::External, common::Tuning::at_shipment()).await;
     app.put_sku_with(
         "book",
         json!({"price": PRICE, "stock": STOCK, "kind": "physical"}),

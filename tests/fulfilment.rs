@@ -1135,25 +1135,6 @@ async fn a_partial_refund_the_provider_refuses_gives_nothing_back_and_frees_its_
     app.assert_invariants().await;
 }
 
-/// A stack that only authorizes orders with physical goods at checkout and captures them when
-/// they ship; an authorization can be captured for `ttl`, and the order acts `margin` before.
-async fn authorizing_app(
-    ttl: std::time::Duration,
-    margin_secs: u64,
-    on_expiry: orderflow_workflows::model::AuthorizationExpiry,
-) -> TestApp {
-    use orderflow_workflows::model::{CapturePolicy, CaptureTiming};
-    common::spawn_app_tuned(common::Tuning {
-        capture: CapturePolicy {
-            timing: CaptureTiming::AtShipment,
-            on_expiry,
-            margin_secs,
-        },
-        authorization_ttl: ttl,
-    })
-    .await
-}
-
 /// The sandbox's payment: (status, captured amount).
 fn at_provider(app: &TestApp, payment: &str) -> (String, i64) {
     let p = app
@@ -1174,12 +1155,7 @@ fn at_provider(app: &TestApp, payment: &str) -> (String, i64) {
 /// - a void that comes too late (the provider captured first) is refunded instead, once.
 #[tokio::test]
 async fn authorize_then_capture_at_shipment_and_void_on_cancel_or_refund_when_too_late() {
-    let app = authorizing_app(
-        orderflow_sandbox::DEFAULT_AUTHORIZATION_TTL,
-        86_400,
-        Default::default(),
-    )
-    .await;
+    let app = common::spawn_app_tuned(common::Tuning::at_shipment()).await;
     let coupon = shop(&app).await;
 
     // Authorize -> ship -> capture.
@@ -1306,7 +1282,7 @@ async fn an_authorization_nearing_expiry_is_captured_or_voided_as_configured() {
     use orderflow_workflows::model::AuthorizationExpiry;
     let ttl = std::time::Duration::from_secs(12);
     for on_expiry in [AuthorizationExpiry::Capture, AuthorizationExpiry::Void] {
-        let app = authorizing_app(ttl, 6, on_expiry).await;
+        let app = common::spawn_app_tuned(common::Tuning::expiring(ttl, 6, on_expiry)).await;
         shop(&app).await;
         let created = app
             // One key per deployment: the two share the Temporal server, and so workflow ids.

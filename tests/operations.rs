@@ -30,14 +30,7 @@ fn terminate_by_hand(app: &TestApp, order_id: &str) {
 /// was not).
 #[tokio::test]
 async fn reconciliation_repairs_a_terminated_order_and_reports_what_it_cannot_repair() {
-    let tuning = common::Tuning {
-        capture: orderflow_workflows::model::CapturePolicy {
-            timing: orderflow_workflows::model::CaptureTiming::AtShipment,
-            ..common::Tuning::default().capture
-        },
-        ..Default::default()
-    };
-    let app = common::spawn_app_tuned(tuning).await;
+    let app = common::spawn_app_tuned(common::Tuning::at_shipment()).await;
     app.put_sku("book", 1500, 10).await;
     app.put_sku_with(
         "lamp",

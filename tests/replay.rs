@@ -377,17 +377,10 @@ async fn record_histories() {
     // v1.6: payments authorized at checkout (`ORDER_CAPTURE=at_shipment`), an authorization
     // of 16 s acted on 8 s before it lapses: captured at shipment; voided by a cancel; voided
     // and cancelled near its expiry; captured near its expiry, then shipped.
-    use orderflow_workflows::model::{AuthorizationExpiry, CapturePolicy, CaptureTiming};
+    use orderflow_workflows::model::AuthorizationExpiry;
     for on_expiry in [AuthorizationExpiry::Void, AuthorizationExpiry::Capture] {
-        let app = common::spawn_app_tuned(common::Tuning {
-            capture: CapturePolicy {
-                timing: CaptureTiming::AtShipment,
-                on_expiry,
-                margin_secs: 8,
-            },
-            authorization_ttl: Duration::from_secs(16),
-        })
-        .await;
+        let tuning = common::Tuning::expiring(Duration::from_secs(16), 8, on_expiry);
+        let app = common::spawn_app_tuned(tuning).await;
         app.put_sku_with(
             "lamp",
             json!({"price": 1000, "stock": 10, "kind": "physical"}),

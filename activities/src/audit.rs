@@ -325,66 +325,53 @@ pub async fn check(db: &Db) -> Result<Vec<String>, sqlx::Error> {
         }
     }
 
-    // The ledger: a return only of what was captured.
-    let orphan_returns = sqlx::query(
+    // The ledger: a return only of what was captured; never both a release and a capture of
+    // one hold.
+    let orphan_returns =
         "SELECT a.order_id, a.resource FROM ledger a WHERE a.action = 'return' AND NOT EXISTS
-         (SELECT 1 FROM ledger b WHERE b.order_id = a.order_id AND b.resource = a.resource AND b.action = 'capture')",
-    )
-    .fetch_all(db)
+         (SELECT 1 FROM ledger b WHERE b.order_id = a.order_id AND b.resource = a.resource AND b.action = 'capture')";
+    violations(db, orphan_returns, &mut bad, |order, resource| {
+        format!("order {order}: {resource} returned without a capture")
+    })
     .await?;
-    for r in orphan_returns {
-        bad.push(format!(
-            "order {}: {} returned without a capture",
-            r.get::<String, _>(0),
-            r.get::<String, _>(1)
-        ));
-    }
-
-    // The ledger: never both a release and a capture of one hold.
-    let both = sqlx::query(
-        "SELECT a.order_id, a.resource FROM ledger a JOIN ledger b ON a.order_id = b.order_id AND a.resource = b.resource
-         WHERE a.action = 'release' AND b.action = 'capture'",
-    )
-    .fetch_all(db)
+    let both = "SELECT a.order_id, a.resource FROM ledger a JOIN ledger b ON a.order_id = b.order_id AND a.resource = b.resource
+         WHERE a.action = 'release' AND b.action = 'capture'";
+    violations(db, both, &mut bad, |order, resource| {
+        format!("order {order}: {resource} both released and captured")
+    })
     .await?;
-    for r in both {
-        bad.push(format!(
-            "order {}: {} both released and captured",
-            r.get::<String, _>(0),
-            r.get::<String, _>(1)
-        ));
-    }
 
     // Authorizations: goods never leave on one that was not captured, and a void is only ever
     // of an authorization.
-    let uncaptured = sqlx::query(
+    let uncaptured =
         "SELECT o.order_id, p.payment_id FROM orders o JOIN payments p ON p.order_id = o.order_id
          WHERE o.status = 'fulfilled' AND p.status = 'captured'
-             AND p.capture_before IS NOT NULL AND p.captured_at IS NULL",
-    )
-    .fetch_all(db)
+             AND p.capture_before IS NOT NULL AND p.captured_at IS NULL";
+    violations(db, uncaptured, &mut bad, |order, payment| {
+        format!("order {order}: fulfilled, but its authorization {payment} was never captured")
+    })
     .await?;
-    for r in uncaptured {
-        bad.push(format!(
-            "order {}: fulfilled, but its authorization {} was never captured",
-            r.get::<String, _>(0),
-            r.get::<String, _>(1)
-        ));
-    }
-    let voids = sqlx::query(
-        "SELECT r.order_id, r.payment_id FROM refunds r JOIN payments p ON p.payment_id = r.payment_id
-         WHERE r.method = 'void' AND p.capture_before IS NULL",
-    )
-    .fetch_all(db)
+    let voids = "SELECT r.order_id, r.payment_id FROM refunds r JOIN payments p ON p.payment_id = r.payment_id
+         WHERE r.method = 'void' AND p.capture_before IS NULL";
+    violations(db, voids, &mut bad, |order, payment| {
+        format!("order {order}: payment {payment} was voided, but it was never an authorization")
+    })
     .await?;
-    for r in voids {
-        bad.push(format!(
-            "order {}: payment {} was voided, but it was never an authorization",
-            r.get::<String, _>(0),
-            r.get::<String, _>(1)
-        ));
-    }
     Ok(bad)
+}
+
+/// Runs `sql`, which selects (order, what of it) for every row that breaks an invariant, and
+/// adds what `say` makes of each row to `bad`.
+async fn violations(
+    db: &Db,
+    sql: &str,
+    bad: &mut Vec<String>,
+    say: impl Fn(String, String) -> String,
+) -> Result<(), sqlx::Error> {
+    for r in sqlx::query(sql).fetch_all(db).await? {
+        bad.push(say(r.get(0), r.get(1)));
+    }
+    Ok(())
 }
 
 /// Every partial refund, as the audit's queries fail (a stored row that does not parse is a
@@ -765,16 +752,14 @@ struct OurRefund {
     provider_refund_id: Option<String>,
     failure: Option<String>,
     owner: Option<String>,
+    /// `refund`, or `void`.
+    method: String,
 }
 
 impl OurRefund {
     /// A succeeded void of an authorization: the provider holds no refund for it.
     fn is_void(&self) -> bool {
-        self.status == "succeeded"
-            && self
-                .provider_refund_id
-                .as_deref()
-                .is_some_and(|id| id.starts_with(crate::payments::VOID_PREFIX))
+        self.status == "succeeded" && self.method == "void"
     }
 }
 
@@ -808,7 +793,7 @@ pub async fn money(
             })
             .collect();
     let refunds: BTreeMap<String, OurRefund> = sqlx::query(
-        "SELECT payment_id, status, amount, provider_refund_id, failure, owner FROM refunds",
+        "SELECT payment_id, status, amount, provider_refund_id, failure, owner, method FROM refunds",
     )
     .fetch_all(db)
     .await?
@@ -820,6 +805,7 @@ pub async fn money(
             provider_refund_id: r.get(3),
             failure: r.get(4),
             owner: r.get(5),
+            method: r.get(6),
         };
         (r.get(0), f)
     })
@@ -840,13 +826,12 @@ pub async fn money(
             .collect();
     // Payment -> (order, outcome, received_at, processed) of its most recent inbox event.
     let mut inbox: BTreeMap<String, (String, String, i64, bool)> = BTreeMap::new();
-    for r in sqlx::query(
+    let payment_events = format!(
         "SELECT payment_id, order_id, outcome, received_at, processed_at FROM webhook_inbox
-         WHERE event_type IN ('payment.succeeded', 'payment.authorized') ORDER BY received_at",
-    )
-    .fetch_all(db)
-    .await?
-    {
+         WHERE event_type IN {} ORDER BY received_at",
+        crate::payments::PAYMENT_EVENTS_SQL
+    );
+    for r in sqlx::query(&payment_events).fetch_all(db).await? {
         let processed = r.get::<Option<i64>, _>(4).is_some();
         inbox.insert(r.get(0), (r.get(1), r.get(2), r.get(3), processed));
     }

@@ -561,8 +561,8 @@ impl OrderActivitiesImpl {
         let call = self.provider.capture(&input.payment_id, None);
         match heartbeating(&ctx, call).await {
             Ok(_) => {}
-            // Captured by an earlier attempt whose answer was lost, under another key: the
-            // same outcome.
+            // Captured already by another hand (the provider's dashboard, a void that came too
+            // late): the money is taken all the same.
             Err(ProviderError::Refused { code, .. }) if code == "already_captured" => {}
             Err(ProviderError::Refused { code, message, .. }) => {
                 tracing::error!(%code, %message, "the provider refused to capture");

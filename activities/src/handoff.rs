@@ -610,18 +610,20 @@ async fn advance_watermark(
 
 /// Whether orderflow has any trace of `payment_id`: a payment row, a decision or an inbox event.
 async fn known(db: &Db, payment_id: &str) -> Result<bool, StoreError> {
-    let found: Option<String> = sqlx::query_scalar(
+    let sql = format!(
         "SELECT payment_id FROM payments WHERE payment_id = $1
          UNION ALL SELECT payment_id FROM payment_decisions WHERE payment_id = $2
          UNION ALL SELECT payment_id FROM webhook_inbox WHERE payment_id = $3
-             AND event_type IN ('payment.succeeded', 'payment.authorized')
+             AND event_type IN {}
          LIMIT 1",
-    )
-    .bind(payment_id)
-    .bind(payment_id)
-    .bind(payment_id)
-    .fetch_optional(db)
-    .await?;
+        crate::payments::PAYMENT_EVENTS_SQL
+    );
+    let found: Option<String> = sqlx::query_scalar(&sql)
+        .bind(payment_id)
+        .bind(payment_id)
+        .bind(payment_id)
+        .fetch_optional(db)
+        .await?;
     Ok(found.is_some())
 }
 

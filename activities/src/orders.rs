@@ -411,23 +411,25 @@ pub async fn load(db: &Db, order_id: &str) -> Result<LoadedOrder, StoreError> {
     .await?
     .as_ref()
     .map(payment);
-    let waiting = sqlx::query(
+    let waiting = format!(
         "SELECT payment_id, event_id, amount, currency, CAST(NULL AS BIGINT) FROM payment_decisions
          WHERE order_id = $1 AND state = 'holding' AND amount = $2 AND currency = $3
          UNION
          SELECT payment_id, event_id, amount, currency, capture_before FROM webhook_inbox
          WHERE order_id = $1 AND processed_at IS NULL AND amount = $2 AND currency = $3
-             AND event_type IN ('payment.succeeded', 'payment.authorized')
+             AND event_type IN {}
          ORDER BY 1",
-    )
-    .bind(order_id)
-    .bind(amounts.payable)
-    .bind(&currency)
-    .fetch_all(db)
-    .await?
-    .iter()
-    .map(payment)
-    .collect();
+        crate::payments::PAYMENT_EVENTS_SQL
+    );
+    let waiting = sqlx::query(&waiting)
+        .bind(order_id)
+        .bind(amounts.payable)
+        .bind(&currency)
+        .fetch_all(db)
+        .await?
+        .iter()
+        .map(payment)
+        .collect();
     Ok(LoadedOrder {
         status,
         amounts,

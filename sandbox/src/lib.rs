@@ -345,35 +345,40 @@ impl Sandbox {
         currency: &str,
         manual: bool,
     ) -> WebhookEvent {
-        let capture_before = manual
-            .then(|| unix_now().saturating_add(self.config.authorization_ttl.as_secs() as i64));
+        let session = SessionRecord {
+            id: new_id("cs"),
+            order_id: order_id.to_owned(),
+            amount,
+            currency: currency.to_owned(),
+            status: "paid".into(),
+            expires_at: None,
+            capture_method: manual.then(|| CAPTURE_MANUAL.to_owned()),
+        };
         let mut ledger = self.lock();
-        let session_id = new_id("cs");
-        ledger.sessions.insert(
-            session_id.clone(),
-            SessionRecord {
-                id: session_id.clone(),
-                order_id: order_id.to_owned(),
-                amount,
-                currency: currency.to_owned(),
-                status: "paid".into(),
-                expires_at: None,
-                capture_method: manual.then(|| CAPTURE_MANUAL.to_owned()),
-            },
-        );
+        let event = self.take_payment(&mut ledger, &session);
+        ledger.sessions.insert(session.id.clone(), session);
+        event
+    }
+
+    /// The payment of a session just paid: captured, or only authorized (until now plus
+    /// `authorization_ttl`) on a manual-capture session. Returns its webhook event.
+    fn take_payment(&self, ledger: &mut Ledger, session: &SessionRecord) -> WebhookEvent {
+        let manual = session.capture_method.as_deref() == Some(CAPTURE_MANUAL);
+        let ttl = self.config.authorization_ttl.as_secs() as i64;
+        let capture_before = manual.then(|| unix_now().saturating_add(ttl));
         let payment_id = new_id("pay");
         ledger.payments.insert(
             payment_id.clone(),
             PaymentRecord {
                 created: unix_now(),
                 payment_id: payment_id.clone(),
-                session_id: session_id.clone(),
-                order_id: order_id.to_owned(),
-                amount,
-                currency: currency.to_owned(),
+                session_id: session.id.clone(),
+                order_id: session.order_id.clone(),
+                amount: session.amount,
+                currency: session.currency.clone(),
                 refunded: 0,
                 status: if manual { "authorized" } else { "captured" }.into(),
-                captured: if manual { 0 } else { amount },
+                captured: if manual { 0 } else { session.amount },
                 capture_before,
                 disputed: None,
                 disputed_at: None,
@@ -387,11 +392,11 @@ impl Sandbox {
                 PAYMENT_SUCCEEDED
             }
             .into(),
-            order_id: order_id.to_owned(),
+            order_id: session.order_id.clone(),
             payment_id,
-            amount,
-            currency: currency.to_owned(),
-            session_id: Some(session_id),
+            amount: session.amount,
+            currency: session.currency.clone(),
+            session_id: Some(session.id.clone()),
             capture_before,
         }
     }
@@ -800,42 +805,7 @@ async fn pay(
         }
         session.status = "paid".into();
         let session = session.clone();
-        let payment_id = new_id("pay");
-        let manual = session.capture_method.as_deref() == Some(CAPTURE_MANUAL);
-        let capture_before =
-            manual.then(|| unix_now().saturating_add(sb.config.authorization_ttl.as_secs() as i64));
-        ledger.payments.insert(
-            payment_id.clone(),
-            PaymentRecord {
-                created: unix_now(),
-                payment_id: payment_id.clone(),
-                session_id: session.id.clone(),
-                order_id: session.order_id.clone(),
-                amount: session.amount,
-                currency: session.currency.clone(),
-                refunded: 0,
-                status: if manual { "authorized" } else { "captured" }.into(),
-                captured: if manual { 0 } else { session.amount },
-                capture_before,
-                disputed: None,
-                disputed_at: None,
-            },
-        );
-        WebhookEvent {
-            event_id: new_id("evt"),
-            kind: if manual {
-                PAYMENT_AUTHORIZED
-            } else {
-                PAYMENT_SUCCEEDED
-            }
-            .into(),
-            order_id: session.order_id,
-            payment_id,
-            amount: session.amount,
-            currency: session.currency,
-            session_id: Some(session.id),
-            capture_before,
-        }
+        sb.take_payment(&mut ledger, &session)
     };
     let delay = Duration::from_millis(fault.webhook_delay_ms);
     let mut event = event;

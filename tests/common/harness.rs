@@ -147,6 +147,29 @@ impl Default for Tuning {
     }
 }
 
+impl Tuning {
+    /// `ORDER_CAPTURE=at_shipment`, the rest as by default.
+    pub fn at_shipment() -> Tuning {
+        let mut tuning = Tuning::default();
+        tuning.capture.timing = orderflow_workflows::model::CaptureTiming::AtShipment;
+        tuning
+    }
+
+    /// At shipment, with authorizations that can be captured for `ttl`, acted on (by
+    /// `on_expiry`) `margin_secs` before they lapse.
+    pub fn expiring(
+        ttl: Duration,
+        margin_secs: u64,
+        on_expiry: orderflow_workflows::model::AuthorizationExpiry,
+    ) -> Tuning {
+        let mut tuning = Tuning::at_shipment();
+        tuning.capture.margin_secs = margin_secs;
+        tuning.capture.on_expiry = on_expiry;
+        tuning.authorization_ttl = ttl;
+        tuning
+    }
+}
+
 /// A fresh app on the shared server with the payment settings of `tuning`.
 pub async fn spawn_app_tuned(tuning: Tuning) -> TestApp {
     spawn_app_with_tuned(WorkerMode::InProcess, tuning).await
