@@ -47,8 +47,8 @@ impl OrderActivities {
     pub fn record_order(input: RecordOrder) -> Result<(), ActivityError> {
         unimplemented!()
     }
-    /// Moves every listed hold of an order (capture, release or return) in one transaction;
-    /// releases and returns in reverse order of reservation. For moves outside an outcome: a
+    /// Moves every listed hold of an order (capture, release or return) in one transaction, in
+    /// reservation order. For moves outside an outcome: a
     /// rejection, a resumed paid order, reconciliation's releases.
     #[activity(name = "order.settle_holds")]
     pub fn settle_holds(input: SettleHolds) -> Result<(), ActivityError> {

@@ -391,7 +391,7 @@ pub enum Move {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettleHolds {
     pub order_id: String,
-    /// In reservation order; releases and returns run in reverse.
+    /// In reservation order, the order every move runs in (one lock order: no deadlocks).
     pub held: Vec<Resource>,
     pub how: Move,
 }

@@ -179,7 +179,7 @@ pub(super) async fn reject(
     Ok(())
 }
 
-/// Moves every hold in `held` (releases and returns in reverse order of reservation) in one
+/// Moves every hold in `held` (in reservation order, whatever the move) in one
 /// transaction: the one activity for hold moves outside an outcome (a rejection, a resumed
 /// paid order's captures, reconciliation's releases of orphan holds).
 pub(crate) async fn settle<W>(
