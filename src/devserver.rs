@@ -89,7 +89,25 @@ pub struct StartOptions {
     pub db_file: Option<String>,
     /// How `db_file` reaches the disk.
     pub synchronous: Synchronous,
+    /// Run with [`LOW_LATENCY`] (what `orderflow dev` and the tests do); `false` runs the
+    /// server's stock settings, for the benchmark to compare.
+    pub low_latency: bool,
 }
+
+/// The dynamic config `orderflow dev` gives its server (`deploy/temporal-dynamic-config.yaml`
+/// gives the same to the compose cluster). Measured in the README's performance section.
+pub const LOW_LATENCY: [(&str, &str); 2] = [
+    // The history service reads new transfer tasks (a workflow task or an activity to hand to
+    // a worker) at most 20 times a second per shard by default. The dev server has one shard,
+    // so every signal, update and activity completion waited up to 50 ms (25 on average) before
+    // its workflow task was dispatched: webhook -> paid was 47 ms at p50. At 200 reads a second
+    // it is 20 ms; 1000 took 5 ms more off and cost 8 % more CPU per order under load.
+    ("history.transferProcessorMaxPollRPS", "200"),
+    // The server may hand an activity to the worker in its answer to the workflow task that
+    // scheduled it (the SDK asks for it by default): one transfer task and one match less
+    // between a decision and its effect.
+    ("system.enableActivityEagerExecution", "true"),
+];
 
 /// Starts `temporal server start-dev` and waits until it accepts connections.
 pub fn start(opts: &StartOptions) -> anyhow::Result<DevServer> {
@@ -117,6 +135,11 @@ pub fn start(opts: &StartOptions) -> anyhow::Result<DevServer> {
             "--sqlite-pragma",
             &format!("synchronous={}", opts.synchronous.pragma()),
         ]);
+    }
+    if opts.low_latency {
+        for (key, value) in LOW_LATENCY {
+            cmd.args(["--dynamic-config-value", &format!("{key}={value}")]);
+        }
     }
     for (name, kind) in orderflow_workflows::search::ALL {
         cmd.args(["--search-attribute", &format!("{name}={kind}")]);
@@ -192,4 +215,36 @@ pub async fn register_search_attributes(client: &Client, namespace: &str) -> any
         Err(status) => Err(anyhow!("registering search attributes failed: {status}")),
     }
     .context("search attributes OrderStatus, CustomerId and PaymentDeadline are needed by the order workflow")
+}
+
+#[cfg(test)]
+mod tests {
+    /// The compose cluster runs with the same dynamic config as `orderflow dev`.
+    #[test]
+    fn the_compose_clusters_dynamic_config_is_the_dev_servers() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/temporal-dynamic-config.yaml"
+        );
+        let file = std::fs::read_to_string(path).expect("deploy/temporal-dynamic-config.yaml");
+        let settings: Vec<String> = file
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|pair| {
+                format!(
+                    "{}={}",
+                    pair[0].trim_end_matches(':'),
+                    pair[1].trim_start_matches("- value: ")
+                )
+            })
+            .collect();
+        let ours: Vec<String> = super::LOW_LATENCY
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        assert_eq!(settings, ours, "{path} and devserver::LOW_LATENCY differ");
+    }
 }

@@ -304,6 +304,7 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             ui_port: config.temporal_ui_port,
             db_file: Some(format!("{}/temporal.db", config.data_dir)),
             synchronous: devserver::Synchronous::Normal,
+            low_latency: true,
         })?;
         config.temporal_address = server.address.clone();
         _server = Some(server);

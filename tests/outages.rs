@@ -152,6 +152,7 @@ async fn a_killed_temporal_server_restarted_on_its_file_loses_no_order_and_no_ti
             ui_port: None,
             db_file: Some(file.clone()),
             synchronous: devserver::Synchronous::default(),
+            low_latency: true,
         })
         .expect("start the dev server on its file")
     };

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: orderflow-bench [--smoke] [--storm N] [--levels 2,4,8] [--level-secs S] [--sweep-scale F] [--temporal-sync normal|full] [--out DIR]
+const USAGE: &str = "usage: orderflow-bench [--smoke] [--storm N] [--levels 2,4,8] [--level-secs S] [--sweep-scale F] [--temporal-sync normal|full] [--temporal-config tuned|stock] [--out DIR]
 
   --smoke          about a minute: small levels and a storm of 30 (what CI runs)
   --storm N        orders in the expiry storm (default 10000)
@@ -38,6 +38,8 @@ const USAGE: &str = "usage: orderflow-bench [--smoke] [--storm N] [--levels 2,4,
   --sweep-scale F  the sweep baseline's 60 s interval is divided by F (default 600)
   --temporal-sync  the dev server's SQLite synchronous pragma: normal (default, as
                    `orderflow dev` runs it) or full (fsync at every commit)
+  --temporal-config  tuned (default: the dynamic config `orderflow dev` gives its server,
+                   devserver::LOW_LATENCY) or stock (the dev server's own defaults)
   --out DIR        where results go (default bench/results; --smoke: the run's own directory)
 
 DATABASE_URL=postgres://user@host/db measures PostgreSQL (a fresh database is created on that
@@ -53,6 +55,7 @@ struct Plan {
     storm: u64,
     sweep_scale: f64,
     temporal_sync: Synchronous,
+    low_latency: bool,
     out: Option<PathBuf>,
 }
 
@@ -67,6 +70,7 @@ impl Plan {
             storm: 10_000,
             sweep_scale: 600.0,
             temporal_sync: Synchronous::default(),
+            low_latency: true,
             out: None,
         };
         let mut it = args.iter();
@@ -102,6 +106,13 @@ impl Plan {
                     plan.temporal_sync = Synchronous::from_pragma(v).with_context(|| {
                         format!("--temporal-sync takes normal or full, not {v:?}")
                     })?
+                }
+                "--temporal-config" => {
+                    plan.low_latency = match value()?.as_str() {
+                        "tuned" => true,
+                        "stock" => false,
+                        v => bail!("--temporal-config takes tuned or stock, not {v:?}"),
+                    }
                 }
                 "--out" => plan.out = Some(PathBuf::from(value()?)),
                 "-h" | "--help" => {
@@ -146,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
         "orderflow-bench {run}: starting the stack in {} ...",
         dir.display()
     );
-    let mut stack = Stack::start(dir.clone(), &run, plan.temporal_sync).await?;
+    let mut stack = Stack::start(dir.clone(), &run, plan.temporal_sync, plan.low_latency).await?;
     println!(
         "  {} ({}) · Temporal {} · API {} · logs in {}",
         stack.backend.name(),
@@ -209,6 +220,7 @@ async fn measure(plan: &Plan, stack: &mut Stack, run: &str) -> anyhow::Result<Re
         plan.storm,
         plan.sweep_scale,
         plan.temporal_sync,
+        plan.low_latency,
     );
     shop.stock().await?;
     let pool: usize = plan.levels.iter().sum::<usize>() * plan.level_secs as usize * 2 + 64;
@@ -398,13 +410,28 @@ async fn cost_probe(
     use futures::StreamExt;
     const N: usize = 10;
     let postgres = stack.backend == stack::Backend::Postgres;
+    // The database's transactions per second with no order moving (the events outbox polls),
+    // taken off each kind's count below.
+    let idle_per_sec = if postgres {
+        probe::settle_stats().await;
+        let (before, at) = (probe::transactions(db).await?, Instant::now());
+        probe::settle_stats().await;
+        let after = probe::transactions(db).await?;
+        (after - before - probe::OWN_PER_READING) as f64 / at.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
     let mut costs = Vec::new();
     for paid in [true, false] {
         if postgres {
             probe::settle_stats().await;
         }
         let before = if postgres {
-            Some(probe::transactions(db).await?)
+            Some((
+                probe::transactions(db).await?,
+                probe::transaction_ids(db).await?,
+                Instant::now(),
+            ))
         } else {
             None
         };
@@ -435,15 +462,23 @@ async fn cost_probe(
         };
         load::drain("orders", &open, Duration::from_secs(120)).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let db_transactions = match before {
-            Some(before) => {
+        let (db_transactions, db_writes) = match before {
+            Some((before, ids_before, at)) => {
+                let ids_after = probe::transaction_ids(db).await?;
                 probe::settle_stats().await;
                 let after = probe::transactions(db).await?;
-                // The bench's own: the polls, and the two statements of the `before` reading.
-                let own = polls.load(std::sync::atomic::Ordering::Relaxed) + probe::OWN_PER_READING;
-                Some((after - before - own) as f64 / N as f64)
+                // The bench's own: the polls, the `before` readings (the id reading is one
+                // transaction too), and the background of an idle stack for as long.
+                let own =
+                    polls.load(std::sync::atomic::Ordering::Relaxed) + probe::OWN_PER_READING + 2;
+                let idle = idle_per_sec * at.elapsed().as_secs_f64();
+                let writes = ids_after - ids_before - probe::OWN_IDS_PER_READING;
+                (
+                    Some(((after - before - own) as f64 - idle) / N as f64),
+                    Some(writes as f64 / N as f64),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let workflow_ids: Vec<String> = ids
             .iter()
@@ -452,6 +487,7 @@ async fn cost_probe(
             .collect();
         costs.push(probe::Cost {
             db_transactions,
+            db_writes,
             ..probe::histories(&stack.temporal_address, &workflow_ids)?
         });
     }

@@ -11,8 +11,11 @@ use std::time::Duration;
 /// Per-order costs of one kind of lifecycle.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Cost {
-    /// Committed plus rolled-back transactions per order (PostgreSQL only).
+    /// Committed plus rolled-back transactions per order, reads included, with the database's
+    /// idle background (the events outbox's poll) taken off (PostgreSQL only).
     pub db_transactions: Option<f64>,
+    /// Of those, the ones that wrote: each took a transaction id (PostgreSQL only).
+    pub db_writes: Option<f64>,
     pub history_events: f64,
     pub activity_tasks: f64,
     pub workflow_tasks: f64,
@@ -34,6 +37,19 @@ pub async fn transactions(db: &Db) -> anyhow::Result<i64> {
     .await
     .context("reading pg_stat_database")?;
     Ok(n)
+}
+
+/// Transaction ids a [`transaction_ids`] reading itself takes.
+pub const OWN_IDS_PER_READING: i64 = 1;
+
+/// The cluster's next transaction id. Only a transaction that writes takes one, so the
+/// difference between two readings counts the writing transactions between them (nothing else
+/// writes to the benchmark's PostgreSQL while a probe runs).
+pub async fn transaction_ids(db: &Db) -> anyhow::Result<i64> {
+    sqlx::query_scalar("SELECT txid_current()::BIGINT")
+        .fetch_one(db)
+        .await
+        .context("reading txid_current()")
 }
 
 /// Waits out PostgreSQL's idle statistics interval (10 s), so every backend has reported.
@@ -98,6 +114,7 @@ pub fn histories(temporal_address: &str, ids: &[String]) -> anyhow::Result<Cost>
     let n = ids.len().max(1) as f64;
     Ok(Cost {
         db_transactions: None,
+        db_writes: None,
         history_events: e as f64 / n,
         activity_tasks: a as f64 / n,
         workflow_tasks: w as f64 / n,

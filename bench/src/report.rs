@@ -61,6 +61,9 @@ pub struct Results {
     pub workflow_cache: String,
     /// The dev server's SQLite `synchronous` pragma (normal unless `--temporal-sync full`).
     pub temporal_sync: String,
+    /// The dev server's dynamic config: `devserver::LOW_LATENCY` as `key=value, ...` (unless
+    /// `--temporal-config stock`), or `stock`. Runs committed before 2026-11-23 had `stock`.
+    pub temporal_config: String,
     pub storm_n: u64,
     pub sweep_scale: f64,
     pub orderflow: System,
@@ -100,6 +103,7 @@ impl Results {
         storm_n: u64,
         sweep_scale: f64,
         temporal_sync: orderflow::devserver::Synchronous,
+        low_latency: bool,
     ) -> Results {
         let today = time::OffsetDateTime::now_utc().date();
         Results {
@@ -110,6 +114,15 @@ impl Results {
             workflow_cache: std::env::var("ORDERFLOW_WORKFLOW_CACHE")
                 .unwrap_or_else(|_| "default".into()),
             temporal_sync: temporal_sync.pragma().to_owned(),
+            temporal_config: if low_latency {
+                orderflow::devserver::LOW_LATENCY
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
+                "stock".to_owned()
+            },
             storm_n,
             sweep_scale,
             orderflow: System::default(),
@@ -146,12 +159,13 @@ impl Results {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "\norderflow-bench {} · {} · {} · workflow cache {} · Temporal synchronous={}{}",
+            "\norderflow-bench {} · {} · {} · workflow cache {} · Temporal synchronous={} · dynamic config: {}{}",
             self.date,
             self.database,
             self.machine,
             self.workflow_cache,
             self.temporal_sync,
+            self.temporal_config,
             if self.smoke {
                 " · SMOKE (figures mean nothing)"
             } else {
@@ -270,17 +284,27 @@ impl Results {
             format!("{:.1}", b.cpu_per_1000.total()),
             "-".into(),
         );
-        let tx = |c: &Cost| {
-            c.db_transactions
-                .map_or("n/a (SQLite)".into(), |x| format!("{x:.1}"))
-        };
-        row(
-            &mut t,
-            "DB transactions per paid / expired order",
-            format!("{} / {}", tx(&o.cost_paid), tx(&o.cost_expired)),
-            "0".into(),
-            "-".into(),
-        );
+        let database: [(&str, fn(&Cost) -> Option<f64>); 2] = [
+            ("DB transactions per paid / expired order", |c| {
+                c.db_transactions
+            }),
+            ("  of which wrote", |c| c.db_writes),
+        ];
+        for (what, count) in database {
+            let per_order =
+                |c: &Cost| count(c).map_or("n/a (SQLite)".into(), |x| format!("{x:.1}"));
+            row(
+                &mut t,
+                what,
+                format!(
+                    "{} / {}",
+                    per_order(&o.cost_paid),
+                    per_order(&o.cost_expired)
+                ),
+                "0".into(),
+                "-".into(),
+            );
+        }
         let counts: [(&str, fn(&Cost) -> f64); 3] = [
             ("history events", |c| c.history_events),
             ("activity tasks", |c| c.activity_tasks),

@@ -177,6 +177,7 @@ impl Stack {
         dir: PathBuf,
         run: &str,
         temporal_sync: devserver::Synchronous,
+        low_latency: bool,
     ) -> anyhow::Result<Stack> {
         let bin = orderflow_binary()?;
         let (backend, database_url) = fresh_database(&dir, run).await?;
@@ -192,6 +193,7 @@ impl Stack {
             ui_port: None,
             db_file: Some(dir.join("temporal.db").display().to_string()),
             synchronous: temporal_sync,
+            low_latency,
         })?;
         let temporal_address = server.address.clone();
         let client = orderflow::run::connect_temporal(&temporal_address, "default").await?;

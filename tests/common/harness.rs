@@ -39,6 +39,7 @@ fn temporal_address() -> &'static str {
                 ui_port: None,
                 db_file: None,
                 synchronous: devserver::Synchronous::default(),
+                low_latency: true,
             });
             match server {
                 Ok(server) => {
